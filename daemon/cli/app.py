@@ -1,0 +1,73 @@
+"""What every command shares: the configuration, the database, and error handling."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from functools import cached_property
+from typing import Any
+
+import click
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from daemon.config import Config, find_config_path, load_config
+from daemon.errors import DatabaseError, RedlineError
+from daemon.store import migrate
+from daemon.store.engine import make_engine
+
+
+class App:
+    """Loaded lazily, so `--help` and `--version` never need a configuration."""
+
+    def __init__(self, config_path: str | None, environ: dict[str, str] | None = None) -> None:
+        self.config_path = config_path
+        self.environ = dict(os.environ if environ is None else environ)
+
+    @cached_property
+    def config(self) -> Config:
+        return load_config(find_config_path(self.config_path, self.environ), self.environ)
+
+    def engine(self, *, migrate_now: bool = True, readonly: bool = False) -> Engine:
+        """The database engine; migrates first unless `auto_migrate = false`."""
+        engine = make_engine(self.config.database.url, readonly=readonly)
+        if migrate_now and not readonly:
+            if self.config.database.auto_migrate:
+                migrate.upgrade(engine)
+            else:
+                migrate.require_current(engine)
+        elif readonly:
+            migrate.require_current(engine)
+        return engine
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def run_cli(group: click.Group, args: list[str] | None = None) -> int:
+    """Run the CLI; a RedlineError becomes one line on stderr and its exit code."""
+    try:
+        group.main(args=args, prog_name="redline", standalone_mode=False)
+    except RedlineError as exc:
+        click.echo(f"redline: error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("redline: aborted", err=True)
+        return 1
+    except sa.exc.OperationalError as exc:
+        click.echo(f"redline: error: database: {DatabaseError(str(exc.orig)).args[0]}",
+                   err=True)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        sys.stderr.close()
+        return 0
+    return 0

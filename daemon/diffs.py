@@ -1,0 +1,148 @@
+"""Unified and word diffs between two revisions, and the one-line summaries events store.
+
+Pure. Words are compared by their folded form (so a quote-style change is not shown as an
+edit) but shown as written. Paragraphs are aligned first and words are diffed only inside
+changed paragraphs, which keeps long statements fast and the result readable.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from daemon.text import fold_words, paragraphs, title_text
+
+
+@dataclass(frozen=True)
+class WordOp:
+    """One run of a word diff: op is equal, delete or insert; text keeps its spacing."""
+
+    op: str
+    text: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"op": self.op, "text": self.text}
+
+
+@dataclass(frozen=True)
+class DiffStats:
+    """What a word diff amounts to: paragraphs touched, words added and removed."""
+
+    paragraphs_changed: int
+    words_added: int
+    words_removed: int
+
+
+def _doc_lines(title: str, body_text: str) -> list[str]:
+    return [f"# {title_text(title)}", *paragraphs(body_text)]
+
+
+def unified_diff(old_title: str, old_text: str, new_title: str, new_text: str,
+                 old_label: str = "r1", new_label: str = "r2", context: int = 1) -> str:
+    """A line-level unified diff of title and paragraphs (each paragraph is one line)."""
+    lines = difflib.unified_diff(_doc_lines(old_title, old_text), _doc_lines(new_title, new_text),
+                                 fromfile=old_label, tofile=new_label, n=context, lineterm="")
+    return "\n".join(lines) + "\n" if old_text or new_text else ""
+
+
+def _tokens(text: str) -> list[str]:
+    """Split into words, each keeping the white space after it."""
+    out: list[str] = []
+    word_start = 0
+    in_space = False
+    for i, ch in enumerate(text):
+        if ch.isspace():
+            in_space = True
+        elif in_space:
+            out.append(text[word_start:i])
+            word_start = i
+            in_space = False
+    if word_start < len(text):
+        out.append(text[word_start:])
+    return out
+
+
+def _append(ops: list[WordOp], op: str, text: str) -> None:
+    if not text:
+        return
+    if ops and ops[-1].op == op:
+        ops[-1] = WordOp(op, ops[-1].text + text)
+    else:
+        ops.append(WordOp(op, text))
+
+
+def _word_ops(old: str, new: str, ops: list[WordOp]) -> tuple[int, int]:
+    a, b = _tokens(old), _tokens(new)
+    ka = [fold_words(t).strip() for t in a]
+    kb = [fold_words(t).strip() for t in b]
+    added = removed = 0
+    matcher = difflib.SequenceMatcher(None, ka, kb, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            _append(ops, "equal", "".join(b[j1:j2]))
+            continue
+        if i2 > i1:
+            _append(ops, "delete", "".join(a[i1:i2]))
+            removed += i2 - i1
+        if j2 > j1:
+            _append(ops, "insert", "".join(b[j1:j2]))
+            added += j2 - j1
+    return added, removed
+
+
+def word_diff(old_title: str, old_text: str, new_title: str, new_text: str
+              ) -> tuple[list[WordOp], DiffStats]:
+    """Word-level diff of title and body; paragraphs are separated by a blank line."""
+    pa, pb = _doc_lines(old_title, old_text), _doc_lines(new_title, new_text)
+    ka = [" ".join(fold_words(p).split()) for p in pa]
+    kb = [" ".join(fold_words(p).split()) for p in pb]
+    ops: list[WordOp] = []
+    added = removed = changed = 0
+    matcher = difflib.SequenceMatcher(None, ka, kb, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if ops:
+            _append(ops, "equal", "\n\n")
+        if tag == "equal":
+            _append(ops, "equal", "\n\n".join(pb[j1:j2]))
+            continue
+        changed += max(i2 - i1, j2 - j1)
+        a_words, r_words = _word_ops("\n\n".join(pa[i1:i2]), "\n\n".join(pb[j1:j2]), ops)
+        added += a_words
+        removed += r_words
+    # the "# " marker of the title line is ours, not the statement's
+    if ops and ops[0].op == "equal" and ops[0].text.startswith("# "):
+        ops[0] = WordOp("equal", ops[0].text[2:])
+    elif ops and ops[0].text.startswith("# "):
+        ops[0] = WordOp(ops[0].op, ops[0].text[2:])
+    return ops, DiffStats(changed, added, removed)
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def summarize(kind: str, changed_fields: tuple[str, ...] | list[str],
+              stats: DiffStats | None = None, words: int | None = None) -> str:
+    """The one-line summary stored with each event."""
+    if kind == "added":
+        return f"new statement: {_plural(words or 0, 'word')}"
+    if kind == "deleted":
+        return "statement withdrawn: its last file disappeared"
+    if kind == "formatting":
+        return "formatting only: " + ", ".join(changed_fields)
+    parts = []
+    if kind == "restored":
+        parts.append("statement restored")
+    if stats is not None and (stats.words_added or stats.words_removed):
+        what = []
+        if "title" in changed_fields:
+            what.append("title changed")
+        body_paras = stats.paragraphs_changed - (1 if "title" in changed_fields else 0)
+        if body_paras > 0:
+            what.append(_plural(body_paras, "paragraph") + " changed")
+        parts.append(f"{', '.join(what) or 'text changed'}: +{_plural(stats.words_added, 'word')}"
+                     f", -{_plural(stats.words_removed, 'word')}")
+    other = [f for f in changed_fields if f not in ("title", "body")]
+    if other:
+        parts.append("fields changed: " + ", ".join(other))
+    return "; ".join(parts) or kind

@@ -1,0 +1,37 @@
+"""The one error hierarchy: each says what is wrong and what to do; the CLI maps it to an exit code."""
+
+
+class RedlineError(Exception):
+    """Base of every error redline reports to a person."""
+
+    exit_code = 1
+
+
+class ConfigError(RedlineError):
+    """The configuration file or a value in it is wrong."""
+
+    exit_code = 2
+
+
+class UsageError(RedlineError):
+    """A command-line argument is wrong."""
+
+    exit_code = 2
+
+
+class NotFound(RedlineError):
+    """A named statement, revision or channel does not exist."""
+
+    exit_code = 1
+
+
+class WatchedFolderError(RedlineError):
+    """A watched folder is missing, unreadable or suddenly empty; nothing is deleted."""
+
+    exit_code = 1
+
+
+class DatabaseError(RedlineError):
+    """The database cannot be reached or is not at the expected schema."""
+
+    exit_code = 1

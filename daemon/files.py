@@ -1,0 +1,80 @@
+"""Which paths are statements: patterns, built-in ignores, and walking the watched folders.
+
+`PathFilter` is a pure callable shared by the scanner and the watcher, so both agree on
+what counts as a statement file.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import PurePath
+
+# Editor temp, backup and swap files, and download partials: never statements.
+BUILTIN_IGNORES = (
+    ".*", "*~", "#*#", "*.swp", "*.swo", "*.swx", "*.swn", "*.tmp", "*.temp", "*.bak",
+    "*.orig", "*.rej", "*.part", "*.crdownload", "*.kate-swp", "4913", "*.sb-*", "~$*",
+)
+
+
+@dataclass(frozen=True)
+class PathFilter:
+    """Decides whether a path is a statement file: matches a pattern, no ignore matches it,
+    and no folder on the way (below the root) is hidden."""
+
+    patterns: tuple[str, ...]
+    ignore: tuple[str, ...] = ()
+
+    def __call__(self, path: str) -> bool:
+        name = os.path.basename(path)
+        if not any(_match(path, name, p) for p in self.patterns):
+            return False
+        if any(_match(path, name, p) for p in BUILTIN_IGNORES + self.ignore):
+            return False
+        return True
+
+    def folder_ok(self, name: str) -> bool:
+        """Hidden folders (.git, .cache, ...) are never descended into."""
+        return not name.startswith(".") and not any(
+            fnmatch.fnmatchcase(name, p) for p in self.ignore if "/" not in p)
+
+
+def _match(path: str, name: str, pattern: str) -> bool:
+    if "/" in pattern:
+        return PurePath(path).full_match(pattern) if hasattr(PurePath, "full_match") else \
+            fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(path, "*/" + pattern)
+    return fnmatch.fnmatchcase(name, pattern)
+
+
+@dataclass(frozen=True)
+class FoundFile:
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+def walk(root: str, accept: PathFilter, recursive: bool = True) -> Iterator[FoundFile]:
+    """Yield the statement files under `root` with their stat, without reading them."""
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if recursive and accept.folder_ok(entry.name):
+                        stack.append(entry.path)
+                    continue
+                if not entry.is_file() or not accept(entry.path):
+                    continue
+                st = entry.stat()
+            except OSError:
+                continue
+            yield FoundFile(entry.path, st.st_size, st.st_mtime_ns, st.st_ino)

@@ -1,0 +1,340 @@
+"""The one path from "this file may have changed" to a committed change.
+
+Used by `redline ingest`, the live watcher and the reconcile job alike. Reading, hashing,
+parsing and rendering (`prepare`) happen outside any transaction; `apply` decides identity
+and calls `classify_change` inside the transaction that writes the revision, its event, the
+file record, the search row and the outbox rows together.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.engine import Connection, Engine
+
+from daemon.changes import Change, Version, classify_change
+from daemon.config import WatchConfig
+from daemon.document import Rejection, parse_document
+from daemon.files import FoundFile, PathFilter, walk
+from daemon.notify.outbox import DeliveryOutbox
+from daemon.store import records
+from daemon.store.schema import files, rejected_files
+
+log = structlog.get_logger(__name__)
+
+COUNT_KEYS = ("files", "added", "revised", "metadata", "formatting", "deleted", "restored",
+              "unchanged", "rejected")
+BATCH_FILES = 400
+BATCH_SECONDS = 1.0
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass
+class IngestCounts:
+    """The counts of SPEC §6, plus folder errors (a missing or emptied watched folder)."""
+
+    files: int = 0
+    added: int = 0
+    revised: int = 0
+    metadata: int = 0
+    formatting: int = 0
+    deleted: int = 0
+    restored: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    folder_errors: list[str] = field(default_factory=list)
+
+    def count(self, outcome: str) -> None:
+        setattr(self, outcome, getattr(self, outcome) + 1)
+
+    def merge(self, other: IngestCounts) -> None:
+        for key in COUNT_KEYS:
+            setattr(self, key, getattr(self, key) + getattr(other, key))
+        self.folder_errors += other.folder_errors
+
+    def as_dict(self) -> dict[str, int]:
+        return {key: getattr(self, key) for key in COUNT_KEYS}
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A file read, hashed and parsed outside any transaction."""
+
+    path: str
+    stat: tuple[int, int, int] | None  # size, mtime_ns, inode; None when the file is gone
+    sha256: str | None = None
+    version: Version | None = None
+    rejection: Rejection | None = None
+    same_bytes: bool = False  # sha256 equals the known one: no parse was needed
+
+
+def prepare(path: str, max_bytes: int, known_sha: str | None = None) -> Prepared:
+    """Stat, read, hash and parse one file (pure of the database; safe in a worker)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return Prepared(path, None)
+    except OSError as exc:
+        return Prepared(path, None, rejection=Rejection("unreadable", f"cannot stat: "
+                                                         f"{exc.strerror}"))
+    stat = (st.st_size, st.st_mtime_ns, st.st_ino)
+    if st.st_size > max_bytes:
+        return Prepared(path, stat, rejection=Rejection(
+            "too_large", f"file is {st.st_size:,} bytes, over the limit of {max_bytes:,} "
+            "(watch.max_file_bytes)"))
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except FileNotFoundError:
+        return Prepared(path, stat, rejection=Rejection(
+            "vanished", "the file disappeared while it was being read"))
+    except IsADirectoryError:
+        return Prepared(path, None)
+    except OSError as exc:
+        return Prepared(path, stat, rejection=Rejection(
+            "unreadable", f"cannot read the file: {exc.strerror}"))
+    sha = hashlib.sha256(data).hexdigest()
+    if known_sha is not None and sha == known_sha:
+        return Prepared(path, stat, sha, same_bytes=True)
+    parsed = parse_document(data, max_bytes)
+    if isinstance(parsed, Rejection):
+        return Prepared(path, stat, sha, rejection=parsed)
+    return Prepared(path, stat, sha, version=Version.from_document(parsed))
+
+
+class Ingestor:
+    """Applies prepared files to the database, one transaction per change (or per batch)."""
+
+    def __init__(self, engine: Engine, watch: WatchConfig, outbox: DeliveryOutbox | None = None,
+                 clock: Callable[[], dt.datetime] = utcnow,
+                 on_commit: Callable[[list[int]], None] | None = None) -> None:
+        self.engine = engine
+        self.watch = watch
+        self.accept = PathFilter(watch.patterns, watch.ignore)
+        self.outbox = outbox or DeliveryOutbox(())
+        self.clock = clock
+        self.on_commit = on_commit
+
+    # ---- single paths: the watcher's entry point -------------------------------------
+
+    def process_paths(self, paths: Sequence[str]) -> IngestCounts:
+        """Look at these paths now (present ones first, so a move is never a deletion)."""
+        counts = IngestCounts()
+        prepared = [self._prepare_known(os.path.abspath(p)) for p in paths]
+        prepared.sort(key=lambda p: (p.stat is None, p.stat[1] if p.stat else 0))
+        self._apply_batch(prepared, counts)
+        return counts
+
+    def _prepare_known(self, path: str) -> Prepared:
+        with self.engine.connect() as conn:
+            known = conn.execute(sa.select(files.c.file_sha256).where(files.c.path == path)
+                                 ).scalar()
+        return prepare(path, self.watch.max_file_bytes, known)
+
+    # ---- full passes: `redline ingest` and reconcile ---------------------------------
+
+    def scan(self, roots: Iterable[str] | None = None,
+             progress: Callable[[int, int], None] | None = None) -> IngestCounts:
+        """One pass over the watched folders: ingest what changed, notice what is gone."""
+        counts = IngestCounts()
+        root_list = [os.path.abspath(r) for r in (roots or [str(p) for p in self.watch.paths])]
+        known, known_rejected = self._known_state()
+        found: list[FoundFile] = []
+        healthy: list[str] = []
+        for root in root_list:
+            under = [p for p in known if _is_under(p, root)]
+            if not os.path.isdir(root):
+                counts.folder_errors.append(
+                    f"{root}: watched folder is missing or not a folder; its "
+                    f"{len(under)} known files are kept, not deleted")
+                continue
+            listed = list(walk(root, self.accept, self.watch.recursive))
+            if not listed and under:
+                counts.folder_errors.append(
+                    f"{root}: watched folder is suddenly empty (unmounted?); its "
+                    f"{len(under)} known files are kept, not deleted")
+                continue
+            healthy.append(root)
+            found.extend(listed)
+        seen = {f.path for f in found}
+        todo: list[FoundFile] = []
+        for f in found:
+            stat = (f.size, f.mtime_ns, f.inode)
+            if known.get(f.path, (None,))[:3] == stat:
+                counts.files += 1
+                counts.unchanged += 1
+            elif f.path in known_rejected and known_rejected[f.path] == stat:
+                counts.files += 1
+                counts.rejected += 1
+            else:
+                todo.append(f)
+        # newest last: when several files carry one URL, the last one written wins
+        todo.sort(key=lambda f: (f.mtime_ns, f.path))
+        gone = [p for p in known if p not in seen and any(_is_under(p, r) for r in healthy)]
+        stale = [p for p in known_rejected if p not in seen
+                 and any(_is_under(p, r) for r in healthy) and not os.path.exists(p)]
+        total = len(todo) + len(gone)
+        done = 0
+        batch: list[Prepared] = []
+        started = time.monotonic()
+        for f in todo:
+            batch.append(prepare(f.path, self.watch.max_file_bytes, known.get(f.path, (
+                None, None, None, None))[3]))
+            if len(batch) >= BATCH_FILES or time.monotonic() - started > BATCH_SECONDS:
+                self._apply_batch(batch, counts)
+                done += len(batch)
+                batch = []
+                started = time.monotonic()
+                if progress:
+                    progress(done, total)
+        batch.extend(Prepared(p, None) for p in gone)
+        self._apply_batch(batch, counts)
+        if stale:
+            with self.engine.begin() as conn:
+                conn.execute(rejected_files.delete().where(rejected_files.c.path.in_(stale)))
+        if progress:
+            progress(total, total)
+        return counts
+
+    def _known_state(self) -> tuple[dict[str, tuple[int, int, int, str]],
+                                    dict[str, tuple[int, int, int]]]:
+        with self.engine.connect() as conn:
+            known = {r.path: (r.size, r.mtime_ns, r.inode, r.file_sha256) for r in conn.execute(
+                sa.select(files.c.path, files.c.size, files.c.mtime_ns, files.c.inode,
+                          files.c.file_sha256))}
+            rejected = {r.path: (r.size, r.mtime_ns, r.inode) for r in conn.execute(
+                sa.select(rejected_files.c.path, rejected_files.c.size,
+                          rejected_files.c.mtime_ns, rejected_files.c.inode))}
+        return known, rejected
+
+    # ---- applying ----------------------------------------------------------------------
+
+    def _apply_batch(self, batch: list[Prepared], counts: IngestCounts) -> None:
+        if not batch:
+            return
+        try:
+            outcomes, event_ids = self._apply_in_transaction(batch)
+        except sa.exc.DBAPIError:
+            if len(batch) == 1:
+                raise
+            # isolate the file that failed: one transaction each
+            for item in batch:
+                self._apply_batch([item], counts)
+            return
+        for outcome in outcomes:
+            counts.count(outcome)
+        if event_ids and self.on_commit:
+            self.on_commit(event_ids)
+
+    def _apply_in_transaction(self, batch: list[Prepared]) -> tuple[list[str], list[int]]:
+        outcomes: list[str] = []
+        event_ids: list[int] = []
+        with self.engine.begin() as conn:
+            for item in batch:
+                t0 = time.perf_counter()
+                kinds, events = self.apply(conn, item)
+                for ev in events:
+                    self.outbox.enqueue(conn, ev, self.clock())
+                    event_ids.append(ev.event_id)
+                if item.stat is not None:
+                    outcomes.append("files")
+                outcomes.extend(kinds)
+                if events or kinds == ["rejected"]:
+                    log.info("ingested", path=item.path, kind=",".join(kinds),
+                             url=item.version.source_url if item.version else None,
+                             ms=round((time.perf_counter() - t0) * 1000, 1),
+                             reason=item.rejection.reason if item.rejection else None)
+        return outcomes, event_ids
+
+    def apply(self, conn: Connection, item: Prepared) -> tuple[list[str], list[records.EventRecord]]:
+        """Apply one prepared file inside the caller's transaction; return outcome kinds."""
+        now = self.clock()
+        row = records.get_file(conn, item.path)
+        if item.stat is None and item.rejection is None:
+            records.clear_rejection(conn, item.path)
+            if row is None:
+                return [], []
+            records.delete_file(conn, item.path)
+            ev = self._maybe_delete(conn, row.statement_id, now)
+            return ([ev.kind], [ev]) if ev else ([], [])
+        stat = item.stat
+        if item.rejection is not None:
+            records.record_rejection(conn, item.path, item.rejection.reason,
+                                     item.rejection.message, stat, item.sha256, now)
+            return ["rejected"], []
+        assert stat is not None and item.sha256 is not None
+        records.clear_rejection(conn, item.path)
+        if row is not None and (item.same_bytes or row.file_sha256 == item.sha256):
+            records.upsert_file(conn, records.FileRecord(
+                item.path, row.statement_id, row.source_url, *stat, item.sha256), now)
+            return ["unchanged"], []
+        new = item.version
+        assert new is not None
+        records.lock_url(conn, new.source_url)
+        target = records.statement_for_url(conn, new.source_url)
+        prev = row.statement_id if row else None
+        events: list[records.EventRecord] = []
+        if target is None and prev is not None and row is not None and \
+                row.source_url != new.source_url and self._url_moved(conn, prev, item.path, new):
+            records.add_url_alias(conn, prev, new.source_url)
+            target = prev
+        if target is None:
+            sid = records.create_statement(conn, new.source_url, now)
+            events.append(records.add_revision(
+                conn, statement_id=sid, number=1, change=Change("added", ()), old=None, new=new,
+                content_sha256=item.sha256, path=item.path, now=now))
+            target = sid
+        else:
+            head = records.load_head(conn, target)
+            change = classify_change(head.version, new)
+            if head.deleted:
+                change = Change("restored", change.changed_fields if change else ())
+            if change is not None:
+                events.append(records.add_revision(
+                    conn, statement_id=target, number=head.head_revision + 1, change=change,
+                    old=head.version, new=new, content_sha256=item.sha256, path=item.path,
+                    now=now))
+        records.upsert_file(conn, records.FileRecord(
+            item.path, target, new.source_url, *stat, item.sha256), now)
+        if prev is not None and prev != target:
+            ev = self._maybe_delete(conn, prev, now)
+            if ev:
+                events.append(ev)
+        return ([e.kind for e in events] or ["unchanged"]), events
+
+    def _url_moved(self, conn: Connection, statement_id: int, path: str, new: Version) -> bool:
+        """A file's source_url changed in place: the same statement when no other file
+        still carries the old URL and the words are unchanged (SPEC §3)."""
+        others = conn.execute(sa.select(sa.func.count()).select_from(files).where(
+            files.c.statement_id == statement_id, files.c.path != path)).scalar_one()
+        if others:
+            return False
+        head = records.load_head(conn, statement_id)
+        return head.version.title_key == new.title_key and head.version.body_key == new.body_key
+
+    def _maybe_delete(self, conn: Connection, statement_id: int | None, now: dt.datetime
+                      ) -> records.EventRecord | None:
+        """The last file carrying a statement disappeared: record `deleted`."""
+        if statement_id is None or records.count_files(conn, statement_id):
+            return None
+        head = records.load_head(conn, statement_id)
+        if head.deleted:
+            return None
+        return records.add_revision(
+            conn, statement_id=statement_id, number=head.head_revision + 1,
+            change=Change("deleted", ()), old=head.version, new=head.version,
+            content_sha256=head.content_sha256, path=head.path, now=now)
+
+
+def _is_under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)

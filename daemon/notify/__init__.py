@@ -1,0 +1,1 @@
+"""Notifications: the outbox written with each event, dispatch, and one module per channel."""

@@ -1,0 +1,137 @@
+"""Shared fixtures: a real SQLite file and a real PostgreSQL database for every database
+test, the real corpus (when ../shared is present) and the small real sample in fixtures/."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from daemon.store import migrate
+from daemon.store.engine import make_engine
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+PG_ADMIN_URL = os.environ.get("REDLINE_TEST_PG_URL",
+                              "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def _corpus_dir() -> Path | None:
+    env = os.environ.get("REDLINE_CORPUS")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO.parent / "shared" / "corpus")
+    for c in candidates:
+        if (c / "current").is_dir() and (c / "revisions" / "INDEX.tsv").is_file():
+            return c
+    return None
+
+
+CORPUS = _corpus_dir()
+
+
+@pytest.fixture
+def corpus() -> Path:
+    """The whole shared corpus; tests using it skip where a clone has no ../shared/."""
+    if CORPUS is None:
+        pytest.skip("the shared corpus (../shared/corpus or $REDLINE_CORPUS) is absent: "
+                    "only the sample in tests/fixtures/ is exercised")
+    return CORPUS
+
+
+@pytest.fixture
+def sample() -> Path:
+    """The small real sample shipped with the repository (tests/fixtures/corpus)."""
+    return FIXTURES / "corpus"
+
+
+_pg_state: dict[str, object] = {}
+
+
+def _postgres_available() -> str | None:
+    """None when PostgreSQL answers, else the reason it does not."""
+    if "reason" not in _pg_state:
+        try:
+            engine = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+            with engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+            engine.dispose()
+            _pg_state["reason"] = None
+        except ModuleNotFoundError:
+            _pg_state["reason"] = "psycopg is not installed (pip install 'redline[postgres]')"
+        except sa.exc.OperationalError as exc:
+            _pg_state["reason"] = f"PostgreSQL is not reachable at {PG_ADMIN_URL}: " \
+                                  f"{str(exc.orig).strip().splitlines()[0]}"
+    return _pg_state["reason"]  # type: ignore[return-value]
+
+
+def _skip_or_fail_without_postgres() -> None:
+    reason = _postgres_available()
+    if reason is None:
+        return
+    if os.environ.get("REDLINE_REQUIRE_POSTGRES"):
+        pytest.fail(f"PostgreSQL is required here (REDLINE_REQUIRE_POSTGRES): {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database, dropped afterwards."""
+    _skip_or_fail_without_postgres()
+    name = f"redline_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = sa.engine.make_url(PG_ADMIN_URL).set(database=name).render_as_string(
+        hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database URL: a real SQLite file, then a real PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'redline.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    """A migrated engine on each database."""
+    eng = make_engine(db_url)
+    migrate.upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+def write_config(tmp_path: Path, db_url: str, watch: list[Path] | None = None,
+                 extra: str = "") -> Path:
+    """Write a config.toml for a test: watch the given folders, use the given database."""
+    folders = watch or [tmp_path / "statements"]
+    for f in folders:
+        f.mkdir(parents=True, exist_ok=True)
+    paths = ", ".join(f'"{f}"' for f in folders)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[watch]\npaths = [{paths}]\ndebounce_ms = 50\n\n'
+                   f'[database]\nurl = "{db_url}"\n\n{extra}')
+    return cfg
+
+
+@pytest.fixture(autouse=True)
+def _quiet_structlog() -> Iterator[None]:
+    """structlog prints nothing in tests (capture_logs still sees every event); its global
+    state is reset afterwards."""
+    import structlog
+
+    structlog.configure(logger_factory=structlog.ReturnLoggerFactory(),
+                        cache_logger_on_first_use=False)
+    yield
+    structlog.reset_defaults()

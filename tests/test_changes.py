@@ -1,0 +1,177 @@
+"""Tests for daemon.text, daemon.changes and daemon.diffs: what counts as a change (SPEC §3)."""
+
+from __future__ import annotations
+
+import csv
+import re
+import dataclasses
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daemon.changes import Version, classify_change
+from daemon.diffs import summarize, unified_diff, word_diff
+from daemon.document import Document, parse_document
+from daemon.text import markdown_to_text, word_key
+
+FIXTURES = Path(__file__).parent / "fixtures" / "corpus"
+
+
+def load(path: Path) -> Version:
+    doc = parse_document(path.read_bytes())
+    assert isinstance(doc, Document), doc
+    return Version.from_document(doc)
+
+
+def real_versions() -> list[Version]:
+    return [load(p) for p in sorted((FIXTURES / "current").rglob("*.md"))[:12]]
+
+
+def edit_body(v: Version, body: str) -> Version:
+    return dataclasses.replace(v, body=body, body_text=markdown_to_text(body))
+
+
+def test_markdown_to_text_keeps_words_drops_markup() -> None:
+    """Links keep their text, raw HTML tags go, entities and escapes are decoded."""
+    md = ("# Title\n\nA [link](http://x/) and <u>under</u><s>struck</s> &amp; \\*star\\*\n"
+          "with a soft\nbreak.\n\n-   item one\n-   item two\n\n<table><tr><td>a</td>"
+          "<td>b</td></tr></table>\n\n<!-- comment -->\n")
+    assert markdown_to_text(md) == ("Title\n\nA link and understruck & *star* with a soft "
+                                    "break.\n\nitem one\n\nitem two\n\na\n\nb")
+
+
+def test_word_key_folds_space_quotes_dashes_and_invisibles() -> None:
+    """NBSP, zero-width characters, curly quotes and dash styles fold away."""
+    assert word_key("It\u2019s \u201cfine\u201d\u00a0\u2014 really\u200b") == \
+        word_key("It's \"fine\" -- really")
+
+
+def test_same_version_is_no_change() -> None:
+    """Classifying a real statement against itself is no change."""
+    for v in real_versions():
+        assert classify_change(v, v) is None
+
+
+def test_added_when_no_previous() -> None:
+    """A first sighting is `added`."""
+    v = real_versions()[0]
+    assert classify_change(None, v).kind == "added"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("our supporters said", "our supporter's said"),
+    ("founded in 1856.", "founded in 1846."),
+    ("one, two", "one two"),
+    ("a fantastic result", "a productive result"),
+])
+def test_one_character_edits_are_revised(old: str, new: str) -> None:
+    """Punctuation and digits that are not quote/dash styles are words (SPEC §3)."""
+    v = real_versions()[0]
+    a = edit_body(v, v.body + f"\n\n{old}\n")
+    b = edit_body(v, v.body + f"\n\n{new}\n")
+    change = classify_change(a, b)
+    assert change is not None and change.kind == "revised" and change.changed_fields == ("body",)
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    ("It's \"here\" - now", "It\u2019s \u201chere\u201d \u2014 now"),
+    ("two  spaces", "two\u00a0spaces"),
+    ("a *b* c", "a b c"),
+    ("line one\nline two", "line one line two"),
+    ("-   item", "- item"),
+    ("zero\u200bwidth", "zerowidth"),
+    ("<u>under</u>", "under"),
+    ("[text](http://a/)", "[text](http://b/)"),
+])
+def test_formatting_only_changes(old: str, new: str) -> None:
+    """Markup, whitespace, invisibles and typography are `formatting`, never `revised`."""
+    v = real_versions()[0]
+    change = classify_change(edit_body(v, f"{old}\n"), edit_body(v, f"{new}\n"))
+    assert change is not None and change.kind == "formatting"
+
+
+def test_title_and_metadata_changes() -> None:
+    """A title word change is revised with `title`; a time bump is metadata."""
+    v = real_versions()[0]
+    assert classify_change(v, dataclasses.replace(v, title=v.title + " Updated")) == \
+        type(classify_change(v, dataclasses.replace(v, title=v.title + " Updated")))(
+            "revised", ("title",))
+    bumped = dataclasses.replace(v, modified_time=None if v.modified_time else v.published_time)
+    change = classify_change(v, bumped)
+    assert change is not None and (change.kind, change.changed_fields) == (
+        "metadata", ("modified_time",))
+    moved = dataclasses.replace(v, source_url=v.source_url + "x", tags=("other",))
+    change = classify_change(v, moved)
+    assert change is not None and change.kind == "metadata"
+    assert change.changed_fields == ("tags", "source_url")
+
+
+_PERTURB = st.sampled_from(["nbsp", "wrap", "quotes", "dashes", "zwsp", "crlf_spaces",
+                            "bullets", "emph"])
+
+
+def _perturb(body: str, how: str) -> str:
+    if how == "nbsp":
+        return body.replace(" and ", "\u00a0and\u00a0 ", 5)
+    if how == "wrap":
+        return re.sub(r"(?<=[a-z]), (?=[a-z])", ",\n", body, count=5)
+    if how == "quotes":
+        return body.replace("\u2019", "'").replace("\u201c", '"').replace("\u201d", '"')
+    if how == "dashes":
+        return body.replace("\u2014", " -- ").replace("\u2013", "-")
+    if how == "zwsp":
+        return body.replace(" the ", " the\u200b ", 3)
+    if how == "crlf_spaces":
+        return body.replace("\n", "  \n", 4)
+    if how == "bullets":
+        return body.replace("-   ", "- ")
+    return body.replace("President", "*President*", 2)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(min_value=0, max_value=11), st.lists(_PERTURB, min_size=1, max_size=3))
+def test_formatting_perturbations_of_real_statements_are_never_revised(
+        index: int, hows: list[str]) -> None:
+    """Formatting-only perturbations of real statements never classify as `revised`."""
+    v = real_versions()[index]
+    body = v.body
+    for how in hows:
+        body = _perturb(body, how)
+    change = classify_change(v, edit_body(v, body))
+    assert change is None or change.kind == "formatting"
+
+
+def test_word_diff_marks_the_changed_word_and_counts() -> None:
+    """The word diff shows the deleted and inserted words, the stats count them."""
+    ops, stats = word_diff("T", "We had a fantastic day.\n\nSecond para.", "T",
+                           "We had a productive day.\n\nSecond para.")
+    assert [o.as_dict() for o in ops if o.op != "equal"] == [
+        {"op": "delete", "text": "fantastic "}, {"op": "insert", "text": "productive "}]
+    assert (stats.paragraphs_changed, stats.words_added, stats.words_removed) == (1, 1, 1)
+    assert "".join(o.text for o in ops if o.op != "delete") == \
+        "T\n\nWe had a productive day.\n\nSecond para."
+    assert summarize("revised", ("body",), stats) == \
+        "1 paragraph changed: +1 word, -1 word"
+
+
+def test_unified_diff_shows_paragraph_lines() -> None:
+    """The unified diff has r1/r2 headers and -/+ lines for the changed paragraph."""
+    diff = unified_diff("T", "keep\n\nold words", "T", "keep\n\nnew words")
+    assert diff.startswith("--- r1\n+++ r2\n")
+    assert "-old words\n+new words\n" in diff
+
+
+def test_expected_kinds_of_the_real_revision_sample() -> None:
+    """Every transition of the shipped real chains gets the kind read off by a person."""
+    root = FIXTURES / "revisions"
+    index = list(csv.DictReader((root / "INDEX.tsv").open(), delimiter="\t"))
+    files = {(r["orig_path"], int(r["version"])): root / r["version_file"] for r in index}
+    expected = list(csv.DictReader((root / "EXPECTED.tsv").open(), delimiter="\t"))
+    assert len(expected) >= 40
+    for row in expected:
+        key = (row["orig_path"], int(row["version"]))
+        change = classify_change(load(files[(key[0], key[1] - 1)]), load(files[key]))
+        kind = change.kind if change else None
+        assert kind == row["expected_kind"], (row["orig_path"], row["version"], row["note"])

@@ -1,0 +1,386 @@
+"""Tests for daemon.ingest on real databases (SQLite file and PostgreSQL) and real files."""
+
+from __future__ import annotations
+
+import csv
+import html
+import os
+import re
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from daemon.config import WatchConfig
+from daemon.ingest import IngestCounts, Ingestor
+
+
+def make(engine: sa.Engine, root: Path) -> Ingestor:
+    return Ingestor(engine, WatchConfig(paths=(root,)))
+
+
+def q(engine: sa.Engine, sql: str, **params: object) -> list[sa.Row]:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.text(sql), params))
+
+
+def distinct_urls(root: Path) -> set[str]:
+    urls = set()
+    for p in root.rglob("*.md"):
+        m = re.search(r"^source_url: (.*)$", p.read_text(encoding="utf-8"), re.M)
+        assert m, p
+        urls.add(m.group(1).strip())
+    return urls
+
+
+def test_sample_ingests_without_rejections_and_twice_is_a_no_op(
+        engine: sa.Engine, sample: Path, tmp_path: Path) -> None:
+    """The real sample ingests with zero rejections, one statement per distinct URL, and
+    a second pass creates nothing."""
+    root = tmp_path / "current"
+    shutil.copytree(sample / "current", root)
+    counts = make(engine, root).scan()
+    n_files = len(list(root.rglob("*.md")))
+    assert counts.rejected == 0 and counts.files == n_files
+    urls = distinct_urls(root)
+    assert q(engine, "SELECT count(*) FROM current_statements")[0][0] == len(urls)
+    assert {r[0] for r in q(engine, "SELECT source_url FROM current_statements")} == urls
+    before = q(engine, "SELECT count(*) FROM statement_revisions")[0][0]
+    again = make(engine, root).scan()
+    assert again.as_dict() == IngestCounts(files=n_files, unchanged=n_files).as_dict()
+    assert q(engine, "SELECT count(*) FROM statement_revisions")[0][0] == before
+    assert q(engine, "SELECT count(*) FROM ingest_errors")[0][0] == 0
+
+
+def replay(engine: sa.Engine, corpus: Path, tmp_path: Path) -> dict[tuple[str, int], str]:
+    """Write each version over the same path in order, ingesting after each step; return
+    the kind recorded for each (orig_path, version)."""
+    index = list(csv.DictReader((corpus / "revisions" / "INDEX.tsv").open(), delimiter="\t"))
+    chains: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for row in index:
+        chains[row["orig_path"]].append(row)
+    root = tmp_path / "watched"
+    root.mkdir()
+    ingestor = make(engine, root)
+    kinds: dict[tuple[str, int], str] = {}
+    for orig, rows in chains.items():
+        target = root / orig
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for row in sorted(rows, key=lambda r: int(r["version"])):
+            shutil.copyfile(corpus / "revisions" / row["version_file"], target)
+            counts = ingestor.process_paths([str(target)])
+            assert counts.rejected == 0, row["version_file"]
+            got = [k for k in ("added", "revised", "metadata", "formatting") if
+                   getattr(counts, k)]
+            kinds[(orig, int(row["version"]))] = got[0] if got else "none"
+    return kinds
+
+
+def test_replaying_real_revision_chains_gives_the_expected_kinds(
+        engine: sa.Engine, sample: Path, tmp_path: Path) -> None:
+    """Each real transition of the sample is recorded with the kind a person read off it,
+    revision numbers run 1..n, and each revision has exactly one event."""
+    kinds = replay(engine, sample, tmp_path)
+    expected = list(csv.DictReader((sample / "revisions" / "EXPECTED.tsv").open(),
+                                   delimiter="\t"))
+    for row in expected:
+        assert kinds[(row["orig_path"], int(row["version"]))] == row["expected_kind"], row
+    gaps = q(engine, """SELECT statement_id, count(*), max(revision_number)
+                        FROM statement_revisions GROUP BY statement_id""")
+    assert all(count == top for _sid, count, top in gaps)
+    assert q(engine, "SELECT count(*) FROM statement_revisions")[0][0] == \
+        q(engine, "SELECT count(*) FROM change_log")[0][0]
+    # the 1856 -> 1846 edit is a revised body change whose summary counts one word each way
+    rows = q(engine, """SELECT c.kind, c.changed_fields, c.words_added, c.words_removed
+                        FROM change_log c JOIN statement_revisions r
+                          ON r.statement_id = c.statement_id AND r.revision_number = c.to_revision
+                        WHERE r.body_text LIKE '%1846%' AND c.kind = 'revised'""")
+    assert rows and rows[0].words_added == 1 and rows[0].words_removed == 1
+
+
+def test_source_url_rewrite_is_metadata_on_the_same_statement(
+        engine: sa.Engine, sample: Path, tmp_path: Path) -> None:
+    """The real bulk source_url rewrite is a metadata revision of the same statement, and
+    the old URL stays findable."""
+    replay(engine, sample, tmp_path)
+    rows = q(engine, """SELECT statement_id, changed_fields FROM change_log
+                        WHERE kind = 'metadata' AND source_url LIKE
+                        'https://bidenwhitehouse.archives.gov/%'""")
+    assert rows, "the sample must hold the URL rewrite chain"
+    sid = rows[0].statement_id
+    fields = rows[0].changed_fields
+    assert "source_url" in (fields if isinstance(fields, list) else __import__("json").loads(
+        fields))
+    urls = {r[0] for r in q(engine, "SELECT url FROM statement_urls WHERE statement_id = :s",
+                            s=sid)}
+    assert any(u.startswith("https://www.whitehouse.gov/") for u in urls)
+    assert any(u.startswith("https://bidenwhitehouse.archives.gov/") for u in urls)
+    assert q(engine, "SELECT count(*) FROM current_statements WHERE statement_id = :s",
+             s=sid)[0][0] == 1
+
+
+def _first_sample(sample: Path) -> bytes:
+    return sorted((sample / "current").rglob("*.md"))[0].read_bytes()
+
+
+@pytest.mark.parametrize("mutate", [
+    pytest.param(lambda b: b.replace(b"\n", b"\r\n"), id="crlf"),
+    pytest.param(lambda b: b"\xef\xbb\xbf" + b, id="bom"),
+    pytest.param(lambda b: re.sub(rb"^date: '(.*)'$", rb'date: "\1"', b, flags=re.M),
+                 id="quoting"),
+    pytest.param(lambda b: re.sub(rb"^(date: .*\n)(.*\n)", rb"\2\1", b, flags=re.M),
+                 id="key-order"),
+])
+def test_byte_only_changes_make_no_revision(engine: sa.Engine, sample: Path, tmp_path: Path,
+                                            mutate) -> None:  # type: ignore[no-untyped-def]
+    """CRLF, a BOM, YAML quoting style and key order leave every parsed value equal."""
+    root = tmp_path / "w"
+    root.mkdir()
+    f = root / "s.md"
+    original = _first_sample(sample)
+    f.write_bytes(original)
+    make(engine, root).scan()
+    changed = mutate(original)
+    assert changed != original
+    f.write_bytes(changed)
+    counts = make(engine, root).scan()
+    assert counts.unchanged == 1 and counts.files == 1
+    assert q(engine, "SELECT count(*) FROM statement_revisions")[0][0] == 1
+
+
+def test_rename_move_delete_and_restore(engine: sa.Engine, sample: Path, tmp_path: Path) -> None:
+    """A rename or move is no change; removing the last file is `deleted`; bringing it back
+    is `restored`."""
+    root = tmp_path / "w"
+    (root / "sub").mkdir(parents=True)
+    f = root / "a.md"
+    f.write_bytes(_first_sample(sample))
+    ing = make(engine, root)
+    ing.scan()
+    f.rename(root / "sub" / "b.md")
+    assert ing.scan().as_dict() == IngestCounts(files=1, unchanged=1).as_dict()
+    (root / "sub" / "b.md").rename(root / "sub" / "c.md")
+    assert ing.process_paths([str(root / "sub" / "c.md"), str(root / "sub" / "b.md")]
+                             ).as_dict()["deleted"] == 0
+    (root / "sub" / "c.md").unlink()
+    (root / "keep.md").write_bytes(sorted((sample / "current").rglob("*.md"))[1].read_bytes())
+    assert ing.scan().deleted == 1
+    (root / "back.md").write_bytes(_first_sample(sample))
+    assert ing.scan().restored == 1
+    kinds = [r[0] for r in q(engine, """SELECT kind FROM statement_revisions
+                                         WHERE revision_number <= 3 ORDER BY statement_id,
+                                         revision_number""")]
+    assert kinds[:3] == ["added", "deleted", "restored"]
+    deleted_at = q(engine, "SELECT deleted_at FROM current_statements ORDER BY statement_id")
+    assert deleted_at[0][0] is None
+
+
+def test_missing_or_emptied_folder_is_an_error_not_a_mass_deletion(
+        engine: sa.Engine, sample: Path, tmp_path: Path) -> None:
+    """A watched folder that vanishes or is suddenly empty deletes nothing."""
+    root = tmp_path / "w"
+    shutil.copytree(sample / "current", root)
+    make(engine, root).scan()
+    n = q(engine, "SELECT count(*) FROM current_statements WHERE deleted_at IS NULL")[0][0]
+    moved = tmp_path / "elsewhere"
+    root.rename(moved)
+    counts = make(engine, root).scan()
+    assert counts.deleted == 0 and counts.folder_errors and "missing" in counts.folder_errors[0]
+    root.mkdir()
+    counts = make(engine, root).scan()
+    assert counts.deleted == 0 and "suddenly empty" in counts.folder_errors[0]
+    assert q(engine, "SELECT count(*) FROM current_statements WHERE deleted_at IS NULL"
+             )[0][0] == n
+
+
+BAD_FILES = {
+    "not-utf8.md": (b"---\ntitle: caf\xe9\n---\n", "not_utf8"),
+    "binary.md": (b"\x89PNG\r\n\x1a\n\x00\x00\x00", "binary"),
+    "nofm.md": (b"# Just markdown\n", "no_front_matter"),
+    "unclosed.md": (b"---\nsource_url: u\ntitle: t\n", "unclosed_front_matter"),
+    "list.md": (b"---\n- a\n---\nbody\n", "front_matter_not_mapping"),
+    "alias.md": (b"---\na: &x [1]\nb: *x\nsource_url: u\ntitle: t\ndate: '2025-01-01'\n---\n",
+                 "yaml_alias"),
+    "tag.md": (b"---\nsource_url: !!python/name:os.system u\ntitle: t\n---\n", "yaml_tag"),
+    "nourl.md": (b"---\ntitle: t\ndate: '2025-01-01'\n---\nbody\n", "missing_field"),
+    "badtime.md": (b"---\nsource_url: u\ntitle: t\npublished_time: noon\n---\n",
+                   "invalid_time"),
+    "huge.md": (b"---\nsource_url: u\ntitle: t\ndate: '2025-01-01'\n---\n" + b"x" * 5000,
+                "too_large"),
+}
+
+
+def test_bad_files_are_rejected_with_reasons_and_fixing_them_ingests(
+        engine: sa.Engine, sample: Path, tmp_path: Path) -> None:
+    """Every bad input of SPEC §2 lands in ingest_errors with its reason, changes nothing
+    else, and ingests normally once fixed."""
+    root = tmp_path / "w"
+    root.mkdir()
+    (root / "good.md").write_bytes(_first_sample(sample))
+    for name, (data, _reason) in BAD_FILES.items():
+        (root / name).write_bytes(data)
+    ing = Ingestor(engine, WatchConfig(paths=(root,), max_file_bytes=4096))
+    counts = ing.scan()
+    assert counts.rejected == len(BAD_FILES) and counts.added == 1
+    errors = {os.path.basename(r.path): r.reason for r in
+              q(engine, "SELECT path, reason, detail FROM ingest_errors")}
+    assert errors == {name: reason for name, (_d, reason) in BAD_FILES.items()}
+    assert q(engine, "SELECT count(*) FROM statement_revisions")[0][0] == 1
+    # unchanged bad files are still reported as failing on the next pass, without re-reading
+    assert ing.scan().rejected == len(BAD_FILES)
+    (root / "nourl.md").write_bytes(
+        b"---\nsource_url: https://example.org/fixed\ntitle: Fixed\ndate: '2025-01-01'\n"
+        b"---\nNow fine.\n")
+    counts = ing.scan()
+    assert counts.added == 1 and counts.rejected == len(BAD_FILES) - 1
+    assert "nourl.md" not in {os.path.basename(r[0]) for r in
+                              q(engine, "SELECT path FROM ingest_errors")}
+    (root / "binary.md").unlink()
+    ing.scan()
+    assert "binary.md" not in {os.path.basename(r[0]) for r in
+                               q(engine, "SELECT path FROM ingest_errors")}
+
+
+def test_unreadable_file_is_rejected(engine: sa.Engine, sample: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file that cannot be read is recorded as unreadable, the rest goes on."""
+    import daemon.ingest as ingest_mod
+
+    root = tmp_path / "w"
+    root.mkdir()
+    f = root / "locked.md"
+    f.write_bytes(_first_sample(sample))
+    (root / "fine.md").write_bytes(sorted((sample / "current").rglob("*.md"))[1].read_bytes())
+    f.chmod(0)
+    if os.geteuid() == 0:  # root reads any mode: make the OS answer EACCES as it would
+        real_open = open
+
+        def denied(path, *a, **kw):  # type: ignore[no-untyped-def]
+            if str(path) == str(f):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(path, *a, **kw)
+
+        monkeypatch.setattr(ingest_mod, "open", denied, raising=False)
+    counts = make(engine, root).scan()
+    assert counts.rejected == 1 and counts.added == 1
+    row = q(engine, "SELECT reason, detail FROM ingest_errors")[0]
+    assert row.reason == "unreadable" and "Permission denied" in row.detail
+
+
+def test_vanishing_file_mid_scan_is_rejected_not_crashing(
+        engine: sa.Engine, sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file listed by the scan but gone when read is recorded as vanished."""
+    import daemon.ingest as ingest_mod
+
+    root = tmp_path / "w"
+    root.mkdir()
+    victim = root / "gone.md"
+    victim.write_bytes(_first_sample(sample))
+    real_open = open
+
+    def vanishing_open(path, *a, **kw):  # type: ignore[no-untyped-def]
+        if str(path) == str(victim) and victim.exists():
+            victim.unlink()
+        return real_open(path, *a, **kw)
+
+    monkeypatch.setattr(ingest_mod, "open", vanishing_open, raising=False)
+    counts = make(engine, root).scan()
+    assert counts.rejected == 1
+    assert q(engine, "SELECT reason FROM ingest_errors")[0][0] == "vanished"
+    monkeypatch.undo()
+    assert make(engine, root).scan().rejected == 0
+    assert q(engine, "SELECT count(*) FROM ingest_errors")[0][0] == 0
+
+
+def test_duplicate_urls_newest_file_wins(engine: sa.Engine, sample: Path, tmp_path: Path
+                                         ) -> None:
+    """Two real files with one source_url make one statement whose text is the newest."""
+    index = list(csv.DictReader((sample / "current" / "INDEX.tsv").open(), delimiter="\t"))
+    dupes: dict[str, list[str]] = defaultdict(list)
+    for row in index:
+        dupes[row["source_url"]].append(row["path"])
+    url, paths = next((u, p) for u, p in dupes.items() if len(p) == 2)
+    root = tmp_path / "w"
+    root.mkdir()
+    for i, p in enumerate(paths):
+        dest = root / f"{i}.md"
+        shutil.copyfile(sample / "current" / p, dest)
+        os.utime(dest, ns=(1_700_000_000_000_000_000 + i, 1_700_000_000_000_000_000 + i * 10**9))
+    make(engine, root).scan()
+    rows = q(engine, "SELECT statement_id, revision_count FROM current_statements "
+             "WHERE source_url = :u", u=url)
+    assert len(rows) == 1 and rows[0].revision_count == 2
+    newest = (root / "1.md")
+    assert q(engine, "SELECT path FROM current_statements c JOIN statement_revisions r "
+             "ON r.statement_id = c.statement_id AND r.revision_number = c.revision_number"
+             )[0][0] == str(newest)
+
+
+# ---- the whole shared corpus (skips where ../shared/corpus is absent) -----------------
+
+def _oracle_words(path: Path) -> str:
+    """An independent, crude reading of the characters a reader sees: regular expressions
+    strip link targets, markup characters, list markers, tags and entities (not the
+    product's renderer)."""
+    front, text = path.read_text(encoding="utf-8").split("\n---\n", 1)
+    text = str(yaml.safe_load(front[4:])["title"]) + "\n\n" + text
+    text = re.sub(r"^[ \t]*(?:[-+*][ \t]+|\d+[.)][ \t]{2,})(?=\S)", " ", text, flags=re.M)
+    text = re.sub(r"\]\((?:[^()]|\([^()]*\))*\)", "]", text)
+    text = re.sub(r"<!--.*?-->", " ", text, flags=re.S)
+    text = re.sub(r"<[^>]+>", "", text)
+    text = html.unescape(text)
+    text = re.sub(r"[\\*_#\[\]>`]", " ", text)
+    text = text.translate({0x2019: "'", 0x2018: "'", 0x201c: '"', 0x201d: '"', 0x2014: "-",
+                           0x2013: "-", 0x200b: None, 0x200d: None, 0x2060: None})
+    return re.sub(r"\s*-+\s*", "-", " ".join(text.split()))
+
+
+@pytest.mark.corpus
+def test_whole_corpus_ingests_with_zero_rejections(engine: sa.Engine, corpus: Path,
+                                                   tmp_path: Path) -> None:
+    """All of ../shared/corpus/current ingests: no rejection, one statement per distinct
+    URL, and a second pass creates nothing."""
+    root = corpus / "current"
+    counts = make(engine, root).scan()
+    assert counts.rejected == 0, q(engine, "SELECT path, reason, detail FROM ingest_errors")
+    assert q(engine, "SELECT count(*) FROM statements")[0][0] == len(distinct_urls(root))
+    before = q(engine, "SELECT count(*) FROM revisions")[0][0]
+    again = make(engine, root).scan()
+    assert again.unchanged == again.files == counts.files
+    assert q(engine, "SELECT count(*) FROM revisions")[0][0] == before
+
+
+@pytest.mark.corpus
+def test_whole_revision_corpus_replay_misses_no_edit(engine: sa.Engine, corpus: Path,
+                                                     tmp_path: Path) -> None:
+    """Replaying every real chain: each labelled editorial change is `revised` unless an
+    independent reading finds the words equal; modified_time bumps are metadata;
+    pandoc/markup-only changes are never `revised`; the URL rewrite is metadata."""
+    kinds = replay(engine, corpus, tmp_path)
+    index = list(csv.DictReader((corpus / "revisions" / "INDEX.tsv").open(), delimiter="\t"))
+    files = {(r["orig_path"], int(r["version"])): corpus / "revisions" / r["version_file"]
+             for r in index}
+    missed = []
+    for row in index:
+        key = (row["orig_path"], int(row["version"]))
+        cause, kind = row["likely_cause"], kinds[key]
+        if key[1] == 1:
+            assert kind == "added"
+            continue
+        before, after = files[(key[0], key[1] - 1)], files[key]
+        old, new = _oracle_words(before), _oracle_words(after)
+        # chars: a visible character changed (spacing aside); words: the word sequence did
+        chars_differ = old.replace(" ", "") != new.replace(" ", "")
+        words_differ = old.split() != new.split()
+        if cause.startswith("site: editorial") and kind != "revised" and chars_differ:
+            missed.append((row["version_file"], kind))
+        if cause.startswith("scraper-side: pandoc") or cause.startswith("site: markup"):
+            assert kind != "revised" or words_differ, row["version_file"]
+        if cause.startswith("repo-side: bulk source_url"):
+            assert kind == "metadata", row["version_file"]
+        if cause == "site: modified_time bump only" and not words_differ:
+            assert kind == "metadata", row["version_file"]
+    assert not missed, missed
