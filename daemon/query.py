@@ -1,0 +1,399 @@
+"""Questions asked of the record: a statement's history, the diff between two revisions,
+full-text search, the change log, rejected files and the daemon's state.
+
+The one library behind `redline history|diff|search|events|errors|status` and the web view.
+It reads the SQL views of SPEC §4 (plus `revisions` for the extra keys a diff compares and
+the search index), never writes, and returns plain JSON-ready values: times are ISO 8601
+UTC strings ending in `Z`, dates `YYYY-MM-DD`, JSON arrays lists.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from daemon.changes import classify_change
+from daemon.diffs import unified_diff, word_diff
+from daemon.errors import NotFound, UsageError
+from daemon.store.records import version_from_row
+from daemon.store.schema import JSONType, UTCDateTime, revisions
+
+KINDS = ("added", "revised", "metadata", "formatting", "deleted", "restored")
+DELIVERY_STATUSES = ("pending", "delivered", "failed", "dead")
+# A heartbeat older than this means the daemon is not running (it refreshes every ~30 s).
+HEARTBEAT_FRESH = dt.timedelta(minutes=2)
+# Search snippets mark matched words with these; renderers turn them into colour or <mark>.
+MARK_START = "\u27e6"
+MARK_END = "\u27e7"
+
+# The SPEC §4 views, typed so that times, dates and JSON come back as Python values.
+_TYPES: dict[str, Any] = {
+    "date": sa.Date, "published_time": UTCDateTime, "modified_time": UTCDateTime,
+    "tags": JSONType, "changed_fields": JSONType, "first_seen_at": UTCDateTime,
+    "last_changed_at": UTCDateTime, "deleted_at": UTCDateTime, "observed_at": UTCDateTime,
+    "occurred_at": UTCDateTime,
+}
+
+
+def _view(name: str, columns: str) -> sa.TableClause:
+    return sa.table(name, *(sa.column(c, _TYPES.get(c)) for c in columns.split()))
+
+
+_current = _view("current_statements", """statement_id source_url title date published_time
+    modified_time tags body body_text revision_number revision_count first_seen_at
+    last_changed_at deleted_at""")
+_revisions = _view("statement_revisions", """statement_id source_url revision_number kind
+    changed_fields title date published_time modified_time tags body body_text
+    content_sha256 path observed_at""")
+_change_log = _view("change_log", """event_id occurred_at kind statement_id source_url title
+    from_revision to_revision changed_fields summary words_added words_removed""")
+_ingest_errors = sa.table(
+    "ingest_errors", sa.column("path"), sa.column("reason"), sa.column("detail"),
+    sa.column("first_seen_at", UTCDateTime), sa.column("last_seen_at", UTCDateTime),
+)
+_delivery_status = sa.table("delivery_status", sa.column("status"))
+_heartbeats = sa.table(
+    "heartbeats", sa.column("instance"), sa.column("hostname"), sa.column("pid"),
+    sa.column("started_at", UTCDateTime), sa.column("seen_at", UTCDateTime),
+    sa.column("watching", sa.Boolean), sa.column("status"),
+)
+
+
+def iso(value: Any) -> Any:
+    """A JSON-ready value: aware datetimes as `...Z` strings, dates as YYYY-MM-DD."""
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def _row(row: Any, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+    m = row._mapping
+    return {k: iso(m[k]) for k in (keys or tuple(m.keys()))}
+
+
+# --- naming a statement ---------------------------------------------------------------
+
+def resolve_statement(conn: Connection, ref: str) -> int:
+    """The id of the statement named by its URL, an old URL of it, or its numeric id."""
+    ref = ref.strip()
+    if not ref:
+        raise UsageError("name a statement by its URL, an old URL of it, or its id")
+    candidates = [ref]
+    if "://" in ref:  # a trailing slash is the most common difference in a pasted URL
+        candidates.append(ref[:-1] if ref.endswith("/") else ref + "/")
+    for url in candidates:
+        sid = conn.execute(sa.text("SELECT statement_id FROM statement_urls WHERE url = :u"),
+                           {"u": url}).scalar()
+        if sid is not None:
+            return int(sid)
+    if ref.isdigit():
+        sid = conn.execute(sa.text("SELECT id FROM statements WHERE id = :i"),
+                           {"i": int(ref)}).scalar()
+        if sid is not None:
+            return int(sid)
+        raise NotFound(f"no statement with id {ref}")
+    raise NotFound(f"no statement has the URL {ref} (see `redline search`)")
+
+
+def statement_summary(conn: Connection, statement_id: int) -> dict[str, Any]:
+    """The statement's current_statements row (without its body) and every URL it has had."""
+    keys = ("statement_id", "source_url", "title", "date", "published_time", "modified_time",
+            "tags", "revision_number", "revision_count", "first_seen_at", "last_changed_at",
+            "deleted_at")
+    row = conn.execute(sa.select(*(_current.c[k] for k in keys))
+                       .where(_current.c.statement_id == statement_id)).first()
+    if row is None:
+        raise NotFound(f"no statement with id {statement_id}")
+    out = _row(row)
+    out["urls"] = list(conn.execute(sa.text(
+        "SELECT url FROM statement_urls WHERE statement_id = :i ORDER BY url"),
+        {"i": statement_id}).scalars())
+    return out
+
+
+# --- history and diffs ------------------------------------------------------------------
+
+_HISTORY_KEYS = ("revision_number", "kind", "changed_fields", "observed_at", "title",
+                 "source_url", "date", "published_time", "modified_time", "path")
+
+
+def history(conn: Connection, statement_id: int) -> list[dict[str, Any]]:
+    """Every revision of a statement, oldest first, with its event's summary and counts."""
+    r, c = _revisions, _change_log
+    q = (sa.select(*(r.c[k] for k in _HISTORY_KEYS), c.c.event_id, c.c.summary,
+                   c.c.words_added, c.c.words_removed)
+         .select_from(r.outerjoin(c, sa.and_(c.c.statement_id == r.c.statement_id,
+                                             c.c.to_revision == r.c.revision_number)))
+         .where(r.c.statement_id == statement_id).order_by(r.c.revision_number))
+    return [_row(row) for row in conn.execute(q)]
+
+
+_META_FIELDS = ("source_url", "title", "date", "published_time", "modified_time", "tags",
+                "path", "content_sha256")
+
+
+def _revision_meta(conn: Connection, statement_id: int, number: int) -> dict[str, Any]:
+    r = _revisions
+    row = conn.execute(sa.select(r.c.revision_number, r.c.kind, r.c.changed_fields,
+                                 r.c.observed_at, *(r.c[k] for k in _META_FIELDS))
+                       .where(r.c.statement_id == statement_id,
+                              r.c.revision_number == number)).one()
+    return _row(row)
+
+
+def _parse_rev(value: int | str | None, name: str) -> int | None:
+    if value is None:
+        return None
+    text = str(value).strip().lstrip("rR")
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(f"{name} must be a revision number (1, 2, ...), not {value!r}")
+    return int(text)
+
+
+def pick_revisions(head: int, from_rev: int | str | None, to_rev: int | str | None,
+                   statement_id: int = 0) -> tuple[int | None, int]:
+    """Which two revisions a diff compares: by default the last two; the first revision of
+    a statement is compared with nothing (from = None)."""
+    a, b = _parse_rev(from_rev, "--from"), _parse_rev(to_rev, "--to")
+    for n, name in ((a, "--from"), (b, "--to")):
+        if n is not None and n > head:
+            raise NotFound(f"statement {statement_id} has no revision {n} "
+                           f"(it has {'1' if head == 1 else f'1 to {head}'}); {name}")
+    to = b if b is not None else head
+    frm = a if a is not None else (to - 1 if to > 1 else None)
+    if frm is not None and frm >= to:
+        raise UsageError(f"--from ({frm}) must be an earlier revision than --to ({to})")
+    return frm, to
+
+
+def diff(conn: Connection, statement_id: int, from_rev: int | str | None = None,
+         to_rev: int | str | None = None) -> dict[str, Any]:
+    """The diff between two revisions (default: the last two): metadata changes, a unified
+    diff and a word diff of title and text."""
+    head = conn.execute(sa.text("SELECT head_revision FROM statements WHERE id = :i"),
+                        {"i": statement_id}).scalar()
+    if head is None:
+        raise NotFound(f"no statement with id {statement_id}")
+    frm, to = pick_revisions(int(head), from_rev, to_rev, statement_id)
+    rows = {r.number: r for r in conn.execute(
+        sa.select(revisions).where(revisions.c.statement_id == statement_id,
+                                   revisions.c.number.in_([n for n in (frm, to) if n])))}
+    new = version_from_row(rows[to])
+    old = version_from_row(rows[frm]) if frm else None
+    if old is None:
+        changed: list[str] = []
+    elif to == frm + 1:  # type: ignore[operator]
+        changed = list(rows[to].changed_fields)
+    else:
+        change = classify_change(old, new)
+        changed = list(change.changed_fields) if change else []
+    old_title, old_text = (old.title, old.body_text) if old else ("", "")
+    ops, stats = word_diff(old_title, old_text, new.title, new.body_text)
+    unified = unified_diff(old_title, old_text, new.title, new.body_text,
+                           f"r{frm}" if frm else "/dev/null", f"r{to}")
+    from_meta = _revision_meta(conn, statement_id, frm) if frm else None
+    to_meta = _revision_meta(conn, statement_id, to)
+    return {
+        "statement": statement_summary(conn, statement_id),
+        "from": from_meta,
+        "to": to_meta,
+        "changed_fields": changed,
+        "metadata_changes": _metadata_changes(changed, from_meta, to_meta, old, new),
+        "unified": unified,
+        "words": [op.as_dict() for op in ops],
+        "stats": {"paragraphs_changed": stats.paragraphs_changed,
+                  "words_added": stats.words_added, "words_removed": stats.words_removed},
+    }
+
+
+def _metadata_changes(changed: list[str], a: dict[str, Any] | None, b: dict[str, Any],
+                      old: Any, new: Any) -> list[dict[str, Any]]:
+    """Old and new value of every changed field except the body (shown as the text diff)."""
+    if a is None:
+        return []
+    out = []
+    for field in changed:
+        if field == "body":
+            continue
+        if field in b:
+            out.append({"field": field, "old": a[field], "new": b[field]})
+        else:  # an extra front-matter key
+            out.append({"field": field, "old": old.extra_fields().get(field),
+                        "new": new.extra_fields().get(field)})
+    return out
+
+
+# --- search -----------------------------------------------------------------------------
+
+_TERM_RE = re.compile(r'(-?)("[^"]*"?|\S+)')
+
+
+def fts5_query(text: str) -> str:
+    """The user's words as a safe FTS5 query: every word and "quoted phrase" is quoted (so
+    FTS5 syntax characters are only text), `OR` joins alternatives, `-word` excludes and a
+    trailing `*` searches a prefix; words without an operator must all occur."""
+    positive: list[str] = []
+    negative: list[str] = []
+    pending_or = False
+    for minus, term in _TERM_RE.findall(text):
+        if term == "OR" and not minus:
+            pending_or = bool(positive)
+            continue
+        prefix = term.endswith("*") and not term.startswith('"')
+        words = term.strip('"').rstrip("*") if prefix else term.strip('"')
+        if not words.strip():
+            continue
+        quoted = '"' + words.replace('"', '""') + '"' + (" *" if prefix else "")
+        if minus:
+            negative.append(quoted)
+        elif pending_or:
+            positive[-1] = f"{positive[-1]} OR {quoted}"
+            pending_or = False
+        else:
+            positive.append(quoted)
+    if not positive:
+        raise UsageError("search needs at least one word to look for")
+    query = " AND ".join(f"({p})" if " OR " in p else p for p in positive)
+    return query + "".join(f" NOT {n}" for n in negative)
+
+
+def search(conn: Connection, text: str, limit: int = 20, offset: int = 0
+           ) -> list[dict[str, Any]]:
+    """Current statements matching `text`, best first, with a snippet whose matched words are
+    between MARK_START and MARK_END; rank is higher for a better match."""
+    if conn.dialect.name == "sqlite":
+        sql = sa.text(f"""
+            SELECT s.rowid AS statement_id, c.source_url, c.title, c.deleted_at,
+                   snippet(statement_search, -1, '{MARK_START}', '{MARK_END}', '…', 16)
+                     AS snippet,
+                   -bm25(statement_search, 5.0, 1.0) AS rank
+            FROM statement_search s JOIN current_statements c ON c.statement_id = s.rowid
+            WHERE statement_search MATCH :q
+            ORDER BY bm25(statement_search, 5.0, 1.0), s.rowid LIMIT :limit OFFSET :offset""")
+        params: dict[str, Any] = {"q": fts5_query(text)}
+    else:
+        fts5_query(text)  # the same rule for an empty search on both databases
+        sql = sa.text(f"""
+            SELECT s.statement_id, c.source_url, c.title, c.deleted_at,
+                   ts_headline('english', s.body_text, q,
+                               'StartSel="{MARK_START}", StopSel="{MARK_END}", MaxWords=30,
+                                MinWords=12, MaxFragments=1, FragmentDelimiter=" … "')
+                     AS snippet,
+                   ts_rank(s.tsv, q) AS rank
+            FROM statement_search s JOIN current_statements c ON c.statement_id = s.statement_id,
+                 websearch_to_tsquery('english', :q) AS q
+            WHERE s.tsv @@ q
+            ORDER BY rank DESC, s.statement_id LIMIT :limit OFFSET :offset""")
+        params = {"q": text}
+    params.update(limit=_bounded(limit, "limit"), offset=max(0, int(offset)))
+    sql = sql.columns(deleted_at=UTCDateTime)
+    try:
+        rows = conn.execute(sql, params).all()
+    except sa.exc.OperationalError as exc:  # an FTS5 syntax error the quoting did not catch
+        raise UsageError(f"cannot search for {text!r}: {str(exc.orig).splitlines()[0]}"
+                         ) from None
+    return [{**_row(r), "rank": round(float(r.rank), 6)} for r in rows]
+
+
+def _bounded(value: int | str, name: str, top: int = 10_000) -> int:
+    text = str(value).strip()
+    if not text.isdigit() or not 1 <= int(text) <= top:
+        raise UsageError(f"--{name} must be a whole number from 1 to {top}, not {value!r}")
+    return int(text)
+
+
+# --- the change log, errors and status ----------------------------------------------------
+
+_SINCE_RE = re.compile(r"^(\d+)\s*([mhdw])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
+    """A point in time from `2026-02-03`, `2026-02-03T16:44:17Z` (no zone = UTC) or an age
+    such as `30m`, `12h`, `7d`, `2w`."""
+    value = text.strip()
+    m = _SINCE_RE.match(value.lower())
+    if m:
+        now = now or dt.datetime.now(dt.UTC)
+        return now - dt.timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    try:
+        when = dt.datetime.fromisoformat(value.replace(" ", "T", 1) if len(value) > 10
+                                         else value)
+    except ValueError:
+        raise UsageError(f"--since {text!r} is not a time: use e.g. 2026-02-03, "
+                         "2026-02-03T16:44:17Z or 7d, 12h, 30m") from None
+    return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+
+
+def events(conn: Connection, since: dt.datetime | None = None, kind: str | None = None,
+           tag: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+    """change_log rows (with the tags of the revision), newest first."""
+    c, r = _change_log, _revisions
+    q = (sa.select(*c.c, r.c.tags)
+         .select_from(c.join(r, sa.and_(r.c.statement_id == c.c.statement_id,
+                                        r.c.revision_number == c.c.to_revision))))
+    if since is not None:
+        q = q.where(c.c.occurred_at >= since)
+    if kind is not None:
+        if kind not in KINDS:
+            raise UsageError(f"--kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        q = q.where(c.c.kind == kind)
+    if tag is not None:
+        if conn.dialect.name == "sqlite":
+            q = q.where(sa.text("EXISTS (SELECT 1 FROM json_each(statement_revisions.tags) "
+                                "WHERE json_each.value = :tag)").bindparams(tag=tag))
+        else:
+            q = q.where(sa.text("statement_revisions.tags @> jsonb_build_array(:tag)")
+                        .bindparams(tag=tag))
+    q = (q.order_by(c.c.occurred_at.desc(), c.c.event_id.desc())
+         .limit(_bounded(limit, "limit")).offset(max(0, int(offset))))
+    return [_row(row) for row in conn.execute(q)]
+
+
+def errors(conn: Connection) -> list[dict[str, Any]]:
+    """Files failing now (ingest_errors), most recently seen first."""
+    e = _ingest_errors
+    return [_row(row) for row in conn.execute(
+        sa.select(*e.c).order_by(e.c.last_seen_at.desc(), e.c.path))]
+
+
+def status(conn: Connection, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Counts of statements, revisions by kind, rejected files and deliveries, the last
+    change, and whether a daemon is running (a heartbeat seen within HEARTBEAT_FRESH)."""
+    now = now or dt.datetime.now(dt.UTC)
+    total, deleted = conn.execute(sa.select(
+        sa.func.count(), sa.func.count(_current.c.deleted_at))).one()
+    by_kind = dict.fromkeys(KINDS, 0)
+    r = _revisions
+    for kind, n in conn.execute(sa.select(r.c.kind, sa.func.count()).group_by(r.c.kind)):
+        by_kind[kind] = int(n)
+    d = _delivery_status
+    deliveries = dict.fromkeys(DELIVERY_STATUSES, 0)
+    for st, n in conn.execute(sa.select(d.c.status, sa.func.count()).group_by(d.c.status)):
+        deliveries[st] = int(n)
+    rejected = conn.execute(sa.select(sa.func.count()).select_from(_ingest_errors)).scalar_one()
+    last = events(conn, limit=1)
+    h = _heartbeats
+    instances = []
+    for row in conn.execute(sa.select(*h.c).order_by(h.c.seen_at.desc())):
+        item = _row(row)
+        item["fresh"] = now - row.seen_at <= HEARTBEAT_FRESH
+        instances.append(item)
+    running = [i for i in instances if i["fresh"]]
+    return {
+        "statements": {"total": int(total), "live": int(total) - int(deleted),
+                       "deleted": int(deleted)},
+        "revisions": {"total": sum(by_kind.values()), "by_kind": by_kind},
+        "last_change": last[0] if last else None,
+        "rejected_files": int(rejected),
+        "deliveries": deliveries,
+        "watcher": {"running": bool(running),
+                    "watching": any(i["watching"] for i in running),
+                    "instances": instances},
+    }
