@@ -10,6 +10,7 @@ UTC strings ending in `Z`, dates `YYYY-MM-DD`, JSON arrays lists.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import re
 from typing import Any
 
@@ -21,6 +22,7 @@ from daemon.diffs import unified_diff, word_diff
 from daemon.errors import NotFound, UsageError
 from daemon.store.records import version_from_row
 from daemon.store.schema import JSONType, UTCDateTime, revisions
+from daemon.text import paragraphs, title_text
 
 KINDS = ("added", "revised", "metadata", "formatting", "deleted", "restored")
 DELIVERY_STATUSES = ("pending", "delivered", "failed", "dead")
@@ -160,15 +162,15 @@ def pick_revisions(head: int, from_rev: int | str | None, to_rev: int | str | No
                    statement_id: int = 0) -> tuple[int | None, int]:
     """Which two revisions a diff compares: by default the last two; the first revision of
     a statement is compared with nothing (from = None)."""
-    a, b = _parse_rev(from_rev, "--from"), _parse_rev(to_rev, "--to")
-    for n, name in ((a, "--from"), (b, "--to")):
+    a, b = _parse_rev(from_rev, "from"), _parse_rev(to_rev, "to")
+    for n in (a, b):
         if n is not None and n > head:
             raise NotFound(f"statement {statement_id} has no revision {n} "
-                           f"(it has {'1' if head == 1 else f'1 to {head}'}); {name}")
+                           f"(it has {'only 1' if head == 1 else f'1 to {head}'})")
     to = b if b is not None else head
     frm = a if a is not None else (to - 1 if to > 1 else None)
     if frm is not None and frm >= to:
-        raise UsageError(f"--from ({frm}) must be an earlier revision than --to ({to})")
+        raise UsageError(f"from ({frm}) must be an earlier revision than to ({to})")
     return frm, to
 
 
@@ -195,8 +197,8 @@ def diff(conn: Connection, statement_id: int, from_rev: int | str | None = None,
         changed = list(change.changed_fields) if change else []
     old_title, old_text = (old.title, old.body_text) if old else ("", "")
     ops, stats = word_diff(old_title, old_text, new.title, new.body_text)
-    unified = unified_diff(old_title, old_text, new.title, new.body_text,
-                           f"r{frm}" if frm else "/dev/null", f"r{to}")
+    unified = (unified_diff(old.title, old.body_text, new.title, new.body_text,
+                            f"r{frm}", f"r{to}") if old else _added_unified(new, f"r{to}"))
     from_meta = _revision_meta(conn, statement_id, frm) if frm else None
     to_meta = _revision_meta(conn, statement_id, to)
     return {
@@ -210,6 +212,12 @@ def diff(conn: Connection, statement_id: int, from_rev: int | str | None = None,
         "stats": {"paragraphs_changed": stats.paragraphs_changed,
                   "words_added": stats.words_added, "words_removed": stats.words_removed},
     }
+
+
+def _added_unified(new: Any, label: str) -> str:
+    """A first revision as a unified diff against nothing (every line added)."""
+    lines = [f"# {title_text(new.title)}", *paragraphs(new.body_text)]
+    return "\n".join(difflib.unified_diff([], lines, "/dev/null", label, lineterm="")) + "\n"
 
 
 def _metadata_changes(changed: list[str], a: dict[str, Any] | None, b: dict[str, Any],
@@ -304,7 +312,7 @@ def search(conn: Connection, text: str, limit: int = 20, offset: int = 0
 def _bounded(value: int | str, name: str, top: int = 10_000) -> int:
     text = str(value).strip()
     if not text.isdigit() or not 1 <= int(text) <= top:
-        raise UsageError(f"--{name} must be a whole number from 1 to {top}, not {value!r}")
+        raise UsageError(f"{name} must be a whole number from 1 to {top}, not {value!r}")
     return int(text)
 
 
@@ -326,7 +334,7 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
         when = dt.datetime.fromisoformat(value.replace(" ", "T", 1) if len(value) > 10
                                          else value)
     except ValueError:
-        raise UsageError(f"--since {text!r} is not a time: use e.g. 2026-02-03, "
+        raise UsageError(f"since {text!r} is not a time: use e.g. 2026-02-03, "
                          "2026-02-03T16:44:17Z or 7d, 12h, 30m") from None
     return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
 
@@ -342,7 +350,7 @@ def events(conn: Connection, since: dt.datetime | None = None, kind: str | None 
         q = q.where(c.c.occurred_at >= since)
     if kind is not None:
         if kind not in KINDS:
-            raise UsageError(f"--kind must be one of {', '.join(KINDS)}, not {kind!r}")
+            raise UsageError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
         q = q.where(c.c.kind == kind)
     if tag is not None:
         if conn.dialect.name == "sqlite":
