@@ -14,9 +14,6 @@ from daemon import __version__
 from daemon.cli.app import App, run_cli
 from daemon.cli.db import db
 from daemon.cli.ingest import config_group, ingest
-from daemon.cli.run import run
-from daemon.cli.notify import deliveries_cmd, notify_group
-from daemon.cli.serve import serve
 from daemon.cli.read import diff, errors, events, history, search, status
 
 
@@ -38,16 +35,12 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 cli.add_command(ingest)
 cli.add_command(db)
 cli.add_command(config_group)
-cli.add_command(run)
 cli.add_command(status)
 cli.add_command(history)
 cli.add_command(diff)
 cli.add_command(search)
 cli.add_command(events)
 cli.add_command(errors)
-cli.add_command(serve)
-cli.add_command(notify_group)
-cli.add_command(deliveries_cmd)
 # Commands of the other areas register here (one line each):
 # daemon (issue 3), notifications (issue 4), reading the record (issue 5), serve (issue 7).
 
