@@ -61,6 +61,9 @@ _FrontMatterLoader.yaml_implicit_resolvers = {
 }
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_SPACE_RE = re.compile(r"\s")
+# Anchors need "&", aliases "*", tags "!": front matter with none of them needs no event scan.
+_YAML_SPECIALS_RE = re.compile(r"[&*!]")
 
 
 def parse_document(data: bytes, max_bytes: int = 5_000_000) -> Document | Rejection:
@@ -113,7 +116,8 @@ def _split_front_matter(text: str) -> tuple[str, str] | Rejection:
 
 def _load_yaml(front: str) -> dict[str, Any] | Rejection:
     try:
-        for event in yaml.parse(front, Loader=_BaseLoader):
+        for event in (yaml.parse(front, Loader=_BaseLoader) if _YAML_SPECIALS_RE.search(front)
+                      else ()):
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
                 return Rejection("yaml_alias", "front matter uses YAML anchors or aliases "
                                  "(& or *), which are not allowed")
@@ -145,7 +149,7 @@ def _validate(meta: dict[str, Any], body: str) -> Document | Rejection:
             return Rejection("invalid_field", f"field {name!r} must be text, got a "
                              f"{type(value).__name__}")
     source_url = meta["source_url"].strip()
-    if any(c.isspace() for c in source_url):
+    if _SPACE_RE.search(source_url):
         return Rejection("invalid_field", f"source_url contains white space: {source_url!r}")
     try:
         date = _parse_date(meta.get("date"))

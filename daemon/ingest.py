@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import multiprocessing as mp
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -112,6 +115,32 @@ def prepare(path: str, max_bytes: int, known_sha: str | None = None) -> Prepared
     return Prepared(path, stat, sha, version=Version.from_document(parsed))
 
 
+PARALLEL_MIN_FILES = 300
+_CHUNK = 64
+_WINDOW = 4
+
+
+def _prepare_chunk(jobs: list[tuple[str, int, str | None]]) -> list[Prepared]:
+    return [prepare(*job) for job in jobs]
+
+
+def prepare_many(jobs: list[tuple[str, int, str | None]]) -> Iterator[Prepared]:
+    """Prepare files in order; a large pass reads and parses in a worker process while this
+    one writes, with a bounded number of chunks in flight (bounded memory)."""
+    if len(jobs) < PARALLEL_MIN_FILES or (os.cpu_count() or 1) < 2:
+        yield from (prepare(*job) for job in jobs)
+        return
+    chunks = [jobs[i:i + _CHUNK] for i in range(0, len(jobs), _CHUNK)]
+    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+        pending: deque[Future[list[Prepared]]] = deque()
+        next_chunk = 0
+        while next_chunk < len(chunks) or pending:
+            while next_chunk < len(chunks) and len(pending) < _WINDOW:
+                pending.append(pool.submit(_prepare_chunk, chunks[next_chunk]))
+                next_chunk += 1
+            yield from pending.popleft().result()
+
+
 class Ingestor:
     """Applies prepared files to the database, one transaction per change (or per batch)."""
 
@@ -187,9 +216,10 @@ class Ingestor:
         done = 0
         batch: list[Prepared] = []
         started = time.monotonic()
-        for f in todo:
-            batch.append(prepare(f.path, self.watch.max_file_bytes, known.get(f.path, (
-                None, None, None, None))[3]))
+        jobs = [(f.path, self.watch.max_file_bytes, known.get(f.path, (None,) * 4)[3])
+                for f in todo]
+        for prepared in prepare_many(jobs):
+            batch.append(prepared)
             if len(batch) >= BATCH_FILES or time.monotonic() - started > BATCH_SECONDS:
                 self._apply_batch(batch, counts)
                 done += len(batch)
@@ -238,102 +268,96 @@ class Ingestor:
 
     def _apply_in_transaction(self, batch: list[Prepared]) -> tuple[list[str], list[int]]:
         outcomes: list[str] = []
-        event_ids: list[int] = []
         with self.engine.begin() as conn:
+            changes = records.ChangeSet(conn)
+            changes.prefetch((p.path for p in batch),
+                             (p.version.source_url for p in batch if p.version))
+            logged = []
             for item in batch:
                 t0 = time.perf_counter()
-                kinds, events = self.apply(conn, item)
-                for ev in events:
-                    self.outbox.enqueue(conn, ev, self.clock())
-                    event_ids.append(ev.event_id)
+                kinds = self.apply(changes, item)
                 if item.stat is not None:
                     outcomes.append("files")
                 outcomes.extend(kinds)
-                if events or kinds == ["rejected"]:
-                    log.info("ingested", path=item.path, kind=",".join(kinds),
-                             url=item.version.source_url if item.version else None,
-                             ms=round((time.perf_counter() - t0) * 1000, 1),
-                             reason=item.rejection.reason if item.rejection else None)
-        return outcomes, event_ids
+                if kinds != ["unchanged"] and kinds:
+                    logged.append((item, kinds, time.perf_counter() - t0))
+            events = changes.flush()
+            self.outbox.enqueue_many(conn, events, self.clock())
+        for item, kinds, seconds in logged:
+            log.info("ingested", path=item.path, kind=",".join(kinds),
+                     url=item.version.source_url if item.version else None,
+                     ms=round(seconds * 1000, 1),
+                     reason=item.rejection.reason if item.rejection else None)
+        return outcomes, [e.event_id for e in events]
 
-    def apply(self, conn: Connection, item: Prepared) -> tuple[list[str], list[records.EventRecord]]:
-        """Apply one prepared file inside the caller's transaction; return outcome kinds."""
+    def apply(self, changes: records.ChangeSet, item: Prepared) -> list[str]:
+        """Apply one prepared file to the batch's state; return its outcome kinds."""
         now = self.clock()
-        row = records.get_file(conn, item.path)
+        row = changes.file(item.path)
         if item.stat is None and item.rejection is None:
-            records.clear_rejection(conn, item.path)
+            changes.clear_rejection(item.path)
             if row is None:
-                return [], []
-            records.delete_file(conn, item.path)
-            ev = self._maybe_delete(conn, row.statement_id, now)
-            return ([ev.kind], [ev]) if ev else ([], [])
+                return []
+            changes.drop_file(item.path, now)
+            return self._maybe_delete(changes, row.statement_id, now)
         stat = item.stat
         if item.rejection is not None:
-            records.record_rejection(conn, item.path, item.rejection.reason,
-                                     item.rejection.message, stat, item.sha256, now)
-            return ["rejected"], []
+            changes.record_rejection(item.path, item.rejection.reason, item.rejection.message,
+                                     stat, item.sha256, now)
+            return ["rejected"]
         assert stat is not None and item.sha256 is not None
-        records.clear_rejection(conn, item.path)
+        changes.clear_rejection(item.path)
         if row is not None and (item.same_bytes or row.file_sha256 == item.sha256):
-            records.upsert_file(conn, records.FileRecord(
-                item.path, row.statement_id, row.source_url, *stat, item.sha256), now)
-            return ["unchanged"], []
+            if (row.size, row.mtime_ns, row.inode) != stat:
+                changes.put_file(records.FileRecord(
+                    item.path, row.statement_id, row.source_url, *stat, item.sha256), now)
+            return ["unchanged"]
         new = item.version
         assert new is not None
-        records.lock_url(conn, new.source_url)
-        target = records.statement_for_url(conn, new.source_url)
+        target = changes.statement_for_url(new.source_url)
         prev = row.statement_id if row else None
-        events: list[records.EventRecord] = []
+        kinds: list[str] = []
         if target is None and prev is not None and row is not None and \
-                row.source_url != new.source_url and self._url_moved(conn, prev, item.path, new):
-            records.add_url_alias(conn, prev, new.source_url)
+                row.source_url != new.source_url and self._url_moved(changes, prev, new):
+            changes.add_alias(prev, new.source_url)
             target = prev
         if target is None:
-            sid = records.create_statement(conn, new.source_url, now)
-            events.append(records.add_revision(
-                conn, statement_id=sid, number=1, change=Change("added", ()), old=None, new=new,
-                content_sha256=item.sha256, path=item.path, now=now))
-            target = sid
+            head = changes.new_statement(new.source_url, new, item.sha256, item.path, now)
+            changes.add_revision(head, Change("added", ()), new, item.sha256, item.path, now)
+            kinds.append("added")
         else:
-            head = records.load_head(conn, target)
+            head = changes.head(target)
             change = classify_change(head.version, new)
             if head.deleted:
                 change = Change("restored", change.changed_fields if change else ())
             if change is not None:
-                events.append(records.add_revision(
-                    conn, statement_id=target, number=head.head_revision + 1, change=change,
-                    old=head.version, new=new, content_sha256=item.sha256, path=item.path,
-                    now=now))
-        records.upsert_file(conn, records.FileRecord(
-            item.path, target, new.source_url, *stat, item.sha256), now)
-        if prev is not None and prev != target:
-            ev = self._maybe_delete(conn, prev, now)
-            if ev:
-                events.append(ev)
-        return ([e.kind for e in events] or ["unchanged"]), events
+                changes.add_revision(head, change, new, item.sha256, item.path, now)
+                kinds.append(change.kind)
+        changes.put_file(records.FileRecord(
+            item.path, head.statement_id, new.source_url, *stat, item.sha256), now)
+        if prev is not None and prev != head.statement_id:
+            kinds += self._maybe_delete(changes, prev, now)
+        return kinds or ["unchanged"]
 
-    def _url_moved(self, conn: Connection, statement_id: int, path: str, new: Version) -> bool:
+    def _url_moved(self, changes: records.ChangeSet, statement_id: int, new: Version) -> bool:
         """A file's source_url changed in place: the same statement when no other file
         still carries the old URL and the words are unchanged (SPEC §3)."""
-        others = conn.execute(sa.select(sa.func.count()).select_from(files).where(
-            files.c.statement_id == statement_id, files.c.path != path)).scalar_one()
-        if others:
+        if changes.file_counts.get(statement_id, 0) > 1:
             return False
-        head = records.load_head(conn, statement_id)
-        return head.version.title_key == new.title_key and head.version.body_key == new.body_key
+        old = changes.head(statement_id).version
+        return old.title_key == new.title_key and old.body_key == new.body_key
 
-    def _maybe_delete(self, conn: Connection, statement_id: int | None, now: dt.datetime
-                      ) -> records.EventRecord | None:
+    def _maybe_delete(self, changes: records.ChangeSet, statement_id: int | None,
+                      now: dt.datetime) -> list[str]:
         """The last file carrying a statement disappeared: record `deleted`."""
-        if statement_id is None or records.count_files(conn, statement_id):
-            return None
-        head = records.load_head(conn, statement_id)
+        if statement_id is None or changes.file_counts.get(statement_id, 0) > 0:
+            return []
+        head = changes.head(statement_id)
         if head.deleted:
-            return None
-        return records.add_revision(
-            conn, statement_id=statement_id, number=head.head_revision + 1,
-            change=Change("deleted", ()), old=head.version, new=head.version,
-            content_sha256=head.content_sha256, path=head.path, now=now)
+            return []
+        changes.add_revision(head, Change("deleted", ()), head.version, head.content_sha256,
+                             head.path, now)
+        return ["deleted"]
 
 
 def _is_under(path: str, root: str) -> bool:

@@ -30,9 +30,15 @@ class DeliveryOutbox:
         self.channels = tuple(channels)
 
     def enqueue(self, conn: Connection, event: EventRecord, now: dt.datetime) -> int:
+        return self.enqueue_many(conn, [event], now)
+
+    def enqueue_many(self, conn: Connection, events: Sequence[EventRecord], now: dt.datetime
+                     ) -> int:
+        """Write the delivery rows of these events with one executemany."""
         rows = [
             dict(event_id=event.event_id, channel=ch.name, mode=ch.mode, status="pending",
                  attempts=0, next_attempt_at=now, created_at=now)
+            for event in events
             for ch in self.channels
             if channel_wants(ch, event.kind, event.changed_fields)
         ]

@@ -1,22 +1,27 @@
-"""Alembic, run in-process on our own engine: `redline db upgrade` and `redline db current`."""
+"""Alembic, run in-process on our own engine: `redline db upgrade` and `redline db current`.
+
+Alembic is imported only when a migration actually has to run: the common start-up (schema
+already at head) reads the `alembic_version` table and compares it with `SCHEMA_HEAD`, which
+a test keeps equal to the newest migration in `migrations/versions/`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
 from daemon.errors import DatabaseError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+SCHEMA_HEAD = "0001"
 
 
-def _alembic_config(engine: Engine) -> AlembicConfig:
+def _alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config as AlembicConfig
+
     if not (MIGRATIONS_DIR / "env.py").exists():
         raise DatabaseError(f"migrations not found at {MIGRATIONS_DIR}: install redline from "
                             "its source tree (pip install -e .)")
@@ -27,6 +32,9 @@ def _alembic_config(engine: Engine) -> AlembicConfig:
 
 
 def head_revision(engine: Engine) -> str | None:
+    """The newest migration on disk (what `redline db upgrade` would reach)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
 
 
@@ -34,13 +42,19 @@ def current_revision(engine: Engine) -> str | None:
     """The schema revision the database is at (None for an empty database)."""
     try:
         with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            if not sa.inspect(conn).has_table("alembic_version"):
+                return None
+            return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
     except sa.exc.OperationalError as exc:
         raise DatabaseError(f"cannot open the database: {exc.orig}") from None
 
 
 def upgrade(engine: Engine) -> str | None:
     """Bring the schema to the newest migration; return the revision reached."""
+    if current_revision(engine) == SCHEMA_HEAD:  # the common case: nothing to do
+        return SCHEMA_HEAD
+    from alembic import command
+
     cfg = _alembic_config(engine)
     try:
         with engine.begin() as conn:
@@ -56,7 +70,7 @@ def upgrade(engine: Engine) -> str | None:
 
 def require_current(engine: Engine) -> None:
     """Fail clearly when the schema is not at head (auto_migrate = false)."""
-    have, want = current_revision(engine), head_revision(engine)
-    if have != want:
+    have = current_revision(engine)
+    if have != SCHEMA_HEAD:
         raise DatabaseError(f"database schema is at {have or 'nothing'}, this redline needs "
-                            f"{want}: run `redline db upgrade`")
+                            f"{SCHEMA_HEAD}: run `redline db upgrade`")

@@ -1,7 +1,10 @@
-"""The reads and writes of one statement change, on a connection inside its transaction.
+"""The reads and writes of statement changes, on a connection inside the caller's transaction.
 
-Every function takes the caller's connection: the caller owns the transaction, so a
-revision, its event, the file record, the search row and the outbox rows commit together.
+`ChangeSet` prefetches what a batch of files needs in a few queries, lets the ingest logic
+work on that state in memory, and writes the result with one executemany per table: a
+revision, its event, the file record, the search row and the outbox rows of every change in
+the batch commit together. The decision of what changed is not made here
+(`daemon.changes.classify_change`, called from `daemon.ingest`).
 """
 
 from __future__ import annotations
@@ -9,7 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import zlib
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,6 +30,8 @@ from daemon.store.schema import (
     statements,
 )
 
+CHUNK = 500  # IN (...) lists and executemany batches stay well under driver limits
+
 
 @dataclass(frozen=True)
 class FileRecord:
@@ -38,8 +44,10 @@ class FileRecord:
     file_sha256: str
 
 
-@dataclass(frozen=True)
-class StatementHead:
+@dataclass
+class Head:
+    """A statement's newest revision as the batch sees it (updated in memory)."""
+
     statement_id: int
     source_url: str
     head_revision: int
@@ -47,6 +55,10 @@ class StatementHead:
     version: Version
     content_sha256: str
     path: str | None
+    first_seen_at: dt.datetime | None = None
+    is_new: bool = False
+    touched: bool = False
+    search_dirty: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,67 +72,25 @@ class EventRecord:
     to_revision: int
 
 
+@dataclass
+class _PendingRevision:
+    head: Head
+    number: int
+    change: Change
+    old: Version | None
+    new: Version
+    content_sha256: str
+    path: str | None
+    now: dt.datetime
+
+
 def lock_url(conn: Connection, url: str) -> None:
     """Serialize work on one URL across instances (PostgreSQL); SQLite has one writer."""
     if conn.dialect.name == "postgresql":
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"),
-                     {"k": zlib.crc32(url.encode()) - (1 << 31)})
+        conn.execute(_LOCK, {"k": zlib.crc32(url.encode()) - (1 << 31)})
 
 
-def get_file(conn: Connection, path: str) -> FileRecord | None:
-    row = conn.execute(sa.select(files).where(files.c.path == path)).first()
-    if row is None:
-        return None
-    return FileRecord(row.path, row.statement_id, row.source_url, row.size, row.mtime_ns,
-                      row.inode, row.file_sha256)
-
-
-def upsert_file(conn: Connection, rec: FileRecord, now: dt.datetime) -> None:
-    values = dict(statement_id=rec.statement_id, source_url=rec.source_url, size=rec.size,
-                  mtime_ns=rec.mtime_ns, inode=rec.inode, file_sha256=rec.file_sha256,
-                  seen_at=now)
-    updated = conn.execute(files.update().where(files.c.path == rec.path).values(**values))
-    if updated.rowcount == 0:
-        conn.execute(files.insert().values(path=rec.path, **values))
-
-
-def delete_file(conn: Connection, path: str) -> None:
-    conn.execute(files.delete().where(files.c.path == path))
-
-
-def count_files(conn: Connection, statement_id: int) -> int:
-    return conn.execute(sa.select(sa.func.count()).select_from(files)
-                        .where(files.c.statement_id == statement_id)).scalar_one()
-
-
-def record_rejection(conn: Connection, path: str, reason: str, detail: str,
-                     stat: tuple[int, int, int] | None, sha: str | None, now: dt.datetime) -> None:
-    size, mtime_ns, inode = stat if stat else (None, None, None)
-    values = dict(reason=reason, detail=detail, size=size, mtime_ns=mtime_ns, inode=inode,
-                  file_sha256=sha, last_seen_at=now)
-    updated = conn.execute(rejected_files.update().where(rejected_files.c.path == path)
-                           .values(**values))
-    if updated.rowcount == 0:
-        conn.execute(rejected_files.insert().values(path=path, first_seen_at=now, **values))
-
-
-def clear_rejection(conn: Connection, path: str) -> None:
-    conn.execute(rejected_files.delete().where(rejected_files.c.path == path))
-
-
-def statement_for_url(conn: Connection, url: str) -> int | None:
-    return conn.execute(sa.select(statement_urls.c.statement_id)
-                        .where(statement_urls.c.url == url)).scalar()
-
-
-def load_head(conn: Connection, statement_id: int) -> StatementHead:
-    """The statement's newest revision, locked against concurrent writers on PostgreSQL."""
-    s = conn.execute(sa.select(statements).where(statements.c.id == statement_id)
-                     .with_for_update()).one()
-    r = conn.execute(sa.select(revisions).where(revisions.c.statement_id == statement_id,
-                                                revisions.c.number == s.head_revision)).one()
-    return StatementHead(s.id, s.source_url, s.head_revision, s.deleted_at is not None,
-                         version_from_row(r), r.content_sha256, r.path)
+_LOCK = sa.text("SELECT pg_advisory_xact_lock(:k)")
 
 
 def version_from_row(r: Any) -> Version:
@@ -130,73 +100,301 @@ def version_from_row(r: Any) -> Version:
                    tuple(r.tags), extra, r.body, r.body_text)
 
 
-def create_statement(conn: Connection, url: str, now: dt.datetime) -> int:
-    sid = conn.execute(statements.insert().values(
-        source_url=url, head_revision=0, first_seen_at=now, last_changed_at=now)
-    ).inserted_primary_key[0]
-    conn.execute(statement_urls.insert().values(url=url, statement_id=sid))
-    return int(sid)
+def _chunks(items: list[Any]) -> Iterable[list[Any]]:
+    for i in range(0, len(items), CHUNK):
+        yield items[i:i + CHUNK]
 
 
-def add_url_alias(conn: Connection, statement_id: int, url: str) -> None:
-    """Point `url` at the statement and make it the statement's current URL."""
-    existing = statement_for_url(conn, url)
-    if existing is None:
-        conn.execute(statement_urls.insert().values(url=url, statement_id=statement_id))
-    conn.execute(statements.update().where(statements.c.id == statement_id)
-                 .values(source_url=url))
+@dataclass
+class ChangeSet:
+    """The state and the pending writes of one batch of statement changes."""
+
+    conn: Connection
+    files: dict[str, FileRecord | None] = field(default_factory=dict)
+    urls: dict[str, int | None] = field(default_factory=dict)
+    heads: dict[int, Head] = field(default_factory=dict)
+    file_counts: dict[int, int] = field(default_factory=dict)
+    _file_writes: dict[str, tuple[FileRecord | None, dt.datetime]] = field(default_factory=dict)
+    _new_urls: list[tuple[str, int]] = field(default_factory=list)
+    _revisions: list[_PendingRevision] = field(default_factory=list)
+    _cleared: set[str] = field(default_factory=set)
+    _next_temp: int = -1
+
+    # ---- prefetch ---------------------------------------------------------------------
+
+    def prefetch(self, paths: Iterable[str], urls: Iterable[str]) -> None:
+        """Load the file rows, URL owners, heads and file counts a batch will look at."""
+        path_list = [p for p in dict.fromkeys(paths) if p not in self.files]
+        url_list = sorted(u for u in dict.fromkeys(urls) if u not in self.urls)
+        for url in url_list:  # sorted: two instances never wait on each other in a cycle
+            lock_url(self.conn, url)
+        for chunk in _chunks(path_list):
+            found = {r.path: r for r in self.conn.execute(
+                sa.select(files).where(files.c.path.in_(chunk)))}
+            for p in chunk:
+                r = found.get(p)
+                self.files[p] = None if r is None else FileRecord(
+                    r.path, r.statement_id, r.source_url, r.size, r.mtime_ns, r.inode,
+                    r.file_sha256)
+        for chunk in _chunks(url_list):
+            found_urls = dict(self.conn.execute(
+                sa.select(statement_urls.c.url, statement_urls.c.statement_id)
+                .where(statement_urls.c.url.in_(chunk))).all())
+            for u in chunk:
+                self.urls[u] = found_urls.get(u)
+        sids = {s for s in self.urls.values() if s is not None}
+        sids |= {f.statement_id for f in self.files.values() if f and f.statement_id}
+        self._load_heads(sorted(s for s in sids if s not in self.heads))
+
+    def _load_heads(self, sids: list[int]) -> None:
+        for chunk in _chunks(sids):
+            locked = sa.select(statements).where(statements.c.id.in_(chunk)) \
+                .order_by(statements.c.id).with_for_update()
+            srows = {s.id: s for s in self.conn.execute(locked)}
+            rrows = self.conn.execute(sa.select(revisions).join(
+                statements, sa.and_(statements.c.id == revisions.c.statement_id,
+                                    statements.c.head_revision == revisions.c.number))
+                .where(statements.c.id.in_(chunk)))
+            for r in rrows:
+                s = srows[r.statement_id]
+                self.heads[s.id] = Head(s.id, s.source_url, s.head_revision,
+                                        s.deleted_at is not None, version_from_row(r),
+                                        r.content_sha256, r.path, s.first_seen_at)
+            counts = dict(self.conn.execute(
+                sa.select(files.c.statement_id, sa.func.count()).where(
+                    files.c.statement_id.in_(chunk)).group_by(files.c.statement_id)).all())
+            for sid in chunk:
+                self.file_counts[sid] = counts.get(sid, 0)
+
+    # ---- the in-memory operations the ingest logic uses -------------------------------
+
+    def head(self, statement_id: int) -> Head:
+        if statement_id not in self.heads:
+            self._load_heads([statement_id])
+        return self.heads[statement_id]
+
+    def statement_for_url(self, url: str) -> int | None:
+        if url not in self.urls:
+            self.prefetch((), [url])
+        return self.urls[url]
+
+    def file(self, path: str) -> FileRecord | None:
+        if path not in self.files:
+            self.prefetch([path], ())
+        return self.files[path]
+
+    def put_file(self, rec: FileRecord, now: dt.datetime) -> None:
+        old = self.files.get(path := rec.path)
+        if old is not None and old.statement_id:
+            self.file_counts[old.statement_id] = self.file_counts.get(old.statement_id, 1) - 1
+        if rec.statement_id:
+            self.file_counts[rec.statement_id] = self.file_counts.get(rec.statement_id, 0) + 1
+        self.files[path] = rec
+        self._file_writes[path] = (rec, now)
+
+    def drop_file(self, path: str, now: dt.datetime) -> None:
+        old = self.files.get(path)
+        if old is not None and old.statement_id:
+            self.file_counts[old.statement_id] = self.file_counts.get(old.statement_id, 1) - 1
+        self.files[path] = None
+        self._file_writes[path] = (None, now)
+
+    def clear_rejection(self, path: str) -> None:
+        self._cleared.add(path)
+
+    def record_rejection(self, path: str, reason: str, detail: str,
+                         stat: tuple[int, int, int] | None, sha: str | None,
+                         now: dt.datetime) -> None:
+        self._cleared.discard(path)
+        size, mtime_ns, inode = stat if stat else (None, None, None)
+        values = dict(reason=reason, detail=detail, size=size, mtime_ns=mtime_ns, inode=inode,
+                      file_sha256=sha, last_seen_at=now)
+        updated = self.conn.execute(rejected_files.update().where(
+            rejected_files.c.path == path).values(**values))
+        if updated.rowcount == 0:
+            self.conn.execute(rejected_files.insert().values(path=path, first_seen_at=now,
+                                                             **values))
+
+    def new_statement(self, url: str, version: Version, sha: str, path: str,
+                      now: dt.datetime) -> Head:
+        sid = self._next_temp
+        self._next_temp -= 1
+        head = Head(sid, url, 0, False, version, sha, path, now, is_new=True)
+        self.heads[sid] = head
+        self.urls[url] = sid
+        self.file_counts[sid] = 0
+        self._new_urls.append((url, sid))
+        return head
+
+    def add_alias(self, statement_id: int, url: str) -> None:
+        """Point `url` at the statement and make it the statement's current URL."""
+        if self.urls.get(url) is None:
+            self._new_urls.append((url, statement_id))
+        self.urls[url] = statement_id
+        head = self.heads[statement_id]
+        head.source_url = url
+        head.touched = True
+
+    def add_revision(self, head: Head, change: Change, new: Version, sha: str,
+                     path: str | None, now: dt.datetime) -> None:
+        old = None if head.head_revision == 0 else head.version
+        number = head.head_revision + 1
+        self._revisions.append(_PendingRevision(head, number, change, old, new, sha, path, now))
+        if change.kind != "deleted" and (
+                old is None or old.title != new.title or old.body_text != new.body_text):
+            head.search_dirty = True
+        head.head_revision = number
+        head.deleted = change.kind == "deleted"
+        head.version = new
+        head.content_sha256 = sha
+        head.path = path
+        head.touched = True
+
+    # ---- writing ----------------------------------------------------------------------
+
+    def flush(self) -> list[EventRecord]:
+        """Write everything the batch decided; return its events in order."""
+        conn = self.conn
+        temp_to_real = self._insert_new_statements()
+
+        def real(sid: int) -> int:
+            return temp_to_real.get(sid, sid)
+
+        if self._new_urls:
+            rows = [{"url": u, "statement_id": real(s)} for u, s in self._new_urls]
+            for chunk in _chunks(rows):
+                conn.execute(statement_urls.insert(), chunk)
+        event_records = self._insert_revisions_and_events(real)
+        touched = [h for h in self.heads.values() if h.touched and not h.is_new]
+        if touched:
+            last = {p.head.statement_id: p.now for p in self._revisions}
+            conn.execute(
+                statements.update().where(statements.c.id == sa.bindparam("b_id")).values(
+                    source_url=sa.bindparam("b_url"), head_revision=sa.bindparam("b_head"),
+                    deleted_at=sa.bindparam("b_deleted"),
+                    last_changed_at=sa.func.coalesce(sa.bindparam("b_last", type_=
+                                                                  statements.c.last_changed_at.type),
+                                                     statements.c.last_changed_at)),
+                [{"b_id": h.statement_id, "b_url": h.source_url, "b_head": h.head_revision,
+                  "b_deleted": last.get(h.statement_id) if h.deleted else None,
+                  "b_last": last.get(h.statement_id)} for h in touched])
+        self._write_search(real)
+        self._write_files(real)
+        if self._cleared:
+            conn.execute(rejected_files.delete().where(
+                rejected_files.c.path == sa.bindparam("b_path")),
+                [{"b_path": p} for p in self._cleared])
+        return event_records
+
+    def _insert_new_statements(self) -> dict[int, int]:
+        new = [h for h in self.heads.values() if h.is_new]
+        if not new:
+            return {}
+        last = {p.head.statement_id: p.now for p in self._revisions}
+        rows = [dict(source_url=h.source_url, head_revision=h.head_revision,
+                     first_seen_at=h.first_seen_at, last_changed_at=last[h.statement_id],
+                     deleted_at=last[h.statement_id] if h.deleted else None) for h in new]
+        ids = self.conn.execute(statements.insert().returning(
+            statements.c.id, sort_by_parameter_order=True), rows).scalars().all()
+        mapping = {h.statement_id: int(i) for h, i in zip(new, ids, strict=True)}
+        for h in new:
+            h.statement_id = mapping[h.statement_id]
+            h.is_new = False
+            h.touched = False
+        self.heads = {h.statement_id: h for h in self.heads.values()}
+        self.urls = {u: mapping.get(s, s) if s is not None else None for u, s in self.urls.items()}
+        self.file_counts = {mapping.get(s, s): c for s, c in self.file_counts.items()}
+        self.files = {p: (f if f is None or f.statement_id not in mapping else FileRecord(
+            f.path, mapping[f.statement_id], *_rest(f))) for p, f in self.files.items()}
+        return mapping
+
+    def _insert_revisions_and_events(self, real: Any) -> list[EventRecord]:
+        if not self._revisions:
+            return []
+        rev_rows = []
+        event_rows = []
+        for p in self._revisions:
+            sid = real(p.head.statement_id)
+            fields = list(p.change.changed_fields)
+            new = p.new
+            rev_rows.append(dict(
+                statement_id=sid, number=p.number, kind=p.change.kind, changed_fields=fields,
+                source_url=new.source_url, title=new.title, date=new.date,
+                published_time=new.published_time, modified_time=new.modified_time,
+                tags=list(new.tags), extra=json.loads(new.extra), body=new.body,
+                body_text=new.body_text, content_sha256=p.content_sha256, path=p.path,
+                observed_at=p.now))
+            stats: DiffStats | None = None
+            if p.old is not None and p.change.kind in ("revised", "restored"):
+                _ops, stats = word_diff(p.old.title, p.old.body_text, new.title, new.body_text)
+            words = len(new.body_text.split()) + len(new.title.split())
+            event_rows.append(dict(
+                statement_id=sid, kind=p.change.kind, occurred_at=p.now,
+                from_revision=p.number - 1 if p.number > 1 else None, to_revision=p.number,
+                changed_fields=fields,
+                summary=summarize(p.change.kind, p.change.changed_fields, stats, words),
+                words_added=stats.words_added if stats else (
+                    words if p.change.kind == "added" else 0),
+                words_removed=stats.words_removed if stats else 0))
+        rev_ids = self.conn.execute(revisions.insert().returning(
+            revisions.c.id, sort_by_parameter_order=True), rev_rows).scalars().all()
+        for row, rid in zip(event_rows, rev_ids, strict=True):
+            row["revision_id"] = int(rid)
+        event_ids = self.conn.execute(events.insert().returning(
+            events.c.id, sort_by_parameter_order=True), event_rows).scalars().all()
+        return [EventRecord(int(eid), row["statement_id"], row["kind"],
+                            tuple(row["changed_fields"]), row["to_revision"])
+                for row, eid in zip(event_rows, event_ids, strict=True)]
+
+    def _write_search(self, real: Any) -> None:
+        dirty = [h for h in self.heads.values() if h.search_dirty]
+        if not dirty:
+            return
+        rows = [{"b_id": real(h.statement_id), "b_title": h.version.title,
+                 "b_body": h.version.body_text} for h in dirty]
+        if self.conn.dialect.name == "sqlite":
+            self.conn.execute(sa.text("DELETE FROM statement_search WHERE rowid = :b_id"),
+                              [{"b_id": r["b_id"]} for r in rows])
+            self.conn.execute(sa.text("INSERT INTO statement_search(rowid, title, body_text) "
+                                      "VALUES (:b_id, :b_title, :b_body)"), rows)
+        else:
+            self.conn.execute(sa.text(
+                "INSERT INTO statement_search(statement_id, title, body_text) "
+                "VALUES (:b_id, :b_title, :b_body) ON CONFLICT (statement_id) DO UPDATE "
+                "SET title = excluded.title, body_text = excluded.body_text"), rows)
+
+    def _write_files(self, real: Any) -> None:
+        if not self._file_writes:
+            return
+        existing = set(self.conn.execute(sa.select(files.c.path).where(
+            files.c.path.in_(list(self._file_writes)))).scalars()) if len(
+            self._file_writes) <= CHUNK else None
+        deletes, updates, inserts = [], [], []
+        for path, (rec, now) in self._file_writes.items():
+            if rec is None:
+                deletes.append({"b_path": path})
+                continue
+            values = dict(statement_id=real(rec.statement_id) if rec.statement_id else None,
+                          source_url=rec.source_url, size=rec.size, mtime_ns=rec.mtime_ns,
+                          inode=rec.inode, file_sha256=rec.file_sha256, seen_at=now)
+            if existing is None:
+                deletes.append({"b_path": path})
+                inserts.append(dict(path=path, **values))
+            elif path in existing:
+                updates.append({"b_path": path, **{f"b_{k}": v for k, v in values.items()}})
+            else:
+                inserts.append(dict(path=path, **values))
+        if deletes:
+            self.conn.execute(files.delete().where(files.c.path == sa.bindparam("b_path")),
+                              deletes)
+        if updates:
+            self.conn.execute(files.update().where(files.c.path == sa.bindparam("b_path"))
+                              .values({k: sa.bindparam(f"b_{k}") for k in (
+                                  "statement_id", "source_url", "size", "mtime_ns", "inode",
+                                  "file_sha256", "seen_at")}), updates)
+        for chunk in _chunks(inserts):
+            self.conn.execute(files.insert(), chunk)
 
 
-def add_revision(conn: Connection, *, statement_id: int, number: int, change: Change,
-                 old: Version | None, new: Version, content_sha256: str, path: str | None,
-                 now: dt.datetime) -> EventRecord:
-    """Insert revision `number` and its event, move the statement's head, refresh search."""
-    fields = list(change.changed_fields)
-    rev_id = conn.execute(revisions.insert().values(
-        statement_id=statement_id, number=number, kind=change.kind, changed_fields=fields,
-        source_url=new.source_url, title=new.title, date=new.date,
-        published_time=new.published_time, modified_time=new.modified_time,
-        tags=list(new.tags), extra=_json(new.extra), body=new.body, body_text=new.body_text,
-        content_sha256=content_sha256, path=path, observed_at=now,
-    )).inserted_primary_key[0]
-    stats: DiffStats | None = None
-    if old is not None and change.kind in ("revised", "restored"):
-        _ops, stats = word_diff(old.title, old.body_text, new.title, new.body_text)
-    words = len(new.body_text.split()) + len(new.title.split())
-    summary = summarize(change.kind, change.changed_fields, stats, words)
-    added = stats.words_added if stats else (words if change.kind == "added" else 0)
-    removed = stats.words_removed if stats else 0
-    event_id = conn.execute(events.insert().values(
-        revision_id=rev_id, statement_id=statement_id, kind=change.kind, occurred_at=now,
-        from_revision=number - 1 if number > 1 else None, to_revision=number,
-        changed_fields=fields, summary=summary, words_added=added, words_removed=removed,
-    )).inserted_primary_key[0]
-    conn.execute(statements.update().where(statements.c.id == statement_id).values(
-        head_revision=number, last_changed_at=now,
-        deleted_at=now if change.kind == "deleted" else None))
-    if change.kind != "deleted" and (
-            old is None or old.title != new.title or old.body_text != new.body_text):
-        update_search(conn, statement_id, new.title, new.body_text, replace=old is not None)
-    return EventRecord(int(event_id), statement_id, change.kind, tuple(fields), number)
-
-
-def update_search(conn: Connection, statement_id: int, title: str, body_text: str,
-                  replace: bool) -> None:
-    """Keep the full-text index (FTS5 / tsvector) on each statement's newest text."""
-    if conn.dialect.name == "sqlite":
-        if replace:
-            conn.execute(sa.text("DELETE FROM statement_search WHERE rowid = :id"),
-                         {"id": statement_id})
-        conn.execute(sa.text("INSERT INTO statement_search(rowid, title, body_text) "
-                             "VALUES (:id, :title, :body)"),
-                     {"id": statement_id, "title": title, "body": body_text})
-    else:
-        conn.execute(sa.text(
-            "INSERT INTO statement_search(statement_id, title, body_text) "
-            "VALUES (:id, :title, :body) ON CONFLICT (statement_id) DO UPDATE "
-            "SET title = excluded.title, body_text = excluded.body_text"),
-            {"id": statement_id, "title": title, "body": body_text})
-
-
-def _json(text: str) -> Any:
-    return json.loads(text)
+def _rest(f: FileRecord) -> tuple[Any, ...]:
+    return (f.source_url, f.size, f.mtime_ns, f.inode, f.file_sha256)

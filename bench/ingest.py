@@ -1,0 +1,142 @@
+"""Ingest benchmark (issue 2): a raw floor versus `redline ingest`, measured in one run.
+
+Builds a corpus of >= 13,000 files from ../shared/corpus/current (copies with distinct
+source_url; tests/fixtures/corpus/current when the shared corpus is absent), then measures:
+  floor     read + sha256 + PyYAML CSafeLoader + one sqlite executemany transaction
+  cold      `redline ingest` into an empty SQLite database (subprocess; its peak RSS)
+  no-change a second `redline ingest` over the same files
+and prints each as a rate and as a ratio to the floor. Absolute times are not comparable
+across runs on a noisy machine; the ratios are.
+
+    .venv/bin/python bench/ingest.py [--files 13000] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCES = [REPO.parent / "shared" / "corpus" / "current", REPO / "tests" / "fixtures" / "corpus"
+           / "current"]
+URL_RE = re.compile(rb"^(source_url: )(\S+?)/?$", re.M)
+
+
+def build_corpus(dest: Path, n_files: int) -> int:
+    source = next(s for s in SOURCES if s.is_dir())
+    originals = sorted(source.rglob("*.md"))
+    count = 0
+    copy = 0
+    while count < n_files:
+        for src in originals:
+            if count >= n_files:
+                break
+            data = src.read_bytes()
+            if copy:
+                data = URL_RE.sub(lambda m: m.group(1) + m.group(2) + f"/copy-{copy}/".encode(),
+                                  data, count=1)
+            out = dest / f"copy{copy:02d}" / src.relative_to(source)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(data)
+            count += 1
+        copy += 1
+    return count
+
+
+def floor(root: Path, db: Path) -> float:
+    """The raw floor: read, hash, parse the front matter, one executemany transaction."""
+    t0 = time.perf_counter()
+    rows = []
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            p = os.path.join(dirpath, name)
+            with open(p, "rb") as fh:
+                data = fh.read()
+            sha = hashlib.sha256(data).hexdigest()
+            text = data.decode("utf-8")
+            front, body = text[4:].split("\n---\n", 1)
+            meta = yaml.load(front, Loader=yaml.CSafeLoader)
+            rows.append((p, sha, meta["source_url"], str(meta["title"]), body))
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE docs (path TEXT PRIMARY KEY, sha TEXT, url TEXT, title TEXT, "
+                 "body TEXT)")
+    with conn:
+        conn.executemany("INSERT INTO docs VALUES (?, ?, ?, ?, ?)", rows)
+    conn.close()
+    return time.perf_counter() - t0
+
+
+def run_ingest(config: Path) -> tuple[float, dict[str, int], int]:
+    """Run `redline ingest --json` as a subprocess; return seconds, counts, peak RSS (KiB)."""
+    import psutil
+
+    t0 = time.perf_counter()
+    out_file = tempfile.TemporaryFile()
+    err_file = tempfile.TemporaryFile()
+    proc = subprocess.Popen([sys.executable, "-m", "daemon", "--config", str(config), "ingest",
+                             "--json"], stdout=out_file, stderr=err_file)
+    ps = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        try:  # the ingest process and its reader worker, added up
+            rss = ps.memory_info().rss + sum(c.memory_info().rss for c in
+                                             ps.children(recursive=True))
+            peak = max(peak, rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - t0
+    out_file.seek(0)
+    err_file.seek(0)
+    if proc.returncode != 0:
+        raise SystemExit(f"ingest failed ({proc.returncode}): {err_file.read().decode()[-2000:]}")
+    return elapsed, json.loads(out_file.read()), peak // 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--files", type=int, default=13000)
+    ap.add_argument("--keep", type=Path, help="build the corpus here and keep it")
+    args = ap.parse_args()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="redline-bench-"))
+    corpus = work / "corpus"
+    if not corpus.is_dir():
+        n = build_corpus(corpus, args.files)
+    else:
+        n = sum(1 for _ in corpus.rglob("*.md"))
+    print(f"corpus: {n} files under {corpus}")
+    for f in ("floor.db", "redline.db", "redline.db-wal", "redline.db-shm"):
+        (work / f).unlink(missing_ok=True)
+    config = work / "config.toml"
+    config.write_text(f'[watch]\npaths = ["{corpus}"]\n[database]\nurl = '
+                      f'"sqlite:///{work / "redline.db"}"\n[log]\nlevel = "warning"\n')
+    t_floor = floor(corpus, work / "floor.db")
+    t_cold, counts, peak = run_ingest(config)
+    t_again, counts2, _ = run_ingest(config)
+    assert counts["files"] == n and counts["rejected"] == 0, counts
+    assert counts2["unchanged"] == n, counts2
+    print(f"floor       {t_floor:7.2f} s  {n / t_floor:8.0f} files/s")
+    print(f"cold ingest {t_cold:7.2f} s  {n / t_cold:8.0f} files/s  ratio to floor "
+          f"{t_floor / t_cold:.2f} (target >= 0.5)  peak RSS {peak / 1024:.0f} MB "
+          "(target <= 150 MB; process + worker, sampled every 50 ms)")
+    print(f"no-change   {t_again:7.2f} s  (target <= 1 s for 13,000 files; includes "
+          "interpreter start-up)")
+    if not args.keep:
+        shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
