@@ -1,0 +1,268 @@
+"""Delivering the outbox of immediate channels: claim due rows, send, record the outcome.
+
+Each channel has its own worker thread, so a slow or dead receiver only ever delays its
+own deliveries. `wake()` (called when events commit) and `dispatch_due()` (called on a
+schedule) only start idle workers and return; a worker keeps claiming and sending until
+nothing of its channel is due. No database transaction is open while a receiver is called:
+claim (short transaction) → send → record the outcome (short transaction).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import socket
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import structlog
+from sqlalchemy.engine import Engine
+
+from daemon.config import ChannelConfig, Config
+from daemon.notify import ledger
+from daemon.notify.channels import DeliveryFailed, Message, Sender, can_send, make_sender
+from daemon.notify.payload import event_bodies
+
+log = structlog.get_logger(__name__)
+
+CLAIM_BATCH = 25
+BODY_CACHE_SIZE = 2048
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def default_instance_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Dispatcher:
+    """Delivers due deliveries of the immediate-mode channels, each channel isolated."""
+
+    def __init__(self, engine: Engine, config: Config,
+                 clock: Callable[[], dt.datetime] = utcnow,
+                 instance_id: str | None = None, *,
+                 rand: Callable[[], float] = random.random,
+                 batch_size: int = CLAIM_BATCH) -> None:
+        self.engine = engine
+        self.config = config
+        self.clock = clock
+        self.instance_id = instance_id or default_instance_id()
+        self.rand = rand
+        self.batch_size = batch_size
+        self.channels = [c for c in config.channels if c.mode == "immediate"]
+        for ch in self.channels:
+            if not can_send(ch.type):
+                log.warning("channel cannot deliver yet; its deliveries stay pending",
+                            channel=ch.name, type=ch.type)
+        self.channels = [c for c in self.channels if can_send(c.type)]
+        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.channels)),
+                                        thread_name_prefix="redline-deliver")
+        self._lock = threading.Condition()
+        self._running: set[str] = set()
+        self._again: set[str] = set()
+        self._paused_until: dict[str, dt.datetime] = {}
+        self._senders: dict[str, Sender] = {}
+        self._bodies: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self._bodies_lock = threading.Lock()
+        self._attempts = 0
+        self._stopping = threading.Event()
+        self._recovered = False
+
+    # ---- the public surface: wake, dispatch_due, wait_idle, close ---------------------
+
+    def wake(self) -> None:
+        """Start every idle channel worker (safe from any thread; returns at once)."""
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            for ch in self.channels:
+                if ch.name in self._running:
+                    self._again.add(ch.name)
+                else:
+                    self._running.add(ch.name)
+                    self._pool.submit(self._drain, ch)
+
+    def dispatch_due(self, wait: float = 0.0) -> int:
+        """Deliver what is due now: start the channel workers, wait up to `wait` seconds
+        for them to go idle, and return how many deliveries were attempted meanwhile.
+
+        The default does not wait, so a slow receiver never holds up the caller (the
+        scheduler); tests pass `wait` to see the outcome.
+        """
+        if not self._recovered:
+            self._recovered = True
+            self.release_dead_claims()
+        with self._lock:
+            before = self._attempts
+        self.wake()
+        if wait > 0:
+            self.wait_idle(wait)
+        with self._lock:
+            return self._attempts - before
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no channel worker runs; False if `timeout` seconds passed first."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._running:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._lock.wait(left)
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop: no new attempts; an attempt in flight finishes (within its timeout)."""
+        self._stopping.set()
+        self.wait_idle(timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for sender in self._senders.values():
+            try:
+                sender.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                log.warning("closing a sender failed", exc_info=True)
+
+    def release_dead_claims(self) -> int:
+        """Drop claims of earlier processes of this host that are gone (a crash or SIGKILL),
+        so their deliveries need not wait for the claims to expire."""
+        host, _, _pid = self.instance_id.rpartition(":")
+        with self.engine.begin() as conn:
+            dead = [c for c in ledger.claimants(conn)
+                    if c != self.instance_id and _is_dead_local(c, host)]
+            released = ledger.release_instances(conn, dead)
+        if released:
+            log.info("released claims of stopped instances", instances=dead, count=released)
+        return released
+
+    # ---- one channel's worker ------------------------------------------------------
+
+    def _drain(self, ch: ChannelConfig) -> None:
+        try:
+            while not self._stopping.is_set():
+                more = self._one_batch(ch)
+                if more:
+                    continue
+                with self._lock:
+                    if ch.name in self._again:
+                        self._again.discard(ch.name)
+                        continue
+                    break
+        except Exception:  # noqa: BLE001 - a worker must not die silently; the next wake retries
+            log.exception("delivery worker failed", channel=ch.name)
+        finally:
+            with self._lock:
+                self._running.discard(ch.name)
+                self._again.discard(ch.name)
+                self._lock.notify_all()
+
+    def _one_batch(self, ch: ChannelConfig) -> bool:
+        """Claim and send one batch; True when all of it was delivered (more may be due)."""
+        now = self.clock()
+        paused = self._paused_until.get(ch.name)
+        if paused is not None:
+            if now < paused:
+                return False
+            del self._paused_until[ch.name]
+        lease = dt.timedelta(seconds=ch.timeout_seconds * self.batch_size + 60)
+        with self.engine.begin() as conn:
+            claimed = ledger.claim(conn, ch.name, self.instance_id, now, lease, self.batch_size)
+        if not claimed:
+            return False
+        sender = self._sender(ch)
+        bodies = self._load_bodies([c.event_id for c in claimed])
+        all_delivered = True
+        for i, item in enumerate(claimed):
+            if self._stopping.is_set():
+                self._release(claimed[i:])
+                return False
+            body = bodies[item.event_id]
+            error: DeliveryFailed | None = None
+            try:
+                sender.send(Message(body["kind"], item.delivery_id, body))
+            except DeliveryFailed as exc:
+                error = exc
+            except Exception as exc:  # noqa: BLE001 - a sender bug is recorded, not fatal
+                log.exception("sender raised", channel=ch.name)
+                error = DeliveryFailed(f"{type(exc).__name__}: {exc}")
+            with self._lock:
+                self._attempts += 1
+            if error is None:
+                with self.engine.begin() as conn:
+                    ledger.record_delivered(conn, [item.id], self.clock(), self.instance_id)
+                continue
+            all_delivered = False
+            retry_at = self._record_failure(ch, item, error)
+            if error.timed_out:
+                # a hung receiver: pause the channel instead of timing out on each row
+                self._paused_until[ch.name] = retry_at or self.clock() + dt.timedelta(
+                    seconds=ledger.backoff_delay(ch, item.attempts + 1, self.rand))
+                self._release(claimed[i + 1:])
+                return False
+        # after a failure, stop for now: what is due again waits for the next wake
+        return all_delivered
+
+    def _record_failure(self, ch: ChannelConfig, item: ledger.ClaimedDelivery,
+                        error: DeliveryFailed) -> dt.datetime | None:
+        now = self.clock()
+        attempts = item.attempts + 1
+        retry_at: dt.datetime | None = None
+        if not error.permanent and attempts < ch.max_attempts:
+            retry_at = now + dt.timedelta(seconds=ledger.backoff_delay(ch, attempts, self.rand))
+        with self.engine.begin() as conn:
+            ledger.record_failed(conn, item.id, attempts, str(error), retry_at, self.instance_id)
+        log.warning("delivery failed", channel=ch.name, event_id=item.event_id,
+                    attempts=attempts, error=str(error),
+                    retry_at=retry_at.isoformat() if retry_at else None,
+                    status="failed" if retry_at else "dead")
+        return retry_at
+
+    def _release(self, rest: Sequence[ledger.ClaimedDelivery]) -> None:
+        if rest:
+            with self.engine.begin() as conn:
+                ledger.release(conn, [c.id for c in rest], self.instance_id)
+
+    def _sender(self, ch: ChannelConfig) -> Sender:
+        sender = self._senders.get(ch.name)
+        if sender is None:
+            sender = self._senders[ch.name] = make_sender(ch)
+        return sender
+
+    def _load_bodies(self, event_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """Event bodies never change once committed: channels share one cache."""
+        found: dict[int, dict[str, Any]] = {}
+        with self._bodies_lock:
+            for eid in event_ids:
+                if eid in self._bodies:
+                    found[eid] = self._bodies[eid]
+                    self._bodies.move_to_end(eid)
+        missing = [e for e in event_ids if e not in found]
+        if missing:
+            with self.engine.connect() as conn:
+                loaded = event_bodies(conn, missing)
+            found.update(loaded)
+            with self._bodies_lock:
+                self._bodies.update(loaded)
+                while len(self._bodies) > BODY_CACHE_SIZE:
+                    self._bodies.popitem(last=False)
+        return found
+
+
+def _is_dead_local(instance: str, host: str) -> bool:
+    """An instance id of this host whose process is gone."""
+    other_host, _, pid = instance.rpartition(":")
+    if other_host != host or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

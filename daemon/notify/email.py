@@ -1,0 +1,91 @@
+"""Email channel: one message per event (or per digest) with a text and an HTML part, sent
+with the standard library over STARTTLS, implicit TLS or a plain local relay."""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from email.message import EmailMessage
+from email.utils import formatdate
+
+from daemon.config import ChannelConfig
+from daemon.notify import render
+from daemon.notify.channels import DeliveryFailed, Message
+
+
+def build_email(channel: ChannelConfig, message: Message) -> EmailMessage:
+    """The multipart/alternative message: plain text first, HTML second."""
+    msg = EmailMessage()
+    msg["Subject"] = render.subject(message)
+    msg["From"] = str(channel.options["from"])
+    msg["To"] = ", ".join(channel.options["to"])
+    msg["Date"] = formatdate(localtime=False, usegmt=True)
+    # the same id on every retry lets a mail system drop a duplicate
+    msg["Message-ID"] = f"<{message.delivery_id}@redline>"
+    msg["X-Redline-Event"] = message.kind
+    msg["X-Redline-Delivery"] = message.delivery_id
+    msg.set_content(render.text(message), subtype="plain", charset="utf-8")
+    msg.add_alternative(render.html(message), subtype="html", charset="utf-8")
+    return msg
+
+
+class EmailSender:
+    """Opens one SMTP session per message: simple, and nothing stale between retries."""
+
+    def __init__(self, channel: ChannelConfig) -> None:
+        self.channel = channel
+        opts = channel.options
+        self.host = str(opts["host"])
+        self.port = int(opts["port"])
+        self.tls = bool(opts.get("tls"))
+        self.starttls = bool(opts.get("starttls")) and not self.tls
+        self.username = channel.secrets.get("username")
+        self.password = channel.secrets.get("password")
+        self.timeout = channel.timeout_seconds
+
+    def send(self, message: Message) -> None:
+        msg = build_email(self.channel, message)
+        try:
+            with self._connect() as smtp:
+                if self.starttls:
+                    smtp.starttls(context=ssl.create_default_context())
+                if self.username:
+                    smtp.login(self.username, self.password or "")
+                refused = smtp.send_message(msg)
+        except TimeoutError:
+            raise DeliveryFailed(f"SMTP {self.host}:{self.port}: timed out",
+                                 timed_out=True) from None
+        except smtplib.SMTPNotSupportedError as exc:
+            raise DeliveryFailed(f"SMTP {self.host}:{self.port}: {_smtp_reason(exc)} "
+                                 "(set starttls = false for a plain relay)") from None
+        except smtplib.SMTPException as exc:
+            raise DeliveryFailed(f"SMTP {self.host}:{self.port}: {_smtp_reason(exc)}") from None
+        except ssl.SSLError as exc:
+            why = getattr(exc, "verify_message", None) or exc.reason or exc
+            raise DeliveryFailed(f"SMTP {self.host}:{self.port}: TLS failed: {why}") from None
+        except OSError as exc:
+            raise DeliveryFailed(f"SMTP {self.host}:{self.port}: cannot connect: "
+                                 f"{exc.strerror or exc}") from None
+        if refused:
+            raise DeliveryFailed("SMTP refused recipients: " + ", ".join(sorted(refused)))
+
+    def _connect(self) -> smtplib.SMTP:
+        if self.tls:
+            return smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
+                                    context=ssl.create_default_context())
+        return smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+
+    def close(self) -> None:
+        pass
+
+
+def _smtp_reason(exc: smtplib.SMTPException) -> str:
+    code = getattr(exc, "smtp_code", None)
+    error = getattr(exc, "smtp_error", None)
+    if isinstance(error, bytes):
+        error = error.decode("utf-8", "replace")
+    if code:
+        return f"{code} {error}".strip()
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return "all recipients refused: " + ", ".join(sorted(exc.recipients))
+    return str(exc) or type(exc).__name__

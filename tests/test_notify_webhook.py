@@ -1,0 +1,289 @@
+"""Tests for daemon.notify.dispatch with the webhook channel: real HTTP receivers on
+127.0.0.1, real events from real files, on SQLite and PostgreSQL; only the clock is fake."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from notify_support import (
+    FakeClock,
+    HttpReceiver,
+    closed_port,
+    config_for,
+    copy_statements,
+    edit_one_word,
+    ingestor,
+    wait_until,
+)
+
+from daemon.config import ChannelConfig
+from daemon.notify import ledger
+from daemon.notify.dispatch import Dispatcher
+from daemon.notify.webhook import signature
+from daemon.store.schema import UTCDateTime
+
+SECRET = "s3cret-for-tests"
+
+
+def webhook(name: str, url: str, **keys: object) -> str:
+    extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items())
+    return f'[[channels]]\nname = "{name}"\ntype = "webhook"\nurl = "{url}"\n{extra}\n'
+
+
+def status_of(engine: sa.Engine, channel: str) -> list[sa.Row]:
+    """The channel's rows of the SPEC §4 delivery_status view, times as aware datetimes."""
+    query = sa.text("SELECT event_id, status, attempts, last_error, next_attempt_at, "
+                    "delivered_at FROM delivery_status WHERE channel = :c ORDER BY event_id"
+                    ).columns(next_attempt_at=UTCDateTime, delivered_at=UTCDateTime)
+    with engine.connect() as conn:
+        return list(conn.execute(query, {"c": channel}))
+
+
+def test_fails_twice_then_accepts_with_one_delivery_id_and_valid_signatures(
+        engine: sa.Engine, db_url: str, sample: Path, tmp_path: Path) -> None:
+    """A receiver answering 500, 500, then 200 gets three POSTs of the same SPEC §7 body with
+    the same delivery id and a valid signature; the row records three attempts, the backoff
+    between them, and the delivery time."""
+    clock = FakeClock()
+    with HttpReceiver(statuses=[500, 500]) as rx:
+        config = config_for(tmp_path, db_url, webhook(
+            "newsroom", rx.url, secret_env="HOOK_SECRET", kinds=["revised"],
+            backoff_seconds=2, max_attempts=5), environ={"HOOK_SECRET": SECRET})
+        (path,) = copy_statements(sample, tmp_path / "statements", 1)
+        ing = ingestor(engine, config, clock)
+        ing.process_paths([str(path)])
+        old_word = edit_one_word(path, "Zanzibar")
+        ing.process_paths([str(path)])
+        d = Dispatcher(engine, config, clock=clock, instance_id="test:1", rand=lambda: 0.0)
+        try:
+            assert d.dispatch_due(wait=10) == 1
+            (row,) = status_of(engine, "newsroom")
+            assert (row.status, row.attempts) == ("failed", 1)
+            assert "HTTP 500" in row.last_error
+            assert row.next_attempt_at == clock.now + dt.timedelta(seconds=2)
+            assert d.dispatch_due(wait=10) == 0  # not due yet: nothing is sent
+            clock.advance(2)
+            assert d.dispatch_due(wait=10) == 1
+            (row,) = status_of(engine, "newsroom")
+            assert (row.status, row.attempts) == ("failed", 2)
+            clock.advance(3)
+            assert d.dispatch_due(wait=10) == 0  # the second retry waits 4 s, not 2
+            clock.advance(1)
+            assert d.dispatch_due(wait=10) == 1
+        finally:
+            d.close()
+        got = rx.wait_for(3)
+    (row,) = status_of(engine, "newsroom")
+    assert (row.status, row.attempts, row.last_error) == ("delivered", 3, None)
+    assert row.delivered_at == clock.now
+    assert len(got) == 3
+    ids = {r.headers["X-Redline-Delivery"] for r in got}
+    assert len(ids) == 1
+    for r in got:
+        expected = "sha256=" + hmac.new(SECRET.encode(), r.body, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(r.headers["X-Redline-Signature-256"], expected)
+        assert r.headers["X-Redline-Event"] == "revised"
+        assert r.headers["Content-Type"] == "application/json"
+    body = json.loads(got[-1].body)
+    assert body["kind"] == "revised" and body["revision"] == 2
+    assert body["statement"]["source_url"].startswith("https://")
+    ops = {(w["op"], w["text"].strip()) for w in body["diff"]["words"]}
+    assert ("delete", old_word) in ops and ("insert", "Zanzibar") in ops
+
+
+def test_closed_port_goes_dead_while_other_channels_are_delivered(
+        engine: sa.Engine, db_url: str, sample: Path, tmp_path: Path) -> None:
+    """A channel whose receiver is down retries with backoff and goes dead after
+    max_attempts; the healthy channel gets every event on the first pass."""
+    clock = FakeClock()
+    with HttpReceiver() as rx:
+        config = config_for(tmp_path, db_url, webhook("good", rx.url) + webhook(
+            "down", f"http://127.0.0.1:{closed_port()}/", max_attempts=3, backoff_seconds=1))
+        paths = copy_statements(sample, tmp_path / "statements", 3)
+        ingestor(engine, config, clock).process_paths([str(p) for p in paths])
+        d = Dispatcher(engine, config, clock=clock, instance_id="test:1", rand=lambda: 0.0)
+        try:
+            d.dispatch_due(wait=10)
+            rx.wait_for(3)
+            assert {r.status for r in status_of(engine, "good")} == {"delivered"}
+            for _ in range(6):
+                clock.advance(60)
+                d.dispatch_due(wait=10)
+        finally:
+            d.close()
+        assert len(rx.requests) == 3  # delivered once each, never again
+    down = status_of(engine, "down")
+    assert [(r.status, r.attempts) for r in down] == [("dead", 3)] * 3
+    assert all("cannot reach the receiver" in r.last_error for r in down)
+    assert all(r.next_attempt_at is None and r.delivered_at is None for r in down)
+
+
+def test_a_hanging_receiver_does_not_delay_other_channels(
+        engine: sa.Engine, db_url: str, sample: Path, tmp_path: Path) -> None:
+    """While one channel's receiver holds its request unanswered, the other channel's
+    deliveries all arrive; the held one completes once its receiver answers."""
+    clock = FakeClock()
+    with HttpReceiver(hold=True) as slow, HttpReceiver() as fast:
+        config = config_for(tmp_path, db_url, webhook("slow", slow.url, timeout_seconds=30)
+                            + webhook("fast", fast.url))
+        paths = copy_statements(sample, tmp_path / "statements", 2)
+        ingestor(engine, config, clock).process_paths([str(p) for p in paths])
+        d = Dispatcher(engine, config, clock=clock, instance_id="test:1")
+        try:
+            d.dispatch_due()  # returns at once: the workers deliver
+            slow.wait_for(1)
+            fast.wait_for(2)
+            wait_until(lambda: [r.status for r in status_of(engine, "fast")] == [
+                "delivered", "delivered"], what="the fast channel's deliveries")
+            assert len(slow.requests) == 1  # still held
+            assert [r.status for r in status_of(engine, "slow")] == ["pending", "pending"]
+            slow.release()
+            assert d.wait_idle(10)
+        finally:
+            d.close()
+    assert [r.status for r in status_of(engine, "slow")] == ["delivered", "delivered"]
+
+
+def test_a_timeout_fails_the_attempt_and_pauses_the_channel(
+        engine: sa.Engine, db_url: str, sample: Path, tmp_path: Path) -> None:
+    """A receiver that never answers fails the attempt at timeout_seconds; the channel's next
+    delivery is not tried until the retry time (no timeout paid per delivery)."""
+    clock = FakeClock()
+    with HttpReceiver(hold=True) as slow:
+        config = config_for(tmp_path, db_url, webhook("slow", slow.url, timeout_seconds=0.5))
+        paths = copy_statements(sample, tmp_path / "statements", 2)
+        ingestor(engine, config, clock).process_paths([str(p) for p in paths])
+        d = Dispatcher(engine, config, clock=clock, instance_id="test:1")
+        try:
+            d.dispatch_due(wait=10)
+            d.dispatch_due(wait=10)
+        finally:
+            d.close()
+        assert len(slow.requests) == 1
+    rows_ = status_of(engine, "slow")
+    assert [(r.status, r.attempts) for r in rows_] == [("failed", 1), ("pending", 0)]
+    assert "timed out" in rows_[0].last_error
+
+
+def test_410_gone_is_dead_at_once(engine: sa.Engine, db_url: str, sample: Path,
+                                  tmp_path: Path) -> None:
+    """A receiver answering 410 Gone is not retried."""
+    clock = FakeClock()
+    with HttpReceiver(default_status=410) as rx:
+        config = config_for(tmp_path, db_url, webhook("gone", rx.url, max_attempts=8))
+        (path,) = copy_statements(sample, tmp_path / "statements", 1)
+        ingestor(engine, config, clock).process_paths([str(path)])
+        d = Dispatcher(engine, config, clock=clock, instance_id="test:1")
+        try:
+            d.dispatch_due(wait=10)
+            clock.advance(7200)
+            d.dispatch_due(wait=10)
+        finally:
+            d.close()
+        assert len(rx.requests) == 1
+    (row,) = status_of(engine, "gone")
+    assert (row.status, row.attempts) == ("dead", 1) and "410" in row.last_error
+
+
+def test_two_instances_deliver_each_event_exactly_once(
+        engine: sa.Engine, db_url: str, sample: Path, tmp_path: Path) -> None:
+    """Two dispatchers on one database, racing: every delivery is taken by exactly one."""
+    clock = FakeClock()
+    with HttpReceiver() as rx:
+        config = config_for(tmp_path, db_url, webhook("hook", rx.url))
+        paths = copy_statements(sample, tmp_path / "statements", 20)
+        ingestor(engine, config, clock).process_paths([str(p) for p in paths])
+        a = Dispatcher(engine, config, clock=clock, instance_id="host-a:1", batch_size=3)
+        b = Dispatcher(engine, config, clock=clock, instance_id="host-b:1", batch_size=3)
+        try:
+            go = threading.Barrier(2)
+
+            def run(d: Dispatcher) -> None:
+                go.wait()
+                d.dispatch_due(wait=20)
+
+            threads = [threading.Thread(target=run, args=(x,)) for x in (a, b)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+        finally:
+            a.close()
+            b.close()
+        got = rx.wait_for(20)
+        assert len(got) == 20
+    assert len({r.headers["X-Redline-Delivery"] for r in got}) == 20
+    assert len({json.loads(r.body)["event_id"] for r in got}) == 20
+    assert {r.status for r in status_of(engine, "hook")} == {"delivered"}
+
+
+def test_claims_of_a_killed_process_are_released_and_foreign_claims_expire(
+        engine: sa.Engine, db_url: str, sample: Path, tmp_path: Path) -> None:
+    """A claim left by a process of this host that is gone is dropped at start; a claim of
+    another host is respected until it expires."""
+    clock = FakeClock()
+    with HttpReceiver() as rx:
+        config = config_for(tmp_path, db_url, webhook("hook", rx.url))
+        paths = copy_statements(sample, tmp_path / "statements", 2)
+        ingestor(engine, config, clock).process_paths([str(p) for p in paths])
+        d = Dispatcher(engine, config, clock=clock)
+        host = d.instance_id.rpartition(":")[0]
+        with engine.begin() as conn:
+            dead_pid = 2 ** 22 + 12345  # above pid_max: no such process
+            ledger.claim(conn, "hook", f"{host}:{dead_pid}", clock.now,
+                         dt.timedelta(hours=1), 1)
+            ledger.claim(conn, "hook", "elsewhere:1", clock.now,
+                         dt.timedelta(seconds=600), 1)
+        try:
+            d.dispatch_due(wait=10)
+            rx.wait_for(1)
+            assert len(rx.requests) == 1  # the other host's claim still holds
+            clock.advance(601)
+            d.dispatch_due(wait=10)
+            rx.wait_for(2)
+        finally:
+            d.close()
+    assert {r.status for r in status_of(engine, "hook")} == {"delivered"}
+
+
+def test_backoff_doubles_caps_and_jitters_down() -> None:
+    """The retry delay doubles from backoff_seconds, stops at backoff_max_seconds, and jitter
+    only shortens it by up to a quarter."""
+    ch = ChannelConfig("c", "webhook", backoff_seconds=2, backoff_max_seconds=60)
+    assert [ledger.backoff_delay(ch, n, lambda: 0.0) for n in (1, 2, 3, 4, 5, 6, 7)] == [
+        2, 4, 8, 16, 32, 60, 60]
+    assert ledger.backoff_delay(ch, 3, lambda: 1.0) == 6.0
+    assert ledger.backoff_delay(ch, 500, lambda: 0.0) == 60
+
+
+def test_signature_is_hmac_sha256_of_the_raw_body() -> None:
+    """The signature header verifies with the standard library in a few lines."""
+    raw = b'{"event_id":1}'
+    expected = hmac.new(b"k", raw, hashlib.sha256).hexdigest()
+    assert signature("k", raw) == f"sha256={expected}"
+
+
+@pytest.mark.parametrize("status", [301, 404, 503])
+def test_non_2xx_is_a_failure(engine: sa.Engine, db_url: str, sample: Path, tmp_path: Path,
+                              status: int) -> None:
+    """Redirects and errors are failures to retry (only 2xx is success)."""
+    clock = FakeClock()
+    with HttpReceiver(default_status=status) as rx:
+        config = config_for(tmp_path, db_url, webhook("hook", rx.url))
+        (path,) = copy_statements(sample, tmp_path / "statements", 1)
+        ingestor(engine, config, clock).process_paths([str(path)])
+        d = Dispatcher(engine, config, clock=clock, instance_id="test:1")
+        try:
+            d.dispatch_due(wait=10)
+        finally:
+            d.close()
+    (row,) = status_of(engine, "hook")
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert f"HTTP {status}" in row.last_error
