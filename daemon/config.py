@@ -204,6 +204,10 @@ def parse_config(
     channels = tuple(
         _channel(ch, i, base, environ) for i, ch in enumerate(raw_channels)
     )
+    for ch in channels:
+        if ch.type == "pg_notify" and not database.url.startswith("postgresql"):
+            raise ConfigError(f"channels.{ch.name}.type: pg_notify needs a PostgreSQL "
+                              "database (database.url = \"postgresql+psycopg://...\")")
     names = [c.name for c in channels]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

@@ -141,6 +141,18 @@ def prepare_many(jobs: list[tuple[str, int, str | None]]) -> Iterator[Prepared]:
             yield from pending.popleft().result()
 
 
+TRANSIENT_RETRIES = 5
+_TRANSIENT_PGCODES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+
+
+def is_transient(exc: sa.exc.DBAPIError) -> bool:
+    """A conflict that a retry of the whole transaction resolves."""
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if code in _TRANSIENT_PGCODES:
+        return True
+    return "database is locked" in str(exc.orig)
+
+
 class Ingestor:
     """Applies prepared files to the database, one transaction per change (or per batch)."""
 
@@ -252,15 +264,26 @@ class Ingestor:
     def _apply_batch(self, batch: list[Prepared], counts: IngestCounts) -> None:
         if not batch:
             return
-        try:
-            outcomes, event_ids = self._apply_in_transaction(batch)
-        except sa.exc.DBAPIError:
-            if len(batch) == 1:
-                raise
-            # isolate the file that failed: one transaction each
-            for item in batch:
-                self._apply_batch([item], counts)
-            return
+        attempt = 0
+        while True:
+            try:
+                outcomes, event_ids = self._apply_in_transaction(batch)
+                break
+            except sa.exc.DBAPIError as exc:
+                if is_transient(exc) and attempt < TRANSIENT_RETRIES:
+                    # a deadlock or serialization conflict with another instance, or a
+                    # busy SQLite: the transaction rolled back whole; do it again
+                    attempt += 1
+                    log.warning("ingest_retry", error=str(exc.orig).strip()[:200],
+                                attempt=attempt)
+                    time.sleep(min(2.0, 0.05 * 2 ** attempt))
+                    continue
+                if len(batch) == 1:
+                    raise
+                # isolate the file that failed: one transaction each
+                for item in batch:
+                    self._apply_batch([item], counts)
+                return
         for outcome in outcomes:
             counts.count(outcome)
         if event_ids and self.on_commit:

@@ -46,6 +46,21 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
+class RedlineGroup(click.Group):
+    """The one place where an error becomes one line on stderr and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RedlineError as exc:
+            click.echo(f"redline: error: {exc}", err=True)
+            raise click.exceptions.Exit(exc.exit_code) from None
+        except sa.exc.OperationalError as exc:
+            click.echo(f"redline: error: database: {str(exc.orig).strip().splitlines()[0]}",
+                       err=True)
+            raise click.exceptions.Exit(1) from None
+
+
 def run_cli(group: click.Group, args: list[str] | None = None) -> int:
     """Run the CLI; a RedlineError becomes one line on stderr and its exit code."""
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from daemon.config import ChannelConfig
@@ -27,7 +28,10 @@ class DeliveryOutbox:
     """Writes the outbox rows of an event; nothing about delivery lives only in memory."""
 
     def __init__(self, channels: Sequence[ChannelConfig]) -> None:
-        self.channels = tuple(channels)
+        # pg_notify is sent inside the event's own transaction (PostgreSQL delivers it on
+        # commit, never before, never for a rolled-back event), so it needs no outbox row.
+        self.channels = tuple(ch for ch in channels if ch.type != "pg_notify")
+        self.pg_notify = tuple(ch for ch in channels if ch.type == "pg_notify")
 
     def enqueue(self, conn: Connection, event: EventRecord, now: dt.datetime) -> int:
         return self.enqueue_many(conn, [event], now)
@@ -44,4 +48,9 @@ class DeliveryOutbox:
         ]
         if rows:
             conn.execute(deliveries.insert(), rows)
+        notify = [{"id": str(event.event_id)} for event in events
+                  if any(channel_wants(ch, event.kind, event.changed_fields)
+                         for ch in self.pg_notify)]
+        if notify and conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_notify('redline_events', :id)"), notify)
         return len(rows)

@@ -1,0 +1,149 @@
+"""Tests for `redline ingest` as a user runs it: output, exit codes, and a kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from conftest import write_config
+from daemon.cli import cli
+from daemon.store.engine import make_engine
+
+
+def run(cfg: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["--config", str(cfg), "ingest", *args])
+    return result.exit_code, result.output
+
+
+def test_ingest_json_counts_and_second_run(db_url: str, sample: Path, tmp_path: Path) -> None:
+    """--json prints the SPEC §6 counts; a second run reports everything unchanged."""
+    folder = tmp_path / "statements"
+    shutil.copytree(sample / "current", folder)
+    cfg = write_config(tmp_path, db_url, [folder])
+    code, out = run(cfg, "--json")
+    assert code == 0, out
+    counts = json.loads(out)
+    n = len(list(folder.rglob("*.md")))
+    assert list(counts) == ["files", "added", "revised", "metadata", "formatting", "deleted",
+                            "restored", "unchanged", "rejected"]
+    assert counts["files"] == n and counts["rejected"] == 0
+    assert counts["added"] + counts["revised"] + counts["metadata"] + counts["formatting"] == n
+    code, out = run(cfg, "--json")
+    assert json.loads(out) == {"files": n, "added": 0, "revised": 0, "metadata": 0,
+                               "formatting": 0, "deleted": 0, "restored": 0, "unchanged": n,
+                               "rejected": 0}
+
+
+def test_ingest_summary_line_and_exit_3_on_rejection(db_url: str, sample: Path,
+                                                     tmp_path: Path) -> None:
+    """A rejected file: exit 3, the summary line, and a pointer to `redline errors`."""
+    folder = tmp_path / "statements"
+    folder.mkdir()
+    shutil.copy(sorted((sample / "current").rglob("*.md"))[0], folder / "good.md")
+    (folder / "bad.md").write_text("no front matter\n")
+    cfg = write_config(tmp_path, db_url, [folder])
+    code, out = run(cfg)
+    assert code == 3
+    lines = out.splitlines()
+    assert re.fullmatch(r"2 files in \d+\.\d s: 1 added; 0 unchanged, 1 rejected", lines[0])
+    assert lines[1] == "1 file(s) rejected: see `redline errors`"
+
+
+def test_ingest_single_file_path_argument(db_url: str, sample: Path, tmp_path: Path) -> None:
+    """`redline ingest FILE` looks at just that file."""
+    folder = tmp_path / "statements"
+    folder.mkdir()
+    src = sorted((sample / "current").rglob("*.md"))
+    shutil.copy(src[0], folder / "a.md")
+    shutil.copy(src[1], folder / "b.md")
+    cfg = write_config(tmp_path, db_url, [folder])
+    code, out = run(cfg, "--json", str(folder / "a.md"))
+    assert code == 0 and json.loads(out)["added"] == 1
+
+
+def test_missing_folder_exits_1_and_deletes_nothing(sample: Path, tmp_path: Path) -> None:
+    """A watched folder that disappears is an error (exit 1), not a mass deletion."""
+    folder = tmp_path / "statements"
+    shutil.copytree(sample / "current", folder)
+    cfg = write_config(tmp_path, f"sqlite:///{tmp_path / 'r.db'}", [folder])
+    assert run(cfg)[0] == 0
+    shutil.rmtree(folder)
+    code, out = run(cfg, "--json")
+    assert code == 1
+    assert json.loads(out.split("\nredline: error")[0])["deleted"] == 0
+    assert "watched folder is missing" in out
+
+
+def _snapshot(url: str) -> list[tuple]:
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        revs = conn.execute(sa.text(
+            "SELECT source_url, revision_number, kind, content_sha256, path "
+            "FROM statement_revisions ORDER BY source_url, revision_number")).all()
+        evs = conn.execute(sa.text(
+            "SELECT source_url, to_revision, kind, words_added, words_removed, summary "
+            "FROM change_log ORDER BY source_url, to_revision")).all()
+        files = conn.execute(sa.text("SELECT path, file_sha256 FROM files ORDER BY path")).all()
+    engine.dispose()
+    return [tuple(r) for r in revs] + [tuple(e) for e in evs] + [tuple(f) for f in files]
+
+
+def _big_folder(sample: Path, dest: Path, copies: int) -> None:
+    for i in range(copies):
+        for src in (sample / "current").rglob("*.md"):
+            data = src.read_bytes()
+            data = re.sub(rb"^(source_url: \S+?)/?$", lambda m: m.group(1) + f"/c{i}/".encode(),
+                          data, count=1, flags=re.M)
+            out = dest / f"c{i}" / src.relative_to(sample / "current")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(data)
+
+
+@pytest.mark.slow
+def test_kill_9_mid_ingest_then_ingest_again_equals_an_uninterrupted_run(
+        db_url: str, sample: Path, tmp_path: Path) -> None:
+    """SIGKILL during a large ingest, then another ingest: exactly the database an
+    uninterrupted run builds (no duplicate revisions, no missing events)."""
+    folder = tmp_path / "statements"
+    _big_folder(sample, folder, 40)  # ~1,200 files: several commit batches
+    cfg = write_config(tmp_path, db_url, [folder])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "daemon", "--config", str(cfg), "ingest"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    engine = make_engine(db_url)
+    deadline = time.monotonic() + 120
+    seen = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with engine.connect() as conn:
+                seen = conn.execute(sa.text("SELECT count(*) FROM statements")).scalar() or 0
+        except sa.exc.DBAPIError:
+            seen = 0  # schema not created yet
+        if seen > 0:
+            break
+        time.sleep(0.02)
+    engine.dispose()
+    assert proc.poll() is None, "the ingest finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert seen > 0
+    code, out = run(cfg, "--json")
+    assert code == 0, out
+    interrupted = _snapshot(db_url)
+    # the reference: an uninterrupted run over the same files into a fresh database
+    ref_url = f"sqlite:///{tmp_path / 'reference.db'}"
+    (tmp_path / "ref").mkdir()
+    ref_cfg = write_config(tmp_path / "ref", ref_url, [folder])
+    assert run(ref_cfg, "--json")[0] == 0
+    assert interrupted == _snapshot(ref_url)
