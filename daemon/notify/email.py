@@ -61,7 +61,8 @@ class EmailSender:
         except smtplib.SMTPException as exc:
             raise DeliveryFailed(f"SMTP {self.host}:{self.port}: {_smtp_reason(exc)}") from None
         except ssl.SSLError as exc:
-            why = getattr(exc, "verify_message", None) or exc.reason or exc
+            why = (f"certificate verify failed: {exc.verify_message}"
+                   if isinstance(exc, ssl.SSLCertVerificationError) else exc.reason or exc)
             raise DeliveryFailed(f"SMTP {self.host}:{self.port}: TLS failed: {why}") from None
         except OSError as exc:
             raise DeliveryFailed(f"SMTP {self.host}:{self.port}: cannot connect: "
