@@ -306,7 +306,9 @@ def search(conn: Connection, text: str, limit: int = 20, offset: int = 0
     except sa.exc.OperationalError as exc:  # an FTS5 syntax error the quoting did not catch
         raise UsageError(f"cannot search for {text!r}: {str(exc.orig).splitlines()[0]}"
                          ) from None
-    return [{**_row(r), "rank": round(float(r.rank), 6)} for r in rows]
+    # one line per snippet: a fragment may span paragraphs
+    return [{**_row(r), "snippet": " ".join(r.snippet.split()), "rank": round(float(r.rank), 6)}
+            for r in rows]
 
 
 def _bounded(value: int | str, name: str, top: int = 10_000) -> int:

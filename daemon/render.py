@@ -22,9 +22,10 @@ MARK_STYLE = "bold yellow"
 
 _EDGE_WS = re.compile(r"^(\s*)(.*?)(\s*)$", re.S)
 
-# fields of a revision shown side by side, in this order
+# fields of a revision shown side by side, in this order (not the file path: a page may be
+# published, and where the file sat on this machine is nobody's business)
 REVISION_FIELDS = ("kind", "observed_at", "title", "source_url", "date", "published_time",
-                   "modified_time", "tags", "changed_fields", "path")
+                   "modified_time", "tags", "changed_fields")
 
 
 def show_value(value: Any) -> str:
@@ -118,7 +119,7 @@ def changed_paragraphs(ops: Iterable[Mapping[str, str]], whole: bool = False
             out.append(para)
         elif not out or out[-1] is not None:
             out.append(None)
-    return out
+    return out if any(p is not None for p in out) else []
 
 
 GAP = "…"  # stands for unchanged paragraphs left out
@@ -254,11 +255,11 @@ def diff_html_fragment(d: Mapping[str, Any]) -> str:
     return "\n".join([
         f"<h1>{_e(s['title'])}</h1>",
         f"<p class=\"url\">statement {s['statement_id']}: {_link(s['source_url'])}</p>",
+        f"<h2>Changed fields</h2>\n<p>{fields}</p>",
+        f"<ul>{changed}</ul>" if changed else "",
         "<h2>Revisions</h2>",
         f"<table><tr><th></th><th>{from_head}</th><th>r{b['revision_number']}</th></tr>",
         *rows, "</table>",
-        f"<h2>Changed fields</h2>\n<p>{fields}</p>",
-        f"<ul>{changed}</ul>" if changed else "",
         "<h2>Text</h2>",
         f"<p class=\"stats\">+{_plural(stats['words_added'], 'word')}, "
         f"-{_plural(stats['words_removed'], 'word')} in "

@@ -215,14 +215,13 @@ def diff(app: App, statement: str, from_rev: str | None, to_rev: str | None, fmt
         text = render.diff_plain(d, fmt)
     if output is not None:
         output.write_text(text, encoding="utf-8")
-        click.echo(f"wrote {output}", err=True)
     else:
         click.echo(text, nl=False)
 
 
 # --- search ---------------------------------------------------------------------------------
 
-@click.command()
+@click.command(context_settings={"ignore_unknown_options": True})
 @click.argument("text", nargs=-1, required=True)
 @click.option("--limit", default="20", metavar="N", show_default=True,
               help="At most N results.")

@@ -1,0 +1,322 @@
+"""Tests for `redline status|history|diff|search|events|errors` through the real CLI entry
+point, on the replayed record in a real SQLite file and a real PostgreSQL database. Output
+is compared line for line; every error is one line on stderr with its exit code."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+from conftest import write_config
+from test_query import (  # noqa: F401 - fixtures
+    MEXICAN_WAR,
+    START,
+    WORKERS_NEW,
+    WORKERS_OLD,
+    Record,
+    StepClock,
+    record,
+    record_templates,
+)
+
+from daemon.cli import cli
+from daemon.cli.app import run_cli
+from daemon.config import WatchConfig
+from daemon.ingest import Ingestor
+
+
+class Result:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code, self.out, self.err = code, out, err
+
+    @property
+    def lines(self) -> list[str]:
+        return self.out.splitlines()
+
+
+def redline(cfg: Path, *args: str) -> Result:
+    """Run the CLI as `redline --config cfg ARGS` does (RedlineError -> one line + code)."""
+    runner = CliRunner()
+    with runner.isolation() as streams:
+        code = run_cli(cli, ["--config", str(cfg), *args])
+    out, err = streams[0].getvalue().decode(), streams[1].getvalue().decode()
+    return Result(code, out, err)
+
+
+@pytest.fixture
+def cfg(record: Record, tmp_path: Path) -> Path:
+    return write_config(tmp_path, record.url)
+
+
+def ok(result: Result) -> Result:
+    assert (result.code, result.err) == (0, ""), result.err
+    return result
+
+
+def test_status_prints_the_counts_and_json_agrees_with_sql(cfg: Path, record: Record) -> None:
+    """`status` prints one line per fact; `status --json` holds the same counts as SQL."""
+    assert ok(redline(cfg, "status")).lines == [
+        "statements: 35 (35 live, 0 deleted)",
+        "revisions: 87 (35 added, 33 revised, 14 metadata, 5 formatting)",
+        "last change: 2026-03-01T14:53:00Z metadata of statement 35: "
+        "Partnership for Workers’\u00a0Rights",
+        "rejected files: 0",
+        "deliveries: 0 pending, 0 failed, 0 dead, 0 delivered",
+        "watcher: not running",
+    ]
+    st = json.loads(ok(redline(cfg, "status", "--json")).out)
+    with record.reader.connect() as conn:
+        def one(q: str) -> int:
+            return int(conn.execute(sa.text(q)).scalar_one())
+        assert st["statements"]["total"] == one("SELECT count(*) FROM current_statements")
+        assert st["revisions"]["total"] == one("SELECT count(*) FROM statement_revisions")
+        for kind, n in st["revisions"]["by_kind"].items():
+            assert n == one(f"SELECT count(*) FROM statement_revisions WHERE kind = '{kind}'")
+        assert st["rejected_files"] == one("SELECT count(*) FROM ingest_errors")
+        assert sum(st["deliveries"].values()) == one("SELECT count(*) FROM delivery_status")
+        assert st["last_change"]["event_id"] == one("SELECT max(event_id) FROM change_log")
+
+
+def test_status_shows_a_running_watcher(cfg: Path, record: Record) -> None:
+    """A fresh heartbeat row makes the watcher line say where and how it runs."""
+    seen = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(seconds=5)
+    with record.writer.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO heartbeats (instance, hostname, pid, started_at, seen_at, watching, "
+            "status) VALUES ('a', 'news-1', 4242, :t, :t, :w, 'watching 2 folders')"),
+            {"t": seen.replace(tzinfo=None), "w": True})
+    stamp = seen.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert ok(redline(cfg, "status")).lines[-1] == (
+        f"watcher: running on news-1 (pid 4242), watching, seen {stamp}: watching 2 folders")
+
+
+def test_history_by_old_url_lists_every_revision(cfg: Path) -> None:
+    """`history` finds a statement by a URL it no longer has and lists its revisions."""
+    expected = [
+        f"statement 35: {WORKERS_NEW}",
+        "title: Partnership for Workers’\u00a0Rights",
+        "rev  kind      changed               observed              summary",
+        "1    added     -                     2026-03-01T14:49:00Z  new statement: 419 words",
+        "2    revised   title, modified_time  2026-03-01T14:51:00Z  title changed: +0 words, "
+        "-1 word; fields changed: modified_time",
+        "3    metadata  source_url            2026-03-01T14:53:00Z  fields changed: source_url",
+    ]
+    assert ok(redline(cfg, "history", WORKERS_OLD)).lines == expected
+    assert ok(redline(cfg, "history", "35")).lines == expected
+    data = json.loads(ok(redline(cfg, "history", WORKERS_NEW, "--json")).out)
+    assert data["statement"]["urls"] == sorted([WORKERS_OLD, WORKERS_NEW])
+    assert [(r["revision_number"], r["kind"], r["changed_fields"]) for r in
+            data["revisions"]] == [(1, "added", []), (2, "revised", ["title", "modified_time"]),
+                                   (3, "metadata", ["source_url"])]
+
+
+def _paragraph(record: Record, needle: str) -> str:
+    with record.reader.connect() as conn:
+        text = conn.execute(sa.text(
+            "SELECT body_text FROM current_statements WHERE source_url = :u"),
+            {"u": MEXICAN_WAR}).scalar_one()
+    [para] = [p for p in text.split("\n\n") if needle in p]
+    return str(para)
+
+
+HEADER = [
+    f"statement 10: {MEXICAN_WAR}",
+    "title: America 250: Presidential Message on the Anniversary of Our Victory in the "
+    "Mexican-American War",
+    "from: r1 added 2026-03-01T12:49:00Z",
+    "to:   r2 revised 2026-03-01T12:51:00Z",
+    "changed: body, modified_time",
+    "  modified_time: 2026-02-02T23:53:56Z -> 2026-02-03T16:20:06Z",
+    "words: +1 -1 in 1 paragraph",
+    "",
+]
+
+
+def test_diff_words_marks_the_real_edit_inline(cfg: Path, record: Record) -> None:
+    """`diff --format words` (piped) lists the changed field, then only the changed
+    paragraph with `[-1856,-]{+1846,+}`, and … for the paragraphs left out."""
+    para = _paragraph(record, "spring of 1846")
+    marked = para.replace("1846, ", "[-1856,-]{+1846,+} ")
+    assert ok(redline(cfg, "diff", MEXICAN_WAR, "--format", "words")).lines == [
+        *HEADER, "…", "", marked, "", "…"]
+
+
+def test_diff_unified_is_the_default(cfg: Path, record: Record) -> None:
+    """The default format is a unified diff of paragraphs after the same header."""
+    new = _paragraph(record, "spring of 1846")
+    before = _paragraph(record, "178th anniversary")
+    after = _paragraph(record, "Manifest Destiny")
+    assert ok(redline(cfg, "diff", "10")).lines == [
+        *HEADER, "--- r1", "+++ r2", "@@ -2,3 +2,3 @@", f" {before}",
+        f"-{new.replace('1846, they', '1856, they')}", f"+{new}", f" {after}"]
+
+
+def test_diff_json_and_revision_choice(cfg: Path) -> None:
+    """`diff --format json` (or --json) carries the metadata changes and the word ops;
+    --from/--to pick the revisions."""
+    d = json.loads(ok(redline(cfg, "diff", MEXICAN_WAR, "--format", "json")).out)
+    assert d == json.loads(ok(redline(cfg, "diff", MEXICAN_WAR, "--json")).out)
+    assert d["metadata_changes"] == [{"field": "modified_time", "old": "2026-02-02T23:53:56Z",
+                                      "new": "2026-02-03T16:20:06Z"}]
+    assert [w for w in d["words"] if w["op"] != "equal"] == [
+        {"op": "delete", "text": "1856, "}, {"op": "insert", "text": "1846, "}]
+    span = json.loads(ok(redline(cfg, "diff", WORKERS_OLD, "--from", "1", "--to", "3",
+                                 "--json")).out)
+    assert (span["from"]["revision_number"], span["to"]["revision_number"]) == (1, 3)
+    assert span["changed_fields"] == ["title", "modified_time", "source_url"]
+    assert ok(redline(cfg, "diff", "35", "--format", "words")).lines[-3:] == [
+        "words: +0 -0 in 0 paragraphs", "", "(no text change)"]
+
+
+def test_diff_html_is_a_standalone_escaped_page(cfg: Path, record: Record,
+                                                tmp_path: Path) -> None:
+    """`diff --format html` writes a whole page: metadata of both revisions, the changed
+    fields, and the text with <del>/<ins>; statement text is escaped, never live HTML."""
+    page = ok(redline(cfg, "diff", MEXICAN_WAR, "--format", "html")).out
+    assert page.startswith("<!DOCTYPE html>\n<html lang=\"en\">") and page.endswith("</html>\n")
+    assert "<del>1856,</del><ins>1846,</ins> they voted" in page
+    assert "<li><b>modified_time</b>: <del>2026-02-02T23:53:56Z</del> &rarr; " \
+           "<ins>2026-02-03T16:20:06Z</ins></li>" in page
+    assert "<tr><th>kind</th><td>added</td><td>revised</td></tr>" in page
+    assert page.index("<h2>Changed fields</h2>") < page.index('<div class="text">')
+    # hostile text in a statement stays text
+    root = tmp_path / "hostile"
+    root.mkdir()
+    f = root / "x.md"
+    ing = Ingestor(record.writer, WatchConfig(paths=(root,)), clock=StepClock(START))
+    front = "---\nsource_url: https://example.org/x\ntitle: 'Fish & <b>Chips</b>'\n" \
+            "date: '2026-01-01'\n---\n"
+    f.write_text(front + "Say \\<script>alert(1)\\</script> & more.\n")
+    ing.process_paths([str(f)])
+    f.write_text(front + "Say \\<script>alert(2)\\</script> & more.\n")
+    ing.process_paths([str(f)])
+    out = tmp_path / "diff.html"
+    res = ok(redline(cfg, "diff", "https://example.org/x", "--format", "html", "-o", str(out)))
+    assert res.out == ""
+    page = out.read_text()
+    assert "<script" not in page and "<b>Chips" not in page
+    assert "<h1>Fish &amp; &lt;b&gt;Chips&lt;/b&gt;</h1>" in page
+    assert "Say <del>&lt;script&gt;alert(1)&lt;/script&gt;</del><ins>&lt;script&gt;alert(2)" \
+           "&lt;/script&gt;</ins> &amp; more.</div>" in page
+
+
+def test_search_ranks_and_marks(cfg: Path, record: Record) -> None:
+    """`search` prints the best match first with its id, title and a marked snippet."""
+    title = ("America 250: Presidential Message on the Anniversary of Our Victory in the "
+             "Mexican-American War")
+    lines = ok(redline(cfg, "search", "Guadalupe")).lines
+    snippet = {
+        "sqlite": "…paving the way to the Treaty of ⟦Guadalupe⟧ Hidalgo on February 2, 1848, "
+                  "formally ceding 525…",
+        "postgresql": lines[1].split("  ")[-1],
+    }[record.writer.dialect.name]
+    assert "⟦Guadalupe⟧ Hidalgo" in snippet
+    assert lines == [f"id  {'title'.ljust(len(title))}  snippet", f"10  {title}  {snippet}"]
+    ranked = ok(redline(cfg, "search", "sovereignty")).lines
+    assert [ln.split()[0] for ln in ranked] == ["id", "10", "7"]
+    hits = json.loads(ok(redline(cfg, "search", "sovereignty", "--json")).out)
+    assert [h["statement_id"] for h in hits] == [10, 7]
+    assert hits[0]["rank"] > hits[1]["rank"]
+
+
+def test_events_filter_by_since_and_kind(cfg: Path) -> None:
+    """`events --since` keeps changes at or after the time; `--kind` keeps one kind."""
+    assert ok(redline(cfg, "events", "--since", "2026-03-01T14:40:00Z", "--kind",
+                      "metadata")).lines == [
+        "event  occurred              kind      statement  rev   summary                        "
+        "title",
+        "87     2026-03-01T14:53:00Z  metadata  35         2->3  fields changed: source_url     "
+        "Partnership for Workers’\u00a0Rights",
+        "84     2026-03-01T14:47:00Z  metadata  34         1->2  fields changed: modified_time  "
+        "First Lady Jill\u00a0Biden Unveils New Installation of The Military Children’s Corner "
+        "in Celebration of Month of the Military\u00a0Child",
+        "82     2026-03-01T14:43:00Z  metadata  33         1->2  fields changed: modified_time"
+        "  Readout of Latest Supply Chain Disruptions Task Force\u00a0Meeting",
+    ]
+    assert ok(redline(cfg, "events", "--kind", "formatting", "--limit", "2")).lines == [
+        "event  occurred              kind        statement  rev   summary                 title",
+        "74     2026-03-01T14:27:00Z  formatting  29         1->2  formatting only: title  "
+        "Remarks by Vice President Harris at the Worker Task Force Employers’\u00a0Roundtable",
+        "54     2026-03-01T13:47:00Z  formatting  21         1->2  formatting only: title  "
+        "Press Release: Notice on the Continuation of the National Emergency with Respect to "
+        "Transnational Criminal Organizations",
+    ]
+    rows = json.loads(ok(redline(cfg, "events", "--since", "2026-03-01T14:49:00Z",
+                                 "--json")).out)
+    assert [(r["event_id"], r["kind"], r["occurred_at"]) for r in rows] == [
+        (87, "metadata", "2026-03-01T14:53:00Z"), (86, "revised", "2026-03-01T14:51:00Z"),
+        (85, "added", "2026-03-01T14:49:00Z")]
+
+
+def test_errors_lists_rejected_files(cfg: Path, record: Record, tmp_path: Path) -> None:
+    """`errors` says `no rejected files`, then lists a rejected file with its reason."""
+    assert ok(redline(cfg, "errors")).lines == ["no rejected files"]
+    assert json.loads(ok(redline(cfg, "errors", "--json")).out) == []
+    bad = tmp_path / "statements" / "bad.md"
+    bad.write_bytes(b"# no front matter\n")
+    Ingestor(record.writer, WatchConfig(paths=(bad.parent,)),
+             clock=StepClock(START)).process_paths([str(bad)])
+    lines = ok(redline(cfg, "errors")).lines
+    assert lines[0].split() == ["path", "reason", "detail", "last", "seen"]
+    assert len(lines) == 2 and lines[1].startswith(f"{bad}  no_front_matter  ")
+    assert lines[1].endswith("  2026-03-01T12:01:00Z")
+    [row] = json.loads(ok(redline(cfg, "errors", "--json")).out)
+    assert (row["path"], row["reason"]) == (str(bad), "no_front_matter")
+
+
+ERRORS = [
+    (["history", "https://example.org/nope"], 1,
+     "no statement has the URL https://example.org/nope (see `redline search`)"),
+    (["history", "999"], 1, "no statement with id 999"),
+    (["search", "zzyzx"], 1, "no statement matches 'zzyzx'"),
+    (["search", "-zzyzx"], 2, "search needs at least one word to look for"),
+    (["search", "war", "--limit", "0"], 2,
+     "limit must be a whole number from 1 to 10000, not '0'"),
+    (["events", "--since", "2027-01-01"], 1, "no events match since 2027-01-01"),
+    (["events", "--since", "yesterday"], 2, "since 'yesterday' is not a time: use e.g. "
+                                            "2026-02-03, 2026-02-03T16:44:17Z or 7d, 12h, 30m"),
+    (["events", "--kind", "edited"], 2, "kind must be one of added, revised, metadata, "
+                                        "formatting, deleted, restored, not 'edited'"),
+    (["diff", MEXICAN_WAR, "--from", "x"], 2,
+     "from must be a revision number (1, 2, ...), not 'x'"),
+    (["diff", MEXICAN_WAR, "--to", "9"], 1, "statement 10 has no revision 9 (it has 1 to 2)"),
+    (["diff", MEXICAN_WAR, "--from", "2", "--to", "1"], 2,
+     "from (2) must be an earlier revision than to (1)"),
+    (["diff", MEXICAN_WAR, "--format", "pdf"], 2,
+     "--format must be one of unified, words, json, html, not 'pdf'"),
+]
+
+
+def test_every_error_is_one_line_with_its_exit_code(cfg: Path) -> None:
+    """Unknown statements, empty results and bad arguments: the SPEC exit code, nothing on
+    stdout, exactly one line on stderr, no traceback."""
+    for args, code, message in ERRORS:
+        res = redline(cfg, *args)
+        assert (res.code, res.out, res.err) == (code, "", f"redline: error: {message}\n"), args
+
+
+def test_an_unmigrated_database_is_one_line(tmp_path: Path, db_url: str) -> None:
+    """The read commands never create the schema: an empty database is exit 1 and one line
+    telling to run `redline db upgrade`."""
+    cfg = write_config(tmp_path, db_url)
+    for args in (["status"], ["events"], ["search", "x"]):
+        res = redline(cfg, *args)
+        assert res.code == 1 and res.out == "", args
+        assert re.fullmatch(r"redline: error: database schema is at nothing, this redline "
+                            r"needs \w+: run `redline db upgrade`\n", res.err), res.err
+
+
+def test_on_a_terminal_words_are_coloured(cfg: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal the word diff is coloured instead of bracketed."""
+    monkeypatch.setattr("daemon.cli.read._terminal", lambda: True)
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    out = ok(redline(cfg, "diff", MEXICAN_WAR, "--format", "words")).out
+    assert "[-" not in out and "{+" not in out
+    assert re.search(r"\x1b\[[0-9;]*m1856,\x1b\[0m", out)
+    assert re.search(r"\x1b\[[0-9;]*m1846,\x1b\[0m", out)
