@@ -87,10 +87,25 @@ class _PendingRevision:
 def lock_url(conn: Connection, url: str) -> None:
     """Serialize work on one URL across instances (PostgreSQL); SQLite has one writer."""
     if conn.dialect.name == "postgresql":
-        conn.execute(_LOCK, {"k": zlib.crc32(url.encode()) - (1 << 31)})
+        conn.execute(_LOCK, {"k": _url_key(url)})
 
 
 _LOCK = sa.text("SELECT pg_advisory_xact_lock(:k)")
+_LOCK_MANY = sa.text("SELECT count(pg_advisory_xact_lock(k)) FROM "
+                     "(SELECT unnest(CAST(:keys AS bigint[])) AS k ORDER BY 1) AS ks")
+
+
+def _url_key(url: str) -> int:
+    return zlib.crc32(url.encode()) - (1 << 31)
+
+
+def lock_urls(conn: Connection, urls: Iterable[str]) -> None:
+    """Lock several URLs in one round trip, in key order, so that two instances never
+    wait on each other in a cycle (PostgreSQL; SQLite has one writer)."""
+    if conn.dialect.name == "postgresql":
+        keys = sorted({_url_key(u) for u in urls})
+        if keys:
+            conn.execute(_LOCK_MANY, {"keys": keys})
 
 
 def version_from_row(r: Any) -> Version:
@@ -126,8 +141,7 @@ class ChangeSet:
         """Load the file rows, URL owners, heads and file counts a batch will look at."""
         path_list = [p for p in dict.fromkeys(paths) if p not in self.files]
         url_list = sorted(u for u in dict.fromkeys(urls) if u not in self.urls)
-        for url in url_list:  # sorted: two instances never wait on each other in a cycle
-            lock_url(self.conn, url)
+        lock_urls(self.conn, url_list)
         for chunk in _chunks(path_list):
             found = {r.path: r for r in self.conn.execute(
                 sa.select(files).where(files.c.path.in_(chunk)))}

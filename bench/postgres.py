@@ -1,0 +1,117 @@
+"""PostgreSQL scale benchmark (issue 6), measured in one run on the same corpus:
+
+  1. cold `redline ingest` into SQLite and into PostgreSQL: the PostgreSQL rate as a ratio
+     to the SQLite rate (target >= 0.7);
+  2. one instance ingesting half of the corpus into PostgreSQL, then two instances at once
+     ingesting two disjoint halves into one fresh database: the combined rate as a ratio
+     to the one instance (target >= 1.4 on a 2-core machine that also runs the server).
+
+    .venv/bin/python bench/postgres.py [--files 13000] [--pg postgresql+psycopg://postgres@127.0.0.1/postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ingest import build_corpus  # noqa: E402
+
+
+def fresh_pg(admin_url: str) -> str:
+    name = f"redline_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    admin.dispose()
+    return sa.engine.make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_pg(admin_url: str, url: str) -> None:
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{sa.engine.make_url(url).database}" '
+                             "WITH (FORCE)")
+    admin.dispose()
+
+
+def config(work: Path, name: str, folder: Path, url: str) -> Path:
+    cfg = work / f"{name}.toml"
+    cfg.write_text(f'[watch]\npaths = ["{folder}"]\n[database]\nurl = "{url}"\n'
+                   '[log]\nlevel = "warning"\n')
+    return cfg
+
+
+def start(cfg: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "daemon", "--config", str(cfg), "ingest",
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def finish(proc: subprocess.Popen[bytes]) -> dict[str, int]:
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"ingest failed: {err.decode()[-2000:]}")
+    return json.loads(out)
+
+
+def timed(*cfgs: Path) -> float:
+    """Run one ingest per config at the same time; seconds until the last one finishes."""
+    t0 = time.perf_counter()
+    procs = [start(c) for c in cfgs]
+    for p in procs:
+        counts = finish(p)
+        assert counts["rejected"] == 0, counts
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", type=int, default=13000)
+    ap.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="redline-pgbench-"))
+    try:
+        corpus = work / "corpus"
+        n = build_corpus(corpus, args.files)
+        halves = [work / "half-a", work / "half-b"]
+        for h in halves:
+            h.mkdir()
+        for i, f in enumerate(sorted(corpus.rglob("*.md"))):
+            dest = halves[i % 2] / f.relative_to(corpus)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(f), str(dest))
+        n_half = [sum(1 for _ in h.rglob("*.md")) for h in halves]
+        print(f"corpus: {n} files ({n_half[0]} + {n_half[1]} in two disjoint halves)")
+
+        # 1. SQLite vs PostgreSQL on the same half
+        t_sqlite = timed(config(work, "sqlite", halves[0], f"sqlite:///{work / 'a.db'}"))
+        pg1 = fresh_pg(args.pg)
+        t_pg = timed(config(work, "pg1", halves[0], pg1))
+        drop_pg(args.pg, pg1)
+        r_sqlite, r_pg = n_half[0] / t_sqlite, n_half[0] / t_pg
+        print(f"SQLite      {r_sqlite:7.0f} files/s")
+        print(f"PostgreSQL  {r_pg:7.0f} files/s   ratio to SQLite {r_pg / r_sqlite:.2f} "
+              "(target >= 0.7)")
+        # 2. two instances, disjoint folders, one database
+        pg2 = fresh_pg(args.pg)
+        t_two = timed(config(work, "two-a", halves[0], pg2), config(work, "two-b", halves[1],
+                                                                      pg2))
+        drop_pg(args.pg, pg2)
+        r_two = (n_half[0] + n_half[1]) / t_two
+        print(f"two instances {r_two:5.0f} files/s combined   ratio to one instance "
+              f"{r_two / r_pg:.2f} (target >= 1.4)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
