@@ -14,6 +14,7 @@ from daemon import __version__
 from daemon.cli.app import App, run_cli
 from daemon.cli.db import db
 from daemon.cli.ingest import config_group, ingest
+from daemon.cli.notify import deliveries_cmd, notify_group
 from daemon.cli.read import diff, errors, events, history, search, status
 
 
@@ -41,6 +42,8 @@ cli.add_command(diff)
 cli.add_command(search)
 cli.add_command(events)
 cli.add_command(errors)
+cli.add_command(notify_group)
+cli.add_command(deliveries_cmd)
 # Commands of the other areas register here (one line each):
 # daemon (issue 3), notifications (issue 4), reading the record (issue 5), serve (issue 7).
 

@@ -74,7 +74,8 @@ def make_sender(channel: ChannelConfig) -> Sender:
 
 
 def can_send(channel_type: str) -> bool:
-    """Whether channels of this type have a sender (pg_notify comes with issue 6)."""
+    """Whether channels of this type have a sender (pg_notify has none: it is sent inside
+    the event's transaction, see daemon.notify.outbox)."""
     _load_builtin()
     return channel_type in _FACTORIES
 

@@ -53,10 +53,14 @@ def utcnow() -> dt.datetime:
 
 
 class DigestSchedule:
-    """The period boundaries of `digest_cron` in `timezone` (pure; APScheduler's trigger)."""
+    """The period boundaries of `digest_cron` in `timezone` (pure; APScheduler's trigger).
 
-    def __init__(self, cron: str, timezone: str) -> None:
-        self.trigger = CronTrigger.from_crontab(cron, timezone=ZoneInfo(timezone))
+    Pass the daemon's own `trigger` so the digest periods and the digest job agree on how
+    the crontab is read (APScheduler's from_crontab counts weekdays from Monday = 0).
+    """
+
+    def __init__(self, cron: str, timezone: str, trigger: CronTrigger | None = None) -> None:
+        self.trigger = trigger or CronTrigger.from_crontab(cron, timezone=ZoneInfo(timezone))
 
     def next_after(self, t: dt.datetime) -> dt.datetime | None:
         """The first boundary strictly after `t`."""
@@ -81,12 +85,14 @@ class DigestRunner:
 
     def __init__(self, engine: Engine, config: Config,
                  clock: Callable[[], dt.datetime] = utcnow, *,
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random,
+                 trigger: CronTrigger | None = None) -> None:
         self.engine = engine
         self.config = config
         self.clock = clock
         self.rand = rand
-        self.schedule = DigestSchedule(config.schedule.digest_cron, config.schedule.timezone)
+        self.schedule = DigestSchedule(config.schedule.digest_cron, config.schedule.timezone,
+                                       trigger)
         self.channels = [c for c in config.channels if c.mode == "digest" and can_send(c.type)]
 
     def run_due(self) -> int:

@@ -57,9 +57,11 @@ class Dispatcher:
         self.rand = rand
         self.batch_size = batch_size
         self.channels = [c for c in config.channels if c.mode == "immediate"]
+        # pg_notify is sent inside the event's own transaction; it has no outbox rows
+        self.channels = [c for c in self.channels if c.type != "pg_notify"]
         for ch in self.channels:
             if not can_send(ch.type):
-                log.warning("channel cannot deliver yet; its deliveries stay pending",
+                log.warning("channel cannot deliver; its deliveries stay pending",
                             channel=ch.name, type=ch.type)
         self.channels = [c for c in self.channels if can_send(c.type)]
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.channels)),
