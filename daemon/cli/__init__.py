@@ -16,6 +16,7 @@ from daemon.cli.db import db
 from daemon.cli.ingest import config_group, ingest
 from daemon.cli.notify import deliveries_cmd, notify_group
 from daemon.cli.read import diff, errors, events, history, search, status
+from daemon.cli.serve import serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -42,6 +43,7 @@ cli.add_command(diff)
 cli.add_command(search)
 cli.add_command(events)
 cli.add_command(errors)
+cli.add_command(serve)
 cli.add_command(notify_group)
 cli.add_command(deliveries_cmd)
 # Commands of the other areas register here (one line each):

@@ -1,0 +1,142 @@
+"""The ASGI application of `redline serve`: routes, the feed, the stylesheet, and the one
+place where a RedlineError becomes an HTTP status (404 not found, 400 bad parameter)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from importlib import resources
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from daemon import query
+from daemon.errors import DatabaseError, NotFound, RedlineError
+from daemon.web import api, pages
+from daemon.web.feed import Feed, FeedEntry, render_atom
+from daemon.web.guard import ASGIApp, Guard
+from daemon.web.params import event_filter, href
+
+FEED_SIZE = 50
+_STATIC = {
+    "redline.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
+
+
+def _static_files() -> dict[str, tuple[bytes, str, str]]:
+    out = {}
+    for name, ctype in _STATIC.items():
+        data = resources.files("daemon.web").joinpath("static", name).read_bytes()
+        out[name] = (data, ctype, '"' + hashlib.sha256(data).hexdigest()[:16] + '"')
+    return out
+
+
+def feed(request: Request) -> Response:
+    """/feed.atom[?kind=&tag=&since=] : the newest changes as Atom, each linking its diff."""
+    flt = event_filter(request.query_params)
+    with request.app.state.engine.connect() as conn:
+        rows = query.events(conn, flt.since_time, flt.kind, flt.tag, limit=FEED_SIZE)
+    base = str(request.base_url).rstrip("/")
+    entries = []
+    for e in rows:
+        link = base + pages.diff_href(e["statement_id"], e["from_revision"], e["to_revision"])
+        entries.append(FeedEntry(
+            id=link, title=f"{e['kind']}: {e['title']}", link=link,
+            updated=dt.datetime.fromisoformat(e["occurred_at"]), summary=e["summary"],
+            categories=[e["kind"], *(e.get("tags") or [])]))
+    filters = flt.as_params()
+    described = ", ".join(f"{k} {v}" for k, v in filters.items())
+    body = render_atom(Feed(
+        id=base + href("/feed.atom", filters),
+        title="redline: changes" + (f" ({described})" if described else ""),
+        self_link=base + href("/feed.atom", filters),
+        link=base + href("/", filters),
+        updated=entries[0].updated if entries else dt.datetime.now(dt.UTC),
+        entries=entries,
+    ))
+    return _cacheable(request, body, "application/atom+xml; charset=utf-8")
+
+
+def _cacheable(request: Request, body: bytes, media_type: str,
+               cache_control: str = "no-cache") -> Response:
+    """A response with an ETag; a matching If-None-Match gets 304 (feed readers poll)."""
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    headers = {"etag": etag, "cache-control": cache_control}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=media_type, headers=headers)
+
+
+def static(request: Request) -> Response:
+    """/static/{name} : the stylesheet and the icon (no script exists to serve)."""
+    found = request.app.state.static.get(request.path_params["name"])
+    if found is None:
+        raise HTTPException(404)
+    data, ctype, _etag = found
+    return _cacheable(request, data, ctype, "public, max-age=3600")
+
+
+def _status_of(exc: Exception) -> int:
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, DatabaseError | sa.exc.OperationalError):
+        return 503
+    return 400
+
+
+async def on_error(request: Request, exc: Exception) -> Response:
+    """A RedlineError (and an HTTP error) as a page, JSON under /api/, or text for the feed."""
+    if isinstance(exc, HTTPException):
+        status, message = exc.status_code, exc.detail
+    elif isinstance(exc, sa.exc.OperationalError):
+        status, message = 503, "the database is not reachable right now; try again shortly"
+    else:
+        status, message = _status_of(exc), str(exc)
+    path = request.url.path
+    if path.startswith("/api/"):
+        return api.JSON({"error": message}, status_code=status)
+    if path.startswith(("/feed", "/static/")):
+        return PlainTextResponse(f"{status}: {message}\n", status_code=status)
+    return pages.render(request, "error.html", status_code=status, status=status,
+                        message=message)
+
+
+ROUTES = [
+    Route("/", pages.changes_page, name="changes"),
+    Route("/statements", pages.statement_lookup),
+    Route("/statements/{statement_id:int}", pages.statement_page),
+    Route("/statements/{statement_id:int}/diff", pages.diff_page),
+    Route("/search", pages.search_page),
+    Route("/errors", pages.errors_page),
+    Route("/deliveries", pages.deliveries_page),
+    Route("/feed.atom", feed),
+    Route("/static/{name}", static),
+    Route("/api/", api.api_index),
+    Route("/api/openapi.json", api.api_openapi),
+    Route("/api/status", api.api_status),
+    Route("/api/statements", api.api_statement_lookup),
+    Route("/api/statements/{statement_id:int}", api.api_statement),
+    Route("/api/statements/{statement_id:int}/history", api.api_history),
+    Route("/api/statements/{statement_id:int}/diff", api.api_diff),
+    Route("/api/search", api.api_search),
+    Route("/api/events", api.api_events),
+    Route("/api/errors", api.api_errors),
+    Route("/api/deliveries", api.api_deliveries),
+]
+
+
+def create_app(engine: Engine, token: str | None = None) -> ASGIApp:
+    """The whole site over a (read-only) engine; with a token, every request needs it."""
+    handlers: dict[Any, Any] = {RedlineError: on_error, HTTPException: on_error,
+                                sa.exc.OperationalError: on_error}
+    app = Starlette(routes=ROUTES, exception_handlers=handlers)
+    app.state.engine = engine
+    app.state.static = _static_files()
+    return Guard(app, token)

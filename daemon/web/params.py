@@ -1,0 +1,66 @@
+"""Query-string parameters shared by the pages, the feed and the API: the change-log filters
+and paging. A bad value raises UsageError (a 400), never a 500."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from daemon import query
+from daemon.errors import UsageError
+
+PAGE_SIZE = 50
+MAX_PAGE = 10_000
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """The filters of the change log: `since` as typed (kept for links) and parsed."""
+
+    kind: str | None = None
+    tag: str | None = None
+    since: str | None = None
+    since_time: dt.datetime | None = None
+
+    def as_params(self) -> dict[str, str]:
+        return {k: v for k, v in (("kind", self.kind), ("tag", self.tag),
+                                  ("since", self.since)) if v}
+
+
+def text_param(params: Mapping[str, str], name: str) -> str | None:
+    """A parameter's value, stripped; empty means absent (an empty form field)."""
+    value = params.get(name, "").strip()
+    return value or None
+
+
+def event_filter(params: Mapping[str, str]) -> EventFilter:
+    """kind, tag and since (a date, an ISO time or an age such as 7d) from a query string."""
+    kind = text_param(params, "kind")
+    if kind is not None and kind not in query.KINDS:
+        raise UsageError(f"kind must be one of {', '.join(query.KINDS)}, not {kind!r}")
+    since = text_param(params, "since")
+    since_time = query.parse_since(since) if since else None
+    return EventFilter(kind=kind, tag=text_param(params, "tag"), since=since,
+                       since_time=since_time)
+
+
+def int_param(params: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    """A whole number within [lo, hi]; the default when absent."""
+    value = text_param(params, name)
+    if value is None:
+        return default
+    if not value.isdigit() or not lo <= int(value) <= hi:
+        raise UsageError(f"{name} must be a whole number from {lo} to {hi}, not {value!r}")
+    return int(value)
+
+
+def page_param(params: Mapping[str, str]) -> int:
+    return int_param(params, "page", 1, 1, MAX_PAGE)
+
+
+def href(path: str, params: Mapping[str, object] | None = None) -> str:
+    """A site-relative link with a query string (None and empty values left out)."""
+    kept = {k: v for k, v in (params or {}).items() if v not in (None, "")}
+    return f"{path}?{urlencode(kept)}" if kept else path

@@ -1,0 +1,107 @@
+"""Serving: a read-only engine, the app, and uvicorn on a loopback address by default."""
+
+from __future__ import annotations
+
+import ipaddress
+import signal
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+import uvicorn
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from daemon.errors import DatabaseError
+from daemon.store import migrate
+from daemon.store.engine import make_engine
+from daemon.systemd import SystemdNotifier
+from daemon.web.app import create_app
+
+log = structlog.get_logger(__name__)
+
+
+def read_only_engine(url: str) -> Engine:
+    """An engine that cannot write: SQLite connections are `query_only`, PostgreSQL
+    sessions `default_transaction_read_only`. The schema must already be at head (the server
+    never migrates, and never creates an empty SQLite file)."""
+    sa_url = sa.engine.make_url(url)
+    if sa_url.get_backend_name() == "sqlite":
+        db = sa_url.database or ""
+        if db in ("", ":memory:") or db.startswith("file:"):
+            raise DatabaseError(f"redline serve needs a database file, not {url!r}")
+        if not Path(db).is_file():
+            raise DatabaseError(f"no database at {db}: run `redline ingest` or `redline run` "
+                                "first (redline serve only reads)")
+        engine = make_engine(url, readonly=True)
+
+        @event.listens_for(engine, "connect")
+        def _query_only(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA query_only = ON")
+            cur.close()
+    else:
+        engine = make_engine(url, readonly=True, connect_args={
+            "options": "-c default_transaction_read_only=on"})
+    migrate.require_current(engine)
+    return engine
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address is reachable only from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class _NotifyingServer(uvicorn.Server):
+    """uvicorn that tells systemd READY=1 once the socket is bound, STOPPING=1 on the way out."""
+
+    def __init__(self, config: uvicorn.Config, notifier: SystemdNotifier, url: str) -> None:
+        super().__init__(config)
+        self.notifier = notifier
+        self.url = url
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            log.info("serving", url=self.url)
+            self.notifier.ready(f"serving {self.url}")
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        self.notifier.stopping("stopping")
+        await super().shutdown(sockets)
+
+
+def serve(engine: Engine, host: str, port: int, token: str | None,
+          environ: Mapping[str, str], access_log: bool = False) -> None:
+    """Run the site until SIGINT/SIGTERM."""
+    if not is_loopback(host) and not token:
+        log.warning("serving_without_token", host=host,
+                    hint="anyone who can reach this address can read the record; "
+                         "set [serve] token_env")
+    config = uvicorn.Config(create_app(engine, token), host=host, port=port, log_config=None,
+                            access_log=access_log, server_header=False, proxy_headers=False,
+                            lifespan="off")
+    shown = f"[{host}]" if ":" in host else host
+    server = _NotifyingServer(config, SystemdNotifier(environ), f"http://{shown}:{port}/")
+    if threading.current_thread() is not threading.main_thread():
+        server.run()
+        return
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler that
+    # was there before it: this one, so a clean stop (systemd's) exits 0, not "killed".
+    previous = signal.signal(signal.SIGTERM, _exit_cleanly)
+    try:
+        server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_cleanly(_signum: int, _frame: Any) -> None:
+    raise SystemExit(0)

@@ -1,0 +1,740 @@
+"""Tests for `redline serve` (daemon/web): pages, feed, API, safety headers and token, over a
+record built from the real revision chains of tests/fixtures/corpus on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import feedparser
+import httpx
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+from conftest import REPO, write_config
+from starlette.testclient import TestClient
+
+from daemon import query
+from daemon.cli import cli
+from daemon.config import ChannelConfig, WatchConfig
+from daemon.ingest import Ingestor
+from daemon.notify.outbox import DeliveryOutbox
+from daemon.store import migrate
+from daemon.store.engine import make_engine
+from daemon.web import create_app
+from daemon.web.feed import Feed, FeedEntry, render_atom
+from daemon.web.guard import CONTENT_SECURITY_POLICY, bearer_token_matches
+from daemon.web.server import read_only_engine
+
+HOSTILE_URL = "https://example.org/hostile-statement/"
+HOSTILE_V1 = """---
+source_url: {url}
+title: "Hostile <script>document.title='pwned-title'</script> <b onmouseover=alert(1)>x</b>"
+date: '2026-11-01'
+published_time: '2026-11-01 10:00:00-05:00'
+tags: [hostile-test]
+---
+The quick brown fox says {word} to everyone.
+
+<script>document.title = 'pwned-script'; console.log('pwned-script')</script>
+
+<img src=x onerror="document.title='pwned-img'; console.log('pwned-img')">
+
+[click me](javascript:console.log('pwned-link')) and
+<a href="javascript:console.log('pwned-a')">this</a>
+
+&lt;script&gt;console.log('pwned-escaped')&lt;/script&gt; then
+&lt;img src=x onerror=console.log('pwned-escaped-img')&gt; end.
+"""
+# the 1856 -> 1846 correction of a real chain in the sample (EXPECTED.tsv)
+YEAR_CHAIN = ("briefings-statements/2026-02/2026-02-02-america-250-presidential-message-on-"
+              "the-anniversary-of-our-victory-in-the-mexican-american-war.md")
+
+
+@dataclass
+class Record:
+    """What the test record holds, as the tests need to find it."""
+
+    ids: dict[str, int] = field(default_factory=dict)  # orig_path -> statement_id
+    versions: dict[str, int] = field(default_factory=dict)  # orig_path -> versions written
+    hostile_id: int = 0
+    rejected_path: str = ""
+
+
+def build_record(engine: sa.Engine, sample: Path, tmp_path: Path) -> Record:
+    """Replay the sample's real revision chains (each version written over one path at its
+    real capture time), then a hostile statement in two revisions and one rejected file;
+    every event gets a pending delivery to one channel."""
+    index = list(csv.DictReader((sample / "revisions" / "INDEX.tsv").open(encoding="utf-8"),
+                                delimiter="\t"))
+    chains: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for row in index:
+        chains[row["orig_path"]].append(row)
+    root = tmp_path / "watched"
+    root.mkdir()
+    now = [dt.datetime(2020, 1, 1, tzinfo=dt.UTC)]
+    channel = ChannelConfig(name="archive", type="jsonl",
+                            options={"path": tmp_path / "events.jsonl"})
+    ingestor = Ingestor(engine, WatchConfig(paths=(root,)), DeliveryOutbox([channel]),
+                        clock=lambda: now[0])
+    rec = Record()
+    steps = sorted(index, key=lambda r: (r["commit_time_utc"], r["orig_path"], int(r["version"])))
+    for row in steps:
+        target = root / row["orig_path"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sample / "revisions" / row["version_file"], target)
+        now[0] = dt.datetime.fromisoformat(row["commit_time_utc"].replace("Z", "+00:00"))
+        assert ingestor.process_paths([str(target)]).rejected == 0, row["version_file"]
+        rec.versions[row["orig_path"]] = rec.versions.get(row["orig_path"], 0) + 1
+    hostile = root / "hostile.md"
+    for i, word in enumerate(("alpha", "omega")):
+        now[0] = dt.datetime(2026, 12, 1, 12, i, tzinfo=dt.UTC)
+        hostile.write_text(HOSTILE_V1.format(url=HOSTILE_URL, word=word), encoding="utf-8")
+        assert ingestor.process_paths([str(hostile)]).rejected == 0
+    bad = root / "no-front-matter.md"
+    bad.write_text("# <script>alert('pwned-error')</script> no front matter\n")
+    assert ingestor.process_paths([str(bad)]).rejected == 1
+    rec.rejected_path = str(bad)
+    with engine.connect() as conn:
+        for orig, rows in chains.items():
+            url = sorted(rows, key=lambda r: int(r["version"]))[-1]["source_url"]
+            rec.ids[orig] = query.resolve_statement(conn, url)
+        rec.hostile_id = query.resolve_statement(conn, HOSTILE_URL)
+    return rec
+
+
+class RecordTemplates:
+    """The record is built once per database kind per session (replaying every chain takes
+    seconds, on PostgreSQL several) and cloned for each test into the test's own `db_url`:
+    a file copy on SQLite, CREATE DATABASE ... TEMPLATE on PostgreSQL."""
+
+    def __init__(self, sample: Path, tmp: pytest.TempPathFactory) -> None:
+        self.sample = sample
+        self.tmp = tmp
+        self.built: dict[str, tuple[str, Record]] = {}
+
+    def clone_into(self, db_url: str) -> Record:
+        kind = sa.engine.make_url(db_url).get_backend_name()
+        if kind == "sqlite":
+            template, rec = self._template(kind, f"sqlite:///{self.tmp.mktemp('web')}/t.db")
+            target = Path(sa.engine.make_url(db_url).database or "")
+            assert not target.exists(), "clone before anything opens the test database"
+            src = sqlite3.connect(sa.engine.make_url(template).database or "")
+            dst = sqlite3.connect(target)
+            src.backup(dst)  # a consistent copy whatever the WAL holds
+            dst.close()
+            src.close()
+            return rec
+        template, rec = self._template(kind, _sibling_database(db_url, "webtmpl"))
+        name = sa.engine.make_url(db_url).database
+        with _admin(db_url) as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE '
+                                 f'"{sa.engine.make_url(template).database}"')
+        return rec
+
+    def _template(self, kind: str, url: str) -> tuple[str, Record]:
+        if kind not in self.built:
+            if kind == "postgresql":
+                with _admin(url) as conn:
+                    conn.exec_driver_sql(f'CREATE DATABASE "{sa.engine.make_url(url).database}"')
+            eng = make_engine(url)
+            migrate.upgrade(eng)
+            rec = build_record(eng, self.sample, self.tmp.mktemp("watched"))
+            eng.dispose()
+            self.built[kind] = (url, rec)
+        return self.built[kind]
+
+    def drop(self) -> None:
+        if "postgresql" in self.built:
+            url = self.built["postgresql"][0]
+            with _admin(url) as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS '
+                                     f'"{sa.engine.make_url(url).database}" WITH (FORCE)')
+
+
+def _sibling_database(db_url: str, tag: str) -> str:
+    url = sa.engine.make_url(db_url)
+    return url.set(database=f"redline_{tag}_{uuid.uuid4().hex[:10]}").render_as_string(
+        hide_password=False)
+
+
+@contextmanager
+def _admin(db_url: str) -> Iterator[sa.Connection]:
+    admin = sa.create_engine(sa.engine.make_url(db_url).set(database="postgres"),
+                             isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            yield conn
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def record_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordTemplates]:
+    """One built record per database kind for the whole session."""
+    templates = RecordTemplates(Path(__file__).resolve().parent / "fixtures" / "corpus",
+                                tmp_path_factory)
+    yield templates
+    templates.drop()
+
+
+@pytest.fixture
+def record(db_url: str, record_templates: RecordTemplates) -> Record:
+    """The sample's chains and the hostile statement, in this test's own database (SQLite
+    file, then PostgreSQL)."""
+    return record_templates.clone_into(db_url)
+
+
+@pytest.fixture
+def engine_rw(record: Record, db_url: str) -> Iterator[sa.Engine]:
+    """A plain engine on the test's database, for the tests' own SQL."""
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def client(record: Record, db_url: str) -> Iterator[TestClient]:
+    """The site over a read-only engine on the same database."""
+    ro = read_only_engine(db_url)
+    with TestClient(create_app(ro), base_url="http://testserver") as c:
+        yield c
+    ro.dispose()
+
+
+class Page(HTMLParser):
+    """The parts of a served page the tests look at."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.links: list[str] = []
+        self.tags: list[str] = []
+        self.handlers: list[str] = []  # on* attributes
+        self.marked: dict[str, list[str]] = {"ins": [], "del": [], "mark": []}
+        self.text: list[str] = []
+        self._open: list[str] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        for name, value in attrs:
+            if name.lower().startswith("on"):
+                self.handlers.append(name)
+            if tag == "a" and name == "href" and value is not None:
+                self.links.append(value)
+        if tag in self.marked:
+            self._open.append(tag)
+            self.marked[tag].append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._open and self._open[-1] == tag:
+            self._open.pop()
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+        for tag in self._open:
+            self.marked[tag][-1] += data
+
+    def words(self, tag: str) -> list[str]:
+        return [w.strip() for w in self.marked[tag]]
+
+    @property
+    def all_text(self) -> str:
+        return "".join(self.text)
+
+
+def get_page(client: TestClient, url: str, status: int = 200) -> Page:
+    r = client.get(url)
+    assert r.status_code == status, (url, r.status_code, r.text[:300])
+    assert r.headers["content-type"].startswith("text/html")
+    return Page(r.text)
+
+
+def sql(engine: sa.Engine, text: str, **params: object) -> list[sa.Row]:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.text(text), params))
+
+
+def diff_links(page: Page) -> list[str]:
+    return [u for u in page.links if re.fullmatch(r"/statements/\d+/diff(\?.*)?", u)]
+
+
+# ---- pages -----------------------------------------------------------------------------
+
+def test_recent_changes_page_lists_the_newest_changes_each_linking_its_diff(
+        client: TestClient, engine_rw: sa.Engine) -> None:
+    """/ shows the 50 newest events in change_log order, each with a working diff link, and
+    pages on to the rest."""
+    expected = sql(engine_rw, """SELECT event_id, statement_id, from_revision, to_revision
+                              FROM change_log ORDER BY occurred_at DESC, event_id DESC""")
+    page = get_page(client, "/")
+    links = diff_links(page)
+    want = [f"/statements/{e.statement_id}/diff?"
+            + (f"from={e.from_revision}&" if e.from_revision else "") + f"to={e.to_revision}"
+            for e in expected[:50]]
+    assert links == want
+    for link in links[:5]:
+        assert client.get(link).status_code == 200
+    assert len(expected) > 50
+    page2 = get_page(client, "/?page=2")
+    assert diff_links(page2) == [w for w in (
+        f"/statements/{e.statement_id}/diff?" + (f"from={e.from_revision}&" if e.from_revision
+                                                 else "") + f"to={e.to_revision}"
+        for e in expected[50:100])]
+    assert "/" in page2.links  # "newer" goes back to the first page
+
+
+def test_recent_changes_filter_by_kind_tag_and_since(client: TestClient,
+                                                      engine_rw: sa.Engine) -> None:
+    """kind, tag and since narrow the list exactly as the change log says; a bad kind is a
+    400 page, not an error trace."""
+    revised = sql(engine_rw, "SELECT count(*) FROM change_log WHERE kind = 'revised'")[0][0]
+    page = get_page(client, "/?kind=revised")
+    assert 0 < len(diff_links(page)) == min(revised, 50)
+    assert page.all_text.count("revised") >= len(diff_links(page))
+    tagged = get_page(client, "/?tag=hostile-test")
+    assert len(diff_links(tagged)) == 2  # added and revised
+    since = sql(engine_rw, "SELECT count(*) FROM change_log WHERE occurred_at >= :t",
+                t=dt.datetime(2026, 1, 1))[0][0]
+    assert len(diff_links(get_page(client, "/?since=2026-01-01"))) == min(since, 50)
+    bad = get_page(client, "/?kind=bogus", status=400)
+    assert "kind must be one of" in bad.all_text
+
+
+def test_diff_page_marks_the_changed_word_inline_and_side_by_side(
+        client: TestClient, record: Record) -> None:
+    """The real 1856 -> 1846 correction is one <del> and one <ins>, with the changed
+    metadata field listed above; side by side puts them in one changed row."""
+    sid = record.ids[YEAR_CHAIN]
+    page = get_page(client, f"/statements/{sid}/diff?from=1&to=2")
+    assert page.words("del") == ["1856,"] and page.words("ins") == ["1846,"]
+    text = page.all_text
+    assert text.index("Changed fields") < text.index("1846")
+    assert "modified_time" in text
+    side = get_page(client, f"/statements/{sid}/diff?from=1&to=2&view=side")
+    assert side.words("del") == ["1856,"] and side.words("ins") == ["1846,"]
+    # the default is the last two revisions; from must be before to
+    assert get_page(client, f"/statements/{sid}/diff").words("ins") == page.words("ins")
+    assert "earlier revision" in get_page(client, f"/statements/{sid}/diff?from=2&to=1",
+                                          status=400).all_text
+    assert get_page(client, f"/statements/{sid}/diff?to=9", status=404)
+
+
+def test_statement_page_shows_every_revision_and_old_urls_find_it(
+        client: TestClient, record: Record, engine_rw: sa.Engine) -> None:
+    """A statement's page lists its revisions (from statement_revisions) each linking its
+    diff; a statement found by an old URL redirects to its stable page."""
+    sid = record.ids[YEAR_CHAIN]
+    revs = sql(engine_rw, """SELECT revision_number, kind FROM statement_revisions
+                          WHERE statement_id = :s ORDER BY revision_number""", s=sid)
+    page = get_page(client, f"/statements/{sid}")
+    assert len(revs) == record.versions[YEAR_CHAIN]
+    for n, _kind in revs:
+        want = f"/statements/{sid}/diff?" + (f"from={n - 1}&" if n > 1 else "") + f"to={n}"
+        assert want in page.links
+    assert [k for _n, k in revs][0] == "added"
+    old = sql(engine_rw, """SELECT u.url, u.statement_id FROM statement_urls u
+                         JOIN statements s ON s.id = u.statement_id
+                         WHERE u.url <> s.source_url""")
+    assert old, "the sample has a source_url rewrite"
+    r = client.get("/statements", params={"url": old[0].url}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"/statements/{old[0].statement_id}"
+    assert get_page(client, "/statements/999999", status=404)
+
+
+def test_search_page_finds_a_distinctive_word_and_marks_it(
+        client: TestClient, record: Record) -> None:
+    """Search ranks the statement holding a distinctive word first and marks the match."""
+    sid = record.ids[YEAR_CHAIN]
+    page = get_page(client, "/search?q=1846")
+    first = next(u for u in page.links if re.fullmatch(r"/statements/\d+", u))
+    assert first == f"/statements/{sid}"
+    assert "1846" in page.words("mark")
+    assert "Nothing matches" in get_page(client, "/search?q=zzzyxnotaword").all_text
+
+
+def test_errors_and_deliveries_pages(client: TestClient, record: Record,
+                                     engine_rw: sa.Engine) -> None:
+    """/errors shows the rejected file and its reason; /deliveries the pending deliveries,
+    filterable by status."""
+    page = get_page(client, "/errors")
+    assert record.rejected_path in page.all_text and "no_front_matter" in page.all_text
+    pending = sql(engine_rw, "SELECT count(*) FROM delivery_status WHERE status = 'pending'")[0][0]
+    assert pending > 0
+    deliveries = get_page(client, "/deliveries?status=pending")
+    assert f"pending ({pending})" in deliveries.all_text
+    events_shown = [u for u in deliveries.links if u.startswith("/statements?url=")]
+    assert len(events_shown) == min(pending, 50)
+    assert "/deliveries?status=pending&limit=200" in deliveries.links  # show more
+    assert "No deliveries with status dead" in get_page(client,
+                                                        "/deliveries?status=dead").all_text
+
+
+# ---- safety ----------------------------------------------------------------------------
+
+def test_hostile_statement_is_shown_as_text_never_as_markup(
+        client: TestClient, record: Record) -> None:
+    """The hostile title and body appear escaped on every page that shows them: no script
+    element, no event-handler attribute, no javascript: link anywhere."""
+    sid = record.hostile_id
+    urls = ["/", "/?tag=hostile-test", f"/statements/{sid}", f"/statements/{sid}/diff",
+            f"/statements/{sid}/diff?view=side", f"/statements/{sid}/diff?to=1",
+            "/search?q=quick+brown+fox", "/errors", "/deliveries"]
+    for url in urls:
+        r = client.get(url)
+        assert r.status_code == 200, url
+        page = Page(r.text)
+        assert "script" not in page.tags and "img" not in page.tags, url
+        assert page.handlers == [], url
+        assert not any(h.strip().lower().startswith(("javascript:", "data:"))
+                       for h in page.links), url
+        assert "<script" not in r.text.lower(), url
+    title_page = client.get(f"/statements/{sid}").text
+    assert "Hostile &lt;script&gt;document.title=" in title_page
+    diff_page = Page(client.get(f"/statements/{sid}/diff").text)
+    assert "<script>console.log('pwned-escaped')</script>" in diff_page.all_text
+    assert diff_page.words("del") == ["alpha"] and diff_page.words("ins") == ["omega"]
+    assert "<script>alert('pwned-error')</script>" in Page(client.get("/errors").text).all_text
+
+
+def test_every_response_carries_the_security_headers(client: TestClient,
+                                                      record: Record) -> None:
+    """Pages, feed, API, static files, 404s and 405s all send the CSP (no script source at
+    all), nosniff and no-referrer."""
+    for method, url in [("GET", "/"), ("GET", f"/statements/{record.hostile_id}/diff"),
+                        ("GET", "/feed.atom"), ("GET", "/api/events"),
+                        ("GET", "/static/redline.css"), ("GET", "/nowhere"),
+                        ("HEAD", "/"), ("POST", "/")]:
+        r = client.request(method, url)
+        csp = r.headers["content-security-policy"]
+        assert csp == CONTENT_SECURITY_POLICY, url
+        assert "default-src 'none'" in csp and "script-src" not in csp
+        assert "unsafe-inline" not in csp
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["referrer-policy"] == "no-referrer"
+        assert r.headers["x-frame-options"] == "DENY"
+    assert client.get("/static/redline.css").headers["content-type"].startswith("text/css")
+    assert client.get("/static/app.js").status_code == 404
+
+
+def test_methods_other_than_get_and_head_get_405_and_write_nothing(
+        client: TestClient, engine_rw: sa.Engine, record: Record) -> None:
+    """Every path refuses every other method with 405 and Allow: GET, HEAD; HEAD works."""
+    before = sql(engine_rw, "SELECT count(*), (SELECT count(*) FROM deliveries) FROM events")
+    for method in ("POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"):
+        for url in ["/", f"/statements/{record.hostile_id}", "/api/events", "/feed.atom",
+                    f"/api/statements/{record.hostile_id}/diff", "/nowhere"]:
+            r = client.request(method, url, content=b"{}")
+            assert r.status_code == 405, (method, url)
+            assert r.headers["allow"] == "GET, HEAD"
+    head = client.head("/")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"].startswith("text/html")
+    assert sql(engine_rw, "SELECT count(*), (SELECT count(*) FROM deliveries) FROM events"
+               ) == before
+
+
+def test_the_server_engine_cannot_write(record: Record, db_url: str) -> None:
+    """The engine `redline serve` reads with refuses writes on both databases."""
+    ro = read_only_engine(db_url)
+    try:
+        with pytest.raises(sa.exc.DBAPIError):
+            with ro.begin() as conn:
+                conn.execute(sa.text("DELETE FROM deliveries"))
+        with ro.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM deliveries")).scalar() > 0
+    finally:
+        ro.dispose()
+
+
+def test_token_is_required_when_configured(engine_rw: sa.Engine, db_url: str) -> None:
+    """With a token every request needs `Authorization: Bearer <token>`: none or a wrong
+    one is 401 with WWW-Authenticate, the right one 200."""
+    ro = read_only_engine(db_url)
+    token = "s3cret-t0ken"
+    try:
+        with TestClient(create_app(ro, token)) as c:
+            for url in ["/", "/api/status", "/feed.atom", "/static/redline.css"]:
+                r = c.get(url)
+                assert r.status_code == 401 and r.headers["www-authenticate"].startswith(
+                    "Bearer"), url
+                assert token not in r.text
+                assert c.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 401
+                assert c.get(url, headers={"Authorization": f"Basic {token}"}
+                             ).status_code == 401
+                ok = c.get(url, headers={"Authorization": f"Bearer {token}"})
+                assert ok.status_code == 200, url
+                assert ok.headers["cache-control"] == "private, no-store"
+    finally:
+        ro.dispose()
+
+
+def test_bearer_token_matching() -> None:
+    """Only the exact token after `Bearer ` (any case of the scheme) matches."""
+    assert bearer_token_matches(b"Bearer abc", "abc")
+    assert bearer_token_matches(b"bearer abc", "abc")
+    for header in (None, b"", b"Bearer", b"Bearer ab", b"Bearer abcd", b"Basic abc", b"abc"):
+        assert not bearer_token_matches(header, "abc"), header
+
+
+# ---- feed ------------------------------------------------------------------------------
+
+def test_feed_is_valid_atom_whose_entries_link_their_diffs(
+        client: TestClient, engine_rw: sa.Engine) -> None:
+    """/feed.atom parses as Atom 1.0 without errors, has the required elements, and each
+    entry links a diff page that answers and carries the event's summary."""
+    r = client.get("/feed.atom")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/atom+xml")
+    parsed = feedparser.parse(r.content)
+    assert parsed.bozo == 0, parsed.get("bozo_exception")
+    assert parsed.version == "atom10"
+    assert parsed.feed.id and parsed.feed.title and parsed.feed.updated
+    assert any(link.rel == "self" for link in parsed.feed.links)
+    newest = sql(engine_rw, """SELECT event_id, summary, kind, title FROM change_log
+                            ORDER BY occurred_at DESC, event_id DESC LIMIT 50""")
+    assert len(parsed.entries) == len(newest)
+    for entry, event in zip(parsed.entries, newest, strict=True):
+        assert entry.id and entry.updated and entry.title == f"{event.kind}: {event.title}"
+        assert entry.summary == event.summary
+        link = urlsplit(entry.link)
+        assert link.netloc == "testserver" and link.path.endswith("/diff")
+    for entry in parsed.entries[:5]:
+        link = urlsplit(entry.link)
+        assert client.get(f"{link.path}?{link.query}").status_code == 200
+    etag = r.headers["etag"]
+    assert client.get("/feed.atom", headers={"If-None-Match": etag}).status_code == 304
+
+
+def test_feed_filters_by_kind_and_tag(client: TestClient, engine_rw: sa.Engine) -> None:
+    """?kind= and ?tag= narrow the feed like the recent-changes page."""
+    parsed = feedparser.parse(client.get("/feed.atom?kind=revised").content)
+    assert parsed.bozo == 0 and parsed.entries
+    assert all(e.title.startswith("revised: ") for e in parsed.entries)
+    assert all("revised" in [t.term for t in e.tags] for e in parsed.entries)
+    tagged = feedparser.parse(client.get("/feed.atom?kind=revised&tag=hostile-test").content)
+    assert [e.title[:18] for e in tagged.entries] == ["revised: Hostile <"]
+    self_link = next(link.href for link in tagged.feed.links if link.rel == "self")
+    assert parse_qs(urlsplit(self_link).query) == {"kind": ["revised"], "tag": ["hostile-test"]}
+    assert client.get("/feed.atom?kind=nope").status_code == 400
+
+
+def test_render_atom_drops_characters_xml_forbids() -> None:
+    """A control character in a title cannot make the feed invalid XML."""
+    when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    body = render_atom(Feed(id="urn:x", title="t", self_link="http://h/feed.atom",
+                            link="http://h/", updated=when, entries=[FeedEntry(
+                                id="urn:e", title="bad \x0b title <b>", link="http://h/d",
+                                updated=when, summary="s & t")]))
+    parsed = feedparser.parse(body)
+    assert parsed.bozo == 0 and parsed.entries[0].title == "bad  title <b>"
+    assert parsed.entries[0].updated == "2026-01-02T03:04:05Z"
+
+
+# ---- API -------------------------------------------------------------------------------
+
+def _cli_json(config: Path, *args: str) -> object:
+    result = CliRunner().invoke(cli, ["--config", str(config), *args, "--json"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_api_serves_what_the_cli_prints_with_json(
+        client: TestClient, record: Record, db_url: str, tmp_path: Path) -> None:
+    """/api/ history, diff, search, events, errors and deliveries equal `redline ... --json` (the
+    same dicts; status differs only in its heartbeat clock, so its counts are compared)."""
+    cfg = write_config(tmp_path / "cfg", db_url)
+    sid = record.ids[YEAR_CHAIN]
+    pairs = [
+        (f"/api/statements/{sid}/history", ["history", str(sid)]),
+        (f"/api/statements/{sid}/diff?from=1&to=2", ["diff", str(sid), "--from", "1",
+                                                      "--to", "2"]),
+        ("/api/search?q=1846", ["search", "1846"]),
+        ("/api/events?kind=revised&limit=10", ["events", "--kind", "revised", "--limit",
+                                               "10"]),
+        ("/api/events?tag=hostile-test", ["events", "--tag", "hostile-test"]),
+        ("/api/errors", ["errors"]),
+        ("/api/deliveries?status=pending&limit=10", ["deliveries", "--status", "pending",
+                                                     "--limit", "10"]),
+    ]
+    for url, args in pairs:
+        r = client.get(url)
+        assert r.status_code == 200, url
+        assert r.json() == _cli_json(cfg, *args), url
+    api_status = client.get("/api/status").json()
+    cli_status = _cli_json(cfg, "status")
+    for key in ("statements", "revisions", "last_change", "rejected_files", "deliveries"):
+        assert api_status[key] == cli_status[key], key
+    assert client.get("/api/statements/999999").json() == {"error": "no statement with id "
+                                                                    "999999"}
+    assert client.get("/api/statements/999999").status_code == 404
+    lookup = client.get("/api/statements", params={"url": HOSTILE_URL}, follow_redirects=False)
+    assert lookup.status_code == 303
+    assert lookup.headers["location"] == f"/api/statements/{record.hostile_id}"
+    bad = client.get("/api/events?limit=0")
+    assert bad.status_code == 400 and "limit" in bad.json()["error"]
+
+
+def test_openapi_document_is_valid_and_every_endpoint_answers(
+        client: TestClient, record: Record) -> None:
+    """/api/openapi.json is a valid OpenAPI 3 document and each documented GET answers
+    200 (the URL lookup 303 to a 200) with a real id."""
+    doc = client.get("/api/openapi.json").json()
+    try:
+        from openapi_spec_validator import validate
+    except ImportError:  # pragma: no cover - structural checks where it is not installed
+        validate = None
+    if validate is not None:
+        validate(doc)
+    assert doc["openapi"].startswith("3.")
+    sid = record.ids[YEAR_CHAIN]
+    values = {"statement_id": str(sid), "q": "1846", "url": HOSTILE_URL, "from": "1",
+              "to": "2", "kind": "revised", "tag": "hostile-test", "since": "2020-01-01",
+              "limit": "5", "offset": "0", "status": "pending", "channel": "archive"}
+    assert len(doc["paths"]) >= 10
+    for path, item in doc["paths"].items():
+        op = item["get"]
+        url = path
+        params = {}
+        for p in op["parameters"]:
+            if p["in"] == "path":
+                url = url.replace("{" + p["name"] + "}", values[p["name"]])
+            else:
+                params[p["name"]] = values[p["name"]]
+        r = client.get(url, params=params)
+        assert r.status_code == 200, (path, r.status_code, r.text[:200])
+        assert r.headers["content-type"].startswith("application/json"), path
+        body = r.json()
+        assert body not in ([], {}, None), path
+
+
+# ---- the process and the service unit ---------------------------------------------------
+
+@dataclass
+class ServeProcess:
+    """`redline serve` running as a real process, with the datagrams it sent systemd."""
+
+    proc: subprocess.Popen[bytes]
+    base: str
+    notify: socket.socket
+    log: Path
+
+    def notifications(self, timeout: float) -> str:
+        """The next sd_notify datagram (blocks up to `timeout` seconds)."""
+        self.notify.settimeout(timeout)
+        try:
+            return self.notify.recv(4096).decode()
+        except TimeoutError:
+            raise AssertionError(f"no sd_notify message within {timeout} s; log:\n"
+                                 + self.log.read_text()) from None
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=15)
+        finally:
+            self.notify.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_serve(cfg: Path, tmp_path: Path, *args: str) -> ServeProcess:
+    """Start `python -m daemon serve` on a free loopback port and wait for its READY=1."""
+    port = free_port()
+    sock_path = tmp_path / "notify.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(sock_path))
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "NOTIFY_SOCKET": str(sock_path)}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "--config", str(cfg), "serve", "--port", str(port),
+             *args], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    served = ServeProcess(proc, f"http://127.0.0.1:{port}", notify, log)
+    ready = served.notifications(30)
+    assert ready.startswith("READY=1"), ready
+    assert f"STATUS=serving http://127.0.0.1:{port}/" in ready
+    return served
+
+
+def test_redline_serve_runs_tells_systemd_and_stops_on_sigterm(
+        record: Record, db_url: str, tmp_path: Path) -> None:
+    """The real process answers on loopback after READY=1 and says STOPPING=1 and exits 0
+    on SIGTERM."""
+    cfg = write_config(tmp_path, db_url)
+    served = start_serve(cfg, tmp_path)
+    try:
+        r = httpx.get(served.base + "/api/status", timeout=10)
+        assert r.status_code == 200 and r.json()["statements"]["total"] > 30
+        assert "server" not in r.headers
+        assert httpx.post(served.base + "/", timeout=10).status_code == 405
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.notifications(10).startswith("STOPPING=1")
+    finally:
+        code = served.stop()
+    assert code == 0, served.log.read_text()
+
+
+def test_redline_serve_refuses_a_missing_database(tmp_path: Path) -> None:
+    """Serving a SQLite file that does not exist is one line and exit 1, and creates
+    nothing."""
+    db = tmp_path / "absent.db"
+    cfg = write_config(tmp_path, f"sqlite:///{db}")
+    result = CliRunner().invoke(cli, ["--config", str(cfg), "serve"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == \
+        f"redline: error: no database at {db}: run `redline ingest` or `redline run` first " \
+        "(redline serve only reads)"
+    assert not db.exists()
+
+
+def test_serve_help_has_an_example() -> None:
+    """`redline serve --help` documents the pages and shows an example."""
+    result = CliRunner().invoke(cli, ["serve", "--help"])
+    assert result.exit_code == 0 and "Example:" in result.output
+    assert "/feed.atom" in result.output and "--port" in result.output
+
+
+def test_service_unit_is_hardened_and_verifies(tmp_path: Path) -> None:
+    """systemd/redline-serve.service runs `redline serve` as Type=notify, hardened like the
+    daemon's unit, and passes `systemd-analyze verify`."""
+    unit = (REPO / "systemd" / "redline-serve.service").read_text()
+    for line in ("Type=notify", "DynamicUser=yes", "ProtectSystem=strict",
+                 "NoNewPrivileges=yes", "CapabilityBoundingSet=", "MemoryDenyWriteExecute=yes",
+                 "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+                 "SystemCallFilter=@system-service"):
+        assert f"\n{line}\n" in unit, line
+    assert re.search(r"^ExecStart=\S+/redline serve ", unit, re.M)
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    copy = tmp_path / "redline-serve.service"
+    copy.write_text(re.sub(r"^ExecStart=\S+", "ExecStart=/bin/true", unit, flags=re.M))
+    done = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and "redline-serve" not in done.stderr, done.stderr
