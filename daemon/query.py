@@ -271,7 +271,7 @@ def fts5_query(text: str) -> str:
     return query + "".join(f" NOT {n}" for n in negative)
 
 
-def search(conn: Connection, text: str, limit: int = 20, offset: int = 0
+def search(conn: Connection, text: str, limit: int | str = 20, offset: int = 0
            ) -> list[dict[str, Any]]:
     """Current statements matching `text`, best first, with a snippet whose matched words are
     between MARK_START and MARK_END; rank is higher for a better match."""
@@ -300,9 +300,9 @@ def search(conn: Connection, text: str, limit: int = 20, offset: int = 0
             ORDER BY rank DESC, s.statement_id LIMIT :limit OFFSET :offset""")
         params = {"q": text}
     params.update(limit=_bounded(limit, "limit"), offset=max(0, int(offset)))
-    sql = sql.columns(deleted_at=UTCDateTime)
+    typed = sql.columns(deleted_at=UTCDateTime)
     try:
-        rows = conn.execute(sql, params).all()
+        rows = conn.execute(typed, params).all()
     except sa.exc.OperationalError as exc:  # an FTS5 syntax error the quoting did not catch
         raise UsageError(f"cannot search for {text!r}: {str(exc.orig).splitlines()[0]}"
                          ) from None
@@ -342,7 +342,8 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
 
 
 def events(conn: Connection, since: dt.datetime | None = None, kind: str | None = None,
-           tag: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+           tag: str | None = None, limit: int | str = 50, offset: int = 0
+           ) -> list[dict[str, Any]]:
     """change_log rows (with the tags of the revision), newest first."""
     c, r = _change_log, _revisions
     q = (sa.select(*c.c, r.c.tags)

@@ -7,21 +7,23 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from conftest import write_config
-from test_query import (  # noqa: F401 - fixtures
+from test_query import (
     MEXICAN_WAR,
     START,
     WORKERS_NEW,
     WORKERS_OLD,
     Record,
+    RecordTemplates,
     StepClock,
-    record,
-    record_templates,
+    open_record,
+    record_templates_in,
 )
 
 from daemon.cli import cli
@@ -46,6 +48,19 @@ def redline(cfg: Path, *args: str) -> Result:
         code = run_cli(cli, ["--config", str(cfg), *args])
     out, err = streams[0].getvalue().decode(), streams[1].getvalue().decode()
     return Result(code, out, err)
+
+
+@pytest.fixture(scope="module")
+def record_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordTemplates]:
+    with record_templates_in(tmp_path_factory.mktemp("record")) as templates:
+        yield templates
+
+
+@pytest.fixture
+def record(db_url: str, record_templates: RecordTemplates) -> Iterator[Record]:
+    """The sample's real revision chains replayed into the test's database."""
+    with open_record(db_url, record_templates) as rec:
+        yield rec
 
 
 @pytest.fixture

@@ -136,11 +136,13 @@ def _admin() -> Iterator[sa.Connection]:
         admin.dispose()
 
 
-@pytest.fixture(scope="module")
-def record_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordTemplates]:
-    templates = RecordTemplates(tmp_path_factory.mktemp("record"))
-    yield templates
-    templates.drop()
+@contextmanager
+def record_templates_in(workdir: Path) -> Iterator[RecordTemplates]:
+    templates = RecordTemplates(workdir)
+    try:
+        yield templates
+    finally:
+        templates.drop()
 
 
 @dataclass
@@ -153,13 +155,28 @@ class Record:
     url: str
 
 
+@contextmanager
+def open_record(db_url: str, templates: RecordTemplates) -> Iterator[Record]:
+    """Clone the replayed record into the test's database (from `db_url`)."""
+    templates.clone(db_url)
+    rec = Record(make_engine(db_url, readonly=True), make_engine(db_url), db_url)
+    try:
+        yield rec
+    finally:
+        rec.reader.dispose()
+        rec.writer.dispose()
+
+
+@pytest.fixture(scope="module")
+def record_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordTemplates]:
+    with record_templates_in(tmp_path_factory.mktemp("record")) as templates:
+        yield templates
+
+
 @pytest.fixture
 def record(db_url: str, record_templates: RecordTemplates) -> Iterator[Record]:
-    record_templates.clone(db_url)
-    rec = Record(make_engine(db_url, readonly=True), make_engine(db_url), db_url)
-    yield rec
-    rec.reader.dispose()
-    rec.writer.dispose()
+    with open_record(db_url, record_templates) as rec:
+        yield rec
 
 
 def sql(engine: sa.Engine, text: str, **params: object) -> list[sa.Row]:
@@ -261,7 +278,7 @@ def test_diff_metadata_changes_and_revision_choice(record: Record) -> None:
         title = span["metadata_changes"][0]
         assert title["field"] == "title" and title["old"].startswith("U.S.-Brazil ")
         assert first["from"] is None and first["changed_fields"] == []
-        assert first["unified"].startswith(f"--- /dev/null\n+++ r1\n@@ -0,0 +1,")
+        assert first["unified"].startswith("--- /dev/null\n+++ r1\n@@ -0,0 +1,")
         assert first["stats"]["words_removed"] == 0 and first["stats"]["words_added"] > 50
         with pytest.raises(NotFound, match=rf"^statement {sid} has no revision 4 "
                                            r"\(it has 1 to 3\)$"):
@@ -384,15 +401,15 @@ def test_status_agrees_with_sql_counts(record: Record, tmp_path: Path) -> None:
     now = dt.datetime.now(dt.UTC)
     with record.reader.connect() as conn:
         st = query.status(conn, now)
-    kinds = dict((k, n) for k, n in sql(record.reader, "SELECT kind, count(*) FROM statement_revisions"
-                                                " GROUP BY kind"))
+    kinds = dict(sql(record.reader,
+                     "SELECT kind, count(*) FROM statement_revisions GROUP BY kind"))
     assert st["revisions"]["by_kind"] == {k: kinds.get(k, 0) for k in query.KINDS}
     assert st["revisions"]["total"] == sql(record.reader, "SELECT count(*) FROM statement_revisions"
                                            )[0][0]
     assert st["statements"] == {
         "total": sql(record.reader, "SELECT count(*) FROM current_statements")[0][0],
-        "live": sql(record.reader, "SELECT count(*) FROM current_statements WHERE deleted_at IS NULL"
-                    )[0][0],
+        "live": sql(record.reader, "SELECT count(*) FROM current_statements "
+                                   "WHERE deleted_at IS NULL")[0][0],
         "deleted": 0}
     assert st["rejected_files"] == 1
     assert st["deliveries"] == {"pending": 2, "delivered": 1, "failed": 1, "dead": 1}

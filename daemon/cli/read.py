@@ -50,7 +50,11 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | N
     if _terminal():
         from rich.table import Table
 
-        table = Table(*columns, title=title, title_justify="left")
+        table = Table(title=title, title_justify="left")
+        for i, name in enumerate(columns):
+            # short columns (ids, kinds, times) never wrap; titles and snippets do
+            longest = max((len(str(r[i])) for r in rows), default=0)
+            table.add_column(name, no_wrap=longest <= 30)
         for row in rows:
             table.add_row(*row)
         _console().print(table)
