@@ -322,8 +322,10 @@ def test_an_unmigrated_database_is_one_line(tmp_path: Path, db_url: str) -> None
     for args in (["status"], ["events"], ["search", "x"]):
         res = redline(cfg, *args)
         assert res.code == 1 and res.out == "", args
-        assert re.fullmatch(r"redline: error: database schema is at nothing, this redline "
-                            r"needs \w+: run `redline db upgrade`\n", res.err), res.err
+        assert re.fullmatch(r"redline: error: (database schema is at nothing, this redline "
+                            r"needs \w+: run `redline db upgrade`|database \S+ does not exist "
+                            r"yet: run `redline ingest` or `redline db upgrade` first)\n",
+                            res.err), res.err
 
 
 def test_on_a_terminal_words_are_coloured(cfg: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,7 +11,7 @@ import sys
 import click
 
 from daemon import __version__
-from daemon.cli.app import App, run_cli
+from daemon.cli.app import App, RedlineGroup, run_cli
 from daemon.cli.db import db
 from daemon.cli.ingest import config_group, ingest
 from daemon.cli.notify import deliveries_cmd, notify_group
@@ -19,7 +19,7 @@ from daemon.cli.read import diff, errors, events, history, search, status
 from daemon.cli.serve import serve
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=RedlineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", metavar="PATH", default=None,
               help="Configuration file (default: $REDLINE_CONFIG, else ./config.toml).")
 @click.version_option(__version__, "--version", prog_name="redline")

@@ -31,7 +31,13 @@ class App:
 
     def engine(self, *, migrate_now: bool = True, readonly: bool = False) -> Engine:
         """The database engine; migrates first unless `auto_migrate = false`."""
-        engine = make_engine(self.config.database.url, readonly=readonly)
+        url = self.config.database.url
+        if readonly:
+            path = sa.engine.make_url(url).database if url.startswith("sqlite") else None
+            if path and path != ":memory:" and not os.path.exists(path):
+                raise DatabaseError(f"database {path} does not exist yet: run `redline ingest` "
+                                    "or `redline db upgrade` first")
+        engine = make_engine(url, readonly=readonly)
         if migrate_now and not readonly:
             if self.config.database.auto_migrate:
                 migrate.upgrade(engine)
@@ -64,7 +70,7 @@ class RedlineGroup(click.Group):
 def run_cli(group: click.Group, args: list[str] | None = None) -> int:
     """Run the CLI; a RedlineError becomes one line on stderr and its exit code."""
     try:
-        group.main(args=args, prog_name="redline", standalone_mode=False)
+        code = group.main(args=args, prog_name="redline", standalone_mode=False)
     except RedlineError as exc:
         click.echo(f"redline: error: {exc}", err=True)
         return exc.exit_code
@@ -85,4 +91,4 @@ def run_cli(group: click.Group, args: list[str] | None = None) -> int:
     except BrokenPipeError:
         sys.stderr.close()
         return 0
-    return 0
+    return code if isinstance(code, int) else 0
