@@ -179,6 +179,19 @@ class Dispatcher:
             return False
         sender = self._sender(ch)
         bodies = self._load_bodies([c.event_id for c in claimed])
+        delivered: list[int] = []
+        try:
+            return self._send_batch(ch, sender, claimed, bodies, delivered)
+        finally:
+            # recorded once per batch: a crash before this line re-sends at most one batch,
+            # with the same delivery ids (at least once)
+            if delivered:
+                with self.engine.begin() as conn:
+                    ledger.record_delivered(conn, delivered, self.clock(), self.instance_id)
+
+    def _send_batch(self, ch: ChannelConfig, sender: Sender,
+                    claimed: Sequence[ledger.ClaimedDelivery], bodies: dict[int, dict[str, Any]],
+                    delivered: list[int]) -> bool:
         all_delivered = True
         for i, item in enumerate(claimed):
             if self._stopping.is_set():
@@ -196,8 +209,7 @@ class Dispatcher:
             with self._lock:
                 self._attempts += 1
             if error is None:
-                with self.engine.begin() as conn:
-                    ledger.record_delivered(conn, [item.id], self.clock(), self.instance_id)
+                delivered.append(item.id)
                 continue
             all_delivered = False
             retry_at = self._record_failure(ch, item, error)
