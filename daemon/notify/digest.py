@@ -106,7 +106,7 @@ class DigestRunner:
                     if mine:
                         sent += self._run_channel(ch)
             except Exception:  # noqa: BLE001 - one channel's trouble must not stop the others
-                log.exception("digest failed", channel=ch.name)
+                log.exception("digest_error", channel=ch.name)
         return sent
 
     # ---- one channel --------------------------------------------------------------
@@ -127,6 +127,7 @@ class DigestRunner:
             since = _parse(state["until"])
             until = self.schedule.next_after(since)
             if until is None or until > now:
+                log.debug("digest_not_due", channel=ch.name, next=iso(until))
                 return sent
             if earliest is None or earliest >= until:
                 # empty periods: move on to the last boundary before anything is owed
@@ -165,7 +166,7 @@ class DigestRunner:
         except DeliveryFailed as exc:
             error = exc
         except Exception as exc:  # noqa: BLE001 - a sender bug is recorded, not fatal
-            log.exception("digest sender raised", channel=ch.name)
+            log.exception("digest_sender_raised", channel=ch.name)
             error = DeliveryFailed(f"{type(exc).__name__}: {exc}")
         finally:
             sender.close()
@@ -176,7 +177,7 @@ class DigestRunner:
                 for chunk in _chunks(ids):
                     ledger.record_delivered(conn, chunk, now)
                 _save_state(conn, ch.name, {"until": iso(until)}, now)
-                log.info("digest sent", channel=ch.name, events=len(owed), until=iso(until))
+                log.info("digest_sent", channel=ch.name, events=len(owed), until=iso(until))
                 return True
             attempts = int(state.get("attempts", 0)) + 1
             dead = error.permanent or attempts >= ch.max_attempts
@@ -190,7 +191,7 @@ class DigestRunner:
             else:
                 _save_state(conn, ch.name, {"until": iso(since), "attempts": attempts,
                                             "retry_at": iso(retry_at)}, now)
-        log.warning("digest failed", channel=ch.name, error=str(error), attempts=attempts,
+        log.warning("digest_failed", channel=ch.name, error=str(error), attempts=attempts,
                     status="dead" if dead else "failed")
         return dead
 

@@ -61,7 +61,7 @@ class Dispatcher:
         self.channels = [c for c in self.channels if c.type != "pg_notify"]
         for ch in self.channels:
             if not can_send(ch.type):
-                log.warning("channel cannot deliver; its deliveries stay pending",
+                log.warning("channel_cannot_deliver", detail="its deliveries stay pending",
                             channel=ch.name, type=ch.type)
         self.channels = [c for c in self.channels if can_send(c.type)]
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.channels)),
@@ -129,7 +129,7 @@ class Dispatcher:
             try:
                 sender.close()
             except Exception:  # noqa: BLE001 - closing is best effort
-                log.warning("closing a sender failed", exc_info=True)
+                log.warning("sender_close_failed", exc_info=True)
 
     def release_dead_claims(self) -> int:
         """Drop claims of earlier processes of this host that are gone (a crash or SIGKILL),
@@ -140,7 +140,7 @@ class Dispatcher:
                     if c != self.instance_id and _is_dead_local(c, host)]
             released = ledger.release_instances(conn, dead)
         if released:
-            log.info("released claims of stopped instances", instances=dead, count=released)
+            log.info("stale_claims_released", instances=dead, count=released)
         return released
 
     # ---- one channel's worker ------------------------------------------------------
@@ -157,7 +157,7 @@ class Dispatcher:
                         continue
                     break
         except Exception:  # noqa: BLE001 - a worker must not die silently; the next wake retries
-            log.exception("delivery worker failed", channel=ch.name)
+            log.exception("delivery_worker_failed", channel=ch.name)
         finally:
             with self._lock:
                 self._running.discard(ch.name)
@@ -204,7 +204,7 @@ class Dispatcher:
             except DeliveryFailed as exc:
                 error = exc
             except Exception as exc:  # noqa: BLE001 - a sender bug is recorded, not fatal
-                log.exception("sender raised", channel=ch.name)
+                log.exception("sender_raised", channel=ch.name)
                 error = DeliveryFailed(f"{type(exc).__name__}: {exc}")
             with self._lock:
                 self._attempts += 1
@@ -231,7 +231,7 @@ class Dispatcher:
             retry_at = now + dt.timedelta(seconds=ledger.backoff_delay(ch, attempts, self.rand))
         with self.engine.begin() as conn:
             ledger.record_failed(conn, item.id, attempts, str(error), retry_at, self.instance_id)
-        log.warning("delivery failed", channel=ch.name, event_id=item.event_id,
+        log.warning("delivery_failed", channel=ch.name, event_id=item.event_id,
                     attempts=attempts, error=str(error),
                     retry_at=retry_at.isoformat() if retry_at else None,
                     status="failed" if retry_at else "dead")
