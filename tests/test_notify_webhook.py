@@ -287,3 +287,26 @@ def test_non_2xx_is_a_failure(engine: sa.Engine, db_url: str, sample: Path, tmp_
     (row,) = status_of(engine, "hook")
     assert (row.status, row.attempts) == ("failed", 1)
     assert f"HTTP {status}" in row.last_error
+
+
+def test_close_lets_the_attempt_in_flight_finish_and_gives_back_the_rest(
+        engine: sa.Engine, db_url: str, sample: Path, tmp_path: Path) -> None:
+    """close() returns at once if asked to; the attempt in flight still completes and is
+    recorded, and the rest of the claimed batch is released unattempted."""
+    clock = FakeClock()
+    with HttpReceiver(hold=True) as rx:
+        config = config_for(tmp_path, db_url, webhook("hook", rx.url))
+        paths = copy_statements(sample, tmp_path / "statements", 3)
+        ingestor(engine, config, clock).process_paths([str(p) for p in paths])
+        d = Dispatcher(engine, config, clock=clock, instance_id="test:1")
+        d.dispatch_due()
+        rx.wait_for(1)
+        d.close(timeout=0)
+        rx.release()
+        assert d.wait_idle(10)
+        assert len(rx.requests) == 1
+    assert [r.status for r in status_of(engine, "hook")] == ["delivered", "pending", "pending"]
+    with engine.connect() as conn:
+        claimed = conn.execute(sa.text(
+            "SELECT count(*) FROM deliveries WHERE claimed_by IS NOT NULL")).scalar_one()
+    assert claimed == 0

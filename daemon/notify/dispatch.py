@@ -121,15 +121,23 @@ class Dispatcher:
         return True
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop: no new attempts; an attempt in flight finishes (within its timeout)."""
+        """Stop: no new attempts; an attempt in flight finishes (within its timeout) and its
+        worker then gives back the rest of its batch and closes its sender."""
         self._stopping.set()
         self.wait_idle(timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
-        for sender in self._senders.values():
+        with self._lock:
+            idle = [name for name in self._senders if name not in self._running]
+        for name in idle:
+            self._close_sender(name)
+
+    def _close_sender(self, name: str) -> None:
+        sender = self._senders.pop(name, None)
+        if sender is not None:
             try:
                 sender.close()
             except Exception:  # noqa: BLE001 - closing is best effort
-                log.warning("sender_close_failed", exc_info=True)
+                log.warning("sender_close_failed", channel=name, exc_info=True)
 
     def release_dead_claims(self) -> int:
         """Drop claims of earlier processes of this host that are gone (a crash or SIGKILL),
@@ -159,6 +167,8 @@ class Dispatcher:
         except Exception:  # noqa: BLE001 - a worker must not die silently; the next wake retries
             log.exception("delivery_worker_failed", channel=ch.name)
         finally:
+            if self._stopping.is_set():
+                self._close_sender(ch.name)
             with self._lock:
                 self._running.discard(ch.name)
                 self._again.discard(ch.name)
