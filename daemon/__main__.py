@@ -2,4 +2,5 @@
 
 from daemon.cli import main
 
-main()
+if __name__ == "__main__":  # the ingest reader worker is spawned: it must not re-run the CLI
+    main()
