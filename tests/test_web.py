@@ -738,3 +738,85 @@ def test_service_unit_is_hardened_and_verifies(tmp_path: Path) -> None:
     done = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0 and "redline-serve" not in done.stderr, done.stderr
+
+
+# ---- the render cache --------------------------------------------------------------------
+
+def test_cached_pages_follow_the_record_and_answer_304_while_it_is_unchanged(
+        record: Record, db_url: str, engine_rw: sa.Engine, tmp_path: Path) -> None:
+    """A page is served from the cache (with an ETag, 304 on a match) until a change
+    commits; then the next request shows the change."""
+    ro = read_only_engine(db_url)
+    try:
+        with TestClient(create_app(ro, version_ttl=0)) as c:
+            first = c.get("/")
+            etag = first.headers["etag"]
+            assert c.get("/", headers={"If-None-Match": etag}).status_code == 304
+            assert c.get("/").content == first.content
+            newer = tmp_path / "w" / "hostile-again.md"
+            newer.parent.mkdir()
+            newer.write_text(HOSTILE_V1.format(url=HOSTILE_URL, word="zeta"), encoding="utf-8")
+            Ingestor(engine_rw, WatchConfig(paths=(newer.parent,))).process_paths([str(newer)])
+            after = c.get("/", headers={"If-None-Match": etag})
+            assert after.status_code == 200 and after.headers["etag"] != etag
+            assert f"/statements/{record.hostile_id}/diff?from=2&to=3" in \
+                diff_links(Page(after.text))
+            assert f"/statements/{record.hostile_id}/diff?from=2&to=3" not in \
+                diff_links(Page(first.text))
+            assert Page(c.get(f"/statements/{record.hostile_id}/diff").text).words("ins") == \
+                ["zeta"]
+    finally:
+        ro.dispose()
+
+
+def test_concurrent_requests_after_a_change_share_one_render(record: Record,
+                                                             db_url: str) -> None:
+    """Twenty clients asking for the same page at once cause one render, and all get it."""
+    import asyncio
+
+    ro = read_only_engine(db_url)
+    app = create_app(ro)
+    cache = app.app.state.cache  # type: ignore[attr-defined]
+
+    async def burst() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            return list(await asyncio.gather(*(c.get("/feed.atom") for _ in range(20))))
+
+    try:
+        responses = asyncio.run(burst())
+    finally:
+        ro.dispose()
+    assert [r.status_code for r in responses] == [200] * 20
+    assert len({r.content for r in responses}) == 1
+    assert cache.renders == 1
+
+
+def test_render_cache_stays_within_its_bounds(record: Record, db_url: str) -> None:
+    """The LRU drops the least recently used entries beyond its entry and byte limits, and
+    an entry is only good for its own version."""
+    from daemon.web.cache import CachedResponse, RenderCache
+
+    cache = RenderCache(make_engine(db_url), max_entries=3, max_bytes=10_000)
+    for i in range(5):
+        cache.put(f"k{i}", CachedResponse(7, b"x" * 100, "text/plain", f'"{i}"'))
+    assert cache.get("k0", 7) is None and cache.get("k1", 7) is None
+    assert cache.get("k4", 7) is not None and cache.get("k4", 8) is None
+    cache.put("big", CachedResponse(7, b"x" * 1300, "text/plain", '"b"'))  # > 1/8 of bytes
+    assert cache.get("big", 7) is None
+    cache.engine.dispose()
+    by_size = RenderCache(make_engine(db_url), max_entries=100, max_bytes=1000)
+    for i in range(12):
+        by_size.put(f"k{i}", CachedResponse(1, b"x" * 100, "text/plain", f'"{i}"'))
+    kept = [i for i in range(12) if by_size.get(f"k{i}", 1) is not None]
+    assert kept == list(range(2, 12))
+    by_size.engine.dispose()
+
+
+def test_relative_since_is_never_cached() -> None:
+    """Ages move with the clock; dates and times do not."""
+    from daemon.web.params import relative_since
+
+    assert relative_since("7d") and relative_since("12H") and relative_since(" 30m ")
+    assert not relative_since("2026-02-03") and not relative_since("2026-02-03T16:44:17Z")
+    assert not relative_since(None)

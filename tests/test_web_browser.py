@@ -242,9 +242,12 @@ def test_browser_follows_a_change_to_its_diff_and_runs_no_statement_script(
         window.__violations = [];
         document.addEventListener('securitypolicyviolation',
                                   e => window.__violations.push(e.violatedDirective));
-        document.querySelector('.words').insertAdjacentHTML('beforeend',
-            '<img src="/static/missing.png" onerror="console.log(\\'pwned-injected-img\\')">' +
-            '<a id="jslink" href="javascript:console.log(\\'pwned-injected-link\\')">x</a>');
+        const words = document.querySelector('.words');
+        // the link first, so the broken image below it cannot move it before the click
+        words.insertAdjacentHTML('afterbegin',
+            '<a id="jslink" href="javascript:console.log(\\'pwned-injected-link\\')">x</a> ');
+        words.insertAdjacentHTML('beforeend',
+            '<img src="/static/missing.png" onerror="console.log(\\'pwned-injected-img\\')">');
         const s = document.createElement('script');
         s.textContent = "console.log('pwned-injected-script')";
         document.body.appendChild(s);

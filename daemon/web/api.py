@@ -28,13 +28,13 @@ def _connect(request: Request) -> Any:
     return request.app.state.engine.connect()
 
 
-def api_index(request: Request) -> Response:
+async def api_index(request: Request) -> Response:
     """/api/ : where the endpoints are."""
     return JSON({"openapi": "/api/openapi.json",
                  "endpoints": sorted(p for p in OPENAPI["paths"] if p != "/api/")})
 
 
-def api_openapi(request: Request) -> Response:
+async def api_openapi(request: Request) -> Response:
     return JSON(OPENAPI)
 
 

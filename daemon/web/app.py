@@ -19,6 +19,7 @@ from starlette.routing import Route
 from daemon import query
 from daemon.errors import DatabaseError, NotFound, RedlineError
 from daemon.web import api, pages
+from daemon.web.cache import RenderCache, cached
 from daemon.web.feed import Feed, FeedEntry, render_atom
 from daemon.web.guard import ASGIApp, Guard
 from daemon.web.params import event_filter, href
@@ -61,26 +62,23 @@ def feed(request: Request) -> Response:
         updated=entries[0].updated if entries else dt.datetime.now(dt.UTC),
         entries=entries,
     ))
-    return _cacheable(request, body, "application/atom+xml; charset=utf-8")
+    return Response(body, media_type="application/atom+xml; charset=utf-8")
 
 
-def _cacheable(request: Request, body: bytes, media_type: str,
-               cache_control: str = "no-cache") -> Response:
-    """A response with an ETag; a matching If-None-Match gets 304 (feed readers poll)."""
-    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-    headers = {"etag": etag, "cache-control": cache_control}
+def _static_response(request: Request, body: bytes, media_type: str, etag: str) -> Response:
+    headers = {"etag": etag, "cache-control": "public, max-age=3600"}
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type=media_type, headers=headers)
 
 
-def static(request: Request) -> Response:
+async def static(request: Request) -> Response:
     """/static/{name} : the stylesheet and the icon (no script exists to serve)."""
     found = request.app.state.static.get(request.path_params["name"])
     if found is None:
         raise HTTPException(404)
-    data, ctype, _etag = found
-    return _cacheable(request, data, ctype, "public, max-age=3600")
+    data, ctype, etag = found
+    return _static_response(request, data, ctype, etag)
 
 
 def _status_of(exc: Exception) -> int:
@@ -108,35 +106,40 @@ async def on_error(request: Request, exc: Exception) -> Response:
                         message=message)
 
 
+# cached(): pages that show only what events version (see daemon/web/cache.py); rejected
+# files, deliveries and status change without an event and are always read fresh.
 ROUTES = [
-    Route("/", pages.changes_page, name="changes"),
+    Route("/", cached(pages.changes_page), name="changes"),
     Route("/statements", pages.statement_lookup),
-    Route("/statements/{statement_id:int}", pages.statement_page),
-    Route("/statements/{statement_id:int}/diff", pages.diff_page),
-    Route("/search", pages.search_page),
+    Route("/statements/{statement_id:int}", cached(pages.statement_page)),
+    Route("/statements/{statement_id:int}/diff", cached(pages.diff_page)),
+    Route("/search", cached(pages.search_page)),
     Route("/errors", pages.errors_page),
     Route("/deliveries", pages.deliveries_page),
-    Route("/feed.atom", feed),
+    Route("/feed.atom", cached(feed)),
     Route("/static/{name}", static),
     Route("/api/", api.api_index),
     Route("/api/openapi.json", api.api_openapi),
     Route("/api/status", api.api_status),
     Route("/api/statements", api.api_statement_lookup),
-    Route("/api/statements/{statement_id:int}", api.api_statement),
-    Route("/api/statements/{statement_id:int}/history", api.api_history),
-    Route("/api/statements/{statement_id:int}/diff", api.api_diff),
-    Route("/api/search", api.api_search),
-    Route("/api/events", api.api_events),
+    Route("/api/statements/{statement_id:int}", cached(api.api_statement)),
+    Route("/api/statements/{statement_id:int}/history", cached(api.api_history)),
+    Route("/api/statements/{statement_id:int}/diff", cached(api.api_diff)),
+    Route("/api/search", cached(api.api_search)),
+    Route("/api/events", cached(api.api_events)),
     Route("/api/errors", api.api_errors),
     Route("/api/deliveries", api.api_deliveries),
 ]
 
 
-def create_app(engine: Engine, token: str | None = None) -> ASGIApp:
-    """The whole site over a (read-only) engine; with a token, every request needs it."""
+def create_app(engine: Engine, token: str | None = None, *, cache: bool = True,
+               version_ttl: float = 0.1) -> ASGIApp:
+    """The whole site over a (read-only) engine; with a token, every request needs it.
+    Pages are cached per record version, checked at most every `version_ttl` seconds."""
     handlers: dict[Any, Any] = {RedlineError: on_error, HTTPException: on_error,
                                 sa.exc.OperationalError: on_error}
     app = Starlette(routes=ROUTES, exception_handlers=handlers)
     app.state.engine = engine
     app.state.static = _static_files()
+    app.state.cache = RenderCache(engine, version_ttl) if cache else None
     return Guard(app, token)

@@ -34,6 +34,24 @@ templates = Environment(
 )
 
 
+def when(t: str | None) -> Markup:
+    """A UTC time as `YYYY-MM-DD HH:MM` in a <time> element (— when there is none)."""
+    if not t:
+        return Markup("—")
+    t = str(escape(t))
+    return Markup(f'<time datetime="{t}">{t[:10]} {t[11:16]}</time>')
+
+
+def kind_badge(kind: str) -> Markup:
+    kind = str(escape(kind))
+    return Markup(f'<span class="kind kind-{kind}">{kind}</span>')
+
+
+def fields(names: list[str] | None) -> Markup:
+    """Changed field names as <code> elements."""
+    return Markup(" ").join(Markup("<code>{}</code>").format(n) for n in names or ())
+
+
 def web_link(url: Any) -> bool:
     """Only http(s) URLs from a statement become links (never javascript:, data:, ...)."""
     return isinstance(url, str) and urlsplit(url.strip()).scheme.lower() in ("http", "https")
@@ -62,6 +80,7 @@ def diff_href(statement_id: int, from_rev: int | None, to_rev: int, view: str = 
 
 
 templates.globals.update(href=href, edges=edges, web_link=web_link, diff_href=diff_href,
+                         when=when, kind_badge=kind_badge, fields=fields,
                          kinds=query.KINDS, delivery_statuses=ledger.STATUSES,
                          marked_snippet=marked_snippet)
 

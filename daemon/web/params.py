@@ -46,6 +46,11 @@ def event_filter(params: Mapping[str, str]) -> EventFilter:
                        since_time=since_time)
 
 
+def relative_since(value: str | None) -> bool:
+    """Whether a `since` value is an age (7d, 12h, 30m, 2w) rather than a point in time."""
+    return value is not None and value.strip().lower().endswith(("m", "h", "d", "w"))
+
+
 def int_param(params: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
     """A whole number within [lo, hi]; the default when absent."""
     value = text_param(params, name)

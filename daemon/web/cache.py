@@ -1,0 +1,158 @@
+"""Rendered responses kept until the record changes.
+
+Every change to a statement commits its revision and its event together (SPEC §4), so the
+newest event id is a version of everything the change log, the statement pages, the diffs,
+search and the feed show: a page rendered at version V is right for as long as the newest
+event is still V. One indexed `max(id)` (at most every 0.1 s) replaces a render; a cached
+page also gets an ETag, so a feed reader polling an unchanged feed gets a 304, no body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from daemon.web.params import relative_since
+
+Endpoint = Callable[[Request], Response]
+
+_VERSION = sa.text("SELECT max(id) FROM events")
+
+
+@dataclass(frozen=True)
+class CachedResponse:
+    version: int
+    body: bytes
+    media_type: str
+    etag: str
+
+
+class RenderCache:
+    """A bounded LRU of response bodies keyed by URL, valid for one record version.
+
+    The version is read at most every `version_ttl` seconds (shared by all requests), so
+    under load a cached page costs no database round trip at all and a change shows up
+    within `version_ttl`."""
+
+    def __init__(self, engine: Engine, version_ttl: float = 0.1, max_entries: int = 2048,
+                 max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.engine = engine
+        self.version_ttl = version_ttl
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, CachedResponse] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self._version: tuple[float, int] | None = None  # (read at, version)
+        self._refreshing = False
+        # renders in progress, so that 50 clients asking for a page just after a change
+        # wait for one render instead of doing fifty (only the event loop's thread uses it)
+        self.rendering: dict[tuple[str, int], asyncio.Future[CachedResponse | None]] = {}
+        self.hits = self.misses = self.renders = 0
+
+    def read_version(self) -> int:
+        """The newest event id: it changes with every committed change of the record."""
+        with self.engine.connect() as conn:
+            version = int(conn.execute(_VERSION).scalar() or 0)
+        self._version = (time.monotonic(), version)
+        return version
+
+    async def current_version(self) -> int:
+        """The version read less than `version_ttl` ago; else read it again, once: requests
+        arriving while it is being read use the one before (stale by at most the read)."""
+        known = self._version
+        if known is not None and (self._refreshing or
+                                  time.monotonic() - known[0] < self.version_ttl):
+            return known[1]
+        # only the event loop's thread touches _refreshing: no lock needed
+        self._refreshing = True
+        try:
+            return await run_in_threadpool(self.read_version)
+        finally:
+            self._refreshing = False
+
+    def get(self, key: str, version: int) -> CachedResponse | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is None or found.version != version:
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return found
+
+    def put(self, key: str, entry: CachedResponse) -> None:
+        if len(entry.body) > self.max_bytes // 8:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old.body)
+            self._entries[key] = entry
+            self._bytes += len(entry.body)
+            while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+                _key, dropped = self._entries.popitem(last=False)
+                self._bytes -= len(dropped.body)
+
+
+def _respond(request: Request, entry: CachedResponse) -> Response:
+    headers = {"etag": entry.etag, "cache-control": "no-cache"}
+    if entry.etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return Response(entry.body, media_type=entry.media_type, headers=headers)
+
+
+def cached(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+    """Serve the endpoint's 200 responses from the RenderCache while the record is unchanged
+    (the key includes scheme and host: feeds carry absolute links). A hit is answered on the
+    event loop; the version check and a render run in the thread pool, as sync endpoints do."""
+
+    @functools.wraps(endpoint)
+    async def serve(request: Request) -> Response:
+        cache: RenderCache | None = getattr(request.app.state, "cache", None)
+        if cache is None or relative_since(request.query_params.get("since")):
+            # "since=7d" moves with the clock, not with the record
+            return await run_in_threadpool(endpoint, request)
+        key = str(request.url)
+        version = await cache.current_version()
+        hit = cache.get(key, version)
+        if hit is not None:
+            return _respond(request, hit)
+        pending = cache.rendering.get((key, version))
+        if pending is not None:
+            entry = await asyncio.shield(pending)
+            if entry is not None:
+                return _respond(request, entry)
+            return await run_in_threadpool(endpoint, request)  # it failed there: say why here
+        done: asyncio.Future[CachedResponse | None] = asyncio.get_running_loop().create_future()
+        cache.rendering[(key, version)] = done
+        try:
+            response = await run_in_threadpool(endpoint, request)
+            if response.status_code != 200 or not isinstance(response.body, bytes):
+                return response
+            digest = hashlib.blake2b(response.body, digest_size=12).hexdigest()
+            entry = CachedResponse(version, response.body, response.media_type or
+                                   response.headers.get("content-type", "text/plain"),
+                                   f'"v{version}-{digest}"')
+            cache.put(key, entry)
+            cache.renders += 1
+            done.set_result(entry)
+            return _respond(request, entry)
+        finally:
+            del cache.rendering[(key, version)]
+            if not done.done():
+                done.set_result(None)
+
+    return serve
