@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -820,3 +821,17 @@ def test_relative_since_is_never_cached() -> None:
     assert relative_since("7d") and relative_since("12H") and relative_since(" 30m ")
     assert not relative_since("2026-02-03") and not relative_since("2026-02-03T16:44:17Z")
     assert not relative_since(None)
+
+
+def test_pages_link_the_stylesheet_by_content_hash(client: TestClient) -> None:
+    """The stylesheet URL in pages carries its hash and is cacheable for good; a changed
+    file gets a new URL, so no browser keeps an old style."""
+    page = client.get("/").text
+    m = re.search(r'<link rel="stylesheet" href="(/static/redline\.css\?v=([0-9a-f]{12}))">',
+                  page)
+    assert m, page[:600]
+    css = client.get(m.group(1))
+    assert css.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert hashlib.sha256(css.content).hexdigest()[:12] == m.group(2)
+    assert client.get("/static/redline.css?v=old").headers["cache-control"] == \
+        "public, max-age=3600"

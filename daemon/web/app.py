@@ -4,8 +4,6 @@ place where a RedlineError becomes an HTTP status (404 not found, 400 bad parame
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-from importlib import resources
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,26 +17,13 @@ from starlette.routing import Route
 from daemon import query
 from daemon.errors import DatabaseError, NotFound, RedlineError
 from daemon.web import api, pages
+from daemon.web.assets import ASSETS
 from daemon.web.cache import RenderCache, cached
 from daemon.web.feed import Feed, FeedEntry, render_atom
 from daemon.web.guard import ASGIApp, Guard
 from daemon.web.params import event_filter, href
 
 FEED_SIZE = 50
-_STATIC = {
-    "redline.css": "text/css; charset=utf-8",
-    "favicon.svg": "image/svg+xml",
-}
-
-
-def _static_files() -> dict[str, tuple[bytes, str, str]]:
-    out = {}
-    for name, ctype in _STATIC.items():
-        data = resources.files("daemon.web").joinpath("static", name).read_bytes()
-        out[name] = (data, ctype, '"' + hashlib.sha256(data).hexdigest()[:16] + '"')
-    return out
-
-
 def feed(request: Request) -> Response:
     """/feed.atom[?kind=&tag=&since=] : the newest changes as Atom, each linking its diff."""
     flt = event_filter(request.query_params)
@@ -65,8 +50,10 @@ def feed(request: Request) -> Response:
     return Response(body, media_type="application/atom+xml; charset=utf-8")
 
 
-def _static_response(request: Request, body: bytes, media_type: str, etag: str) -> Response:
-    headers = {"etag": etag, "cache-control": "public, max-age=3600"}
+def _static_response(request: Request, body: bytes, media_type: str, etag: str,
+                     immutable: bool) -> Response:
+    headers = {"etag": etag, "cache-control": "public, max-age=31536000, immutable"
+               if immutable else "public, max-age=3600"}
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type=media_type, headers=headers)
@@ -74,11 +61,12 @@ def _static_response(request: Request, body: bytes, media_type: str, etag: str) 
 
 async def static(request: Request) -> Response:
     """/static/{name} : the stylesheet and the icon (no script exists to serve)."""
-    found = request.app.state.static.get(request.path_params["name"])
-    if found is None:
+    asset = ASSETS.get(request.path_params["name"])
+    if asset is None:
         raise HTTPException(404)
-    data, ctype, etag = found
-    return _static_response(request, data, ctype, etag)
+    # the pages link /static/NAME?v=HASH: that exact content never changes
+    immutable = request.query_params.get("v") == asset.digest
+    return _static_response(request, asset.body, asset.media_type, asset.etag, immutable)
 
 
 def _status_of(exc: Exception) -> int:
@@ -140,6 +128,5 @@ def create_app(engine: Engine, token: str | None = None, *, cache: bool = True,
                                 sa.exc.OperationalError: on_error}
     app = Starlette(routes=ROUTES, exception_handlers=handlers)
     app.state.engine = engine
-    app.state.static = _static_files()
     app.state.cache = RenderCache(engine, version_ttl) if cache else None
     return Guard(app, token)

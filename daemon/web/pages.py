@@ -15,6 +15,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from daemon import query
 from daemon.errors import UsageError
 from daemon.notify import ledger
+from daemon.web.assets import asset_href
 from daemon.web.diffview import side_by_side
 from daemon.web.params import (
     PAGE_SIZE,
@@ -80,7 +81,7 @@ def diff_href(statement_id: int, from_rev: int | None, to_rev: int, view: str = 
 
 
 templates.globals.update(href=href, edges=edges, web_link=web_link, diff_href=diff_href,
-                         when=when, kind_badge=kind_badge, fields=fields,
+                         when=when, kind_badge=kind_badge, fields=fields, asset_href=asset_href,
                          kinds=query.KINDS, delivery_statuses=ledger.STATUSES,
                          marked_snippet=marked_snippet)
 
