@@ -694,6 +694,9 @@ def test_redline_serve_runs_tells_systemd_and_stops_on_sigterm(
         assert r.status_code == 200 and r.json()["statements"]["total"] > 30
         assert "server" not in r.headers
         assert httpx.post(served.base + "/", timeout=10).status_code == 405
+        head = httpx.head(served.base + "/", timeout=10)
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-security-policy"].startswith("default-src 'none'")
         served.proc.send_signal(signal.SIGTERM)
         assert served.notifications(10).startswith("STOPPING=1")
     finally:
@@ -835,3 +838,27 @@ def test_pages_link_the_stylesheet_by_content_hash(client: TestClient) -> None:
     assert hashlib.sha256(css.content).hexdigest()[:12] == m.group(2)
     assert client.get("/static/redline.css?v=old").headers["cache-control"] == \
         "public, max-age=3600"
+
+
+def test_unreachable_database_is_a_503_with_one_line(pg_url: str) -> None:
+    """A database that cannot be reached answers 503 with a readable line, not a trace."""
+    gone = make_engine(_sibling_database(pg_url, "gone"))  # a database that does not exist
+    try:
+        with TestClient(create_app(gone)) as c:
+            page = c.get("/")
+            api = c.get("/api/events")
+    finally:
+        gone.dispose()
+    assert page.status_code == 503 and "Database unavailable" in page.text
+    assert "Traceback" not in page.text
+    assert api.status_code == 503
+    assert api.json() == {"error": "the database is not reachable right now; try again "
+                                   "shortly"}
+
+
+def test_loopback_addresses() -> None:
+    """Only loopback binds count as private (a non-loopback bind without a token warns)."""
+    from daemon.web.server import is_loopback
+
+    assert all(is_loopback(h) for h in ("127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.5", "example.org"))
