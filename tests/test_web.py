@@ -862,3 +862,34 @@ def test_loopback_addresses() -> None:
 
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.5", "example.org"))
+
+
+@pytest.mark.corpus
+@pytest.mark.slow
+def test_every_change_of_the_shared_corpus_has_a_diff_page_marking_its_words(
+        engine: sa.Engine, corpus: Path, db_url: str, tmp_path: Path) -> None:
+    """Over every real chain of ../shared/corpus/revisions: each change's diff page answers,
+    marks insertions exactly when words were added and deletions exactly when words were
+    removed, and the feed of the newest changes is valid Atom."""
+    build_record(engine, corpus, tmp_path)
+    events = sql(engine, """SELECT statement_id, from_revision, to_revision, words_added,
+                                   words_removed, kind FROM change_log""")
+    assert len(events) > 700
+    ro = read_only_engine(db_url)
+    try:
+        with TestClient(create_app(ro)) as c:
+            for e in events:
+                if e.from_revision is None:
+                    continue  # first revisions: the sample tests cover them
+                url = f"/statements/{e.statement_id}/diff?from={e.from_revision}&" \
+                      f"to={e.to_revision}"
+                r = c.get(url)
+                assert r.status_code == 200, url
+                words = r.text[r.text.index('<div class="words text">'):]
+                words = words[:words.index("</div>")]
+                assert ("<ins>" in words) == (e.words_added > 0), (url, e)
+                assert ("<del>" in words) == (e.words_removed > 0), (url, e)
+            parsed = feedparser.parse(c.get("/feed.atom").content)
+            assert parsed.bozo == 0 and len(parsed.entries) == 50
+    finally:
+        ro.dispose()
