@@ -139,7 +139,9 @@ def pick_diff(db: Path) -> tuple[str, int]:
             SELECT c.statement_id, c.from_revision, c.to_revision, length(r.body_text) AS n
             FROM change_log c JOIN statement_revisions r
               ON r.statement_id = c.statement_id AND r.revision_number = c.to_revision
-            WHERE c.kind = 'revised' AND c.from_revision IS NOT NULL ORDER BY n""")).all()
+            WHERE c.kind = 'revised' AND c.from_revision IS NOT NULL
+              AND c.source_url NOT LIKE '%/churn/%'  -- the churn writer's statement
+            ORDER BY n, c.event_id""")).all()
     engine.dispose()
     sid, frm, to, n = rows[len(rows) // 2]
     return f"/statements/{sid}/diff?from={frm}&to={to}", int(n)
