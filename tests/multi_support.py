@@ -1,0 +1,246 @@
+"""What the multi-instance tests share: real `redline run` processes, real statement files
+written the way editors write them, and reads of the shared record through the SPEC views."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from notify_support import edit_one_word
+
+from daemon.store.engine import make_engine
+
+SOURCE_URL = re.compile(r"^source_url: *(.*?) *$", re.M)
+
+
+class DaemonProcess:
+    """One `redline run` subprocess (NOTIFY_SOCKET unset), its JSON log lines collected."""
+
+    def __init__(self, cfg: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "--config", str(cfg), "run"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The log records with this `event` name (lines that are not JSON are skipped)."""
+        found = []
+        for line in list(self.lines):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("event") == name:
+                found.append(record)
+        return found
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait (bounded) for the `ready` log line; fail at once if the process exits."""
+        wait_for(lambda: bool(self.events("ready")) or not self.alive(), timeout,
+                 "the daemon to be ready")
+        assert self.alive(), f"redline run exited with {self.proc.returncode}:\n{self.tail()}"
+
+    def terminate(self) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """The exit status, or None if the process is still running after `timeout`."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self) -> None:
+        """SIGKILL if still running (the tests' `finally`), then reap."""
+        if self.alive():
+            self.proc.kill()
+        self.proc.wait(10)
+        self._reader.join(5)
+
+    def tail(self, n: int = 30) -> str:
+        return "".join(self.lines[-n:])
+
+
+def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.1) -> None:
+    """Poll `predicate` every `every` seconds until it is true, at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        pause.wait(every)
+
+
+def distinct_statements(sample: Path, n: int) -> list[tuple[str, str]]:
+    """`n` real statement files of the sample as (file name, text), each with its own
+    source_url: the sample's files with distinct URLs, then the same files again under a
+    `?copy=K` URL (a real URL variant a scraper could produce) until there are `n`."""
+    by_url: dict[str, tuple[str, str]] = {}
+    for p in sorted((sample / "current").rglob("*.md")):
+        text = p.read_text(encoding="utf-8")
+        m = SOURCE_URL.search(text)
+        assert m is not None, p
+        by_url.setdefault(m.group(1), (p.name, text))
+    originals = list(by_url.values())
+    out: list[tuple[str, str]] = []
+    for i in range(n):
+        name, text = originals[i % len(originals)]
+        copy = i // len(originals)
+        if copy:
+            text = SOURCE_URL.sub(lambda m, k=copy: f"source_url: {m.group(1)}?copy={k}",
+                                  text, count=1)
+        out.append((f"{i:03d}-{name}", text))
+    return out
+
+
+def write_like_an_editor(path: Path, text: str) -> None:
+    """Write a hidden temp file next to `path`, flush it to disk, rename it over `path`."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def one_word_changed(text: str, scratch: Path) -> str | None:
+    """`text` with one word a reader sees replaced (via a scratch file outside the watched
+    folders), or None when the statement has no such word."""
+    scratch.write_text(text, encoding="utf-8")
+    try:
+        edit_one_word(scratch)
+    except AssertionError:
+        return None
+    return scratch.read_text(encoding="utf-8")
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def disk_state(folders: list[Path]) -> dict[str, str]:
+    """Every statement file under the folders (hidden temp files excluded) and its SHA-256."""
+    return {str(p): sha256_of(p) for f in folders for p in f.rglob("*.md")
+            if not p.name.startswith(".")}
+
+
+def recorded_files(engine: sa.Engine) -> dict[str, str]:
+    """What the record says each file holds: path -> SHA-256."""
+    with engine.connect() as conn:
+        return dict(conn.execute(sa.text("SELECT path, file_sha256 FROM files")).all())
+
+
+def settled(engine: sa.Engine, folders: list[Path]) -> bool:
+    """Every file on disk is in the record with its current bytes, and nothing else is."""
+    return recorded_files(engine) == disk_state(folders)
+
+
+def revision_numbers(engine: sa.Engine) -> dict[str, list[int]]:
+    """source_url -> its revision numbers in order (statement_revisions)."""
+    out: dict[str, list[int]] = {}
+    with engine.connect() as conn:
+        for url, n in conn.execute(sa.text(
+                "SELECT c.source_url, r.revision_number FROM statement_revisions r "
+                "JOIN current_statements c ON c.statement_id = r.statement_id "
+                "ORDER BY c.source_url, r.revision_number")):
+            out.setdefault(url, []).append(n)
+    return out
+
+
+def revision_kinds(engine: sa.Engine) -> dict[str, list[str]]:
+    """source_url -> the kinds of its revisions in order."""
+    out: dict[str, list[str]] = {}
+    with engine.connect() as conn:
+        for url, kind in conn.execute(sa.text(
+                "SELECT c.source_url, r.kind FROM statement_revisions r "
+                "JOIN current_statements c ON c.statement_id = r.statement_id "
+                "ORDER BY c.source_url, r.revision_number")):
+            out.setdefault(url, []).append(kind)
+    return out
+
+
+def events_per_revision(engine: sa.Engine) -> Counter[tuple[int, int]]:
+    """(statement_id, to_revision) -> how many change_log events name it."""
+    with engine.connect() as conn:
+        return Counter((sid, rev) for sid, rev in conn.execute(sa.text(
+            "SELECT statement_id, to_revision FROM change_log")))
+
+
+def revision_keys(engine: sa.Engine) -> set[tuple[int, int]]:
+    with engine.connect() as conn:
+        return {(sid, n) for sid, n in conn.execute(sa.text(
+            "SELECT statement_id, revision_number FROM statement_revisions"))}
+
+
+def delivery_statuses(engine: sa.Engine, channel: str) -> dict[int, str]:
+    """event_id -> delivery status for one channel (delivery_status view)."""
+    with engine.connect() as conn:
+        return dict(conn.execute(sa.text(
+            "SELECT event_id, status FROM delivery_status WHERE channel = :c"),
+            {"c": channel}).all())
+
+
+def event_ids(engine: sa.Engine) -> list[int]:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.text("SELECT event_id FROM change_log")).scalars())
+
+
+TEST_APP = "redline-test"  # application_name of the tests' own connections
+
+
+def observer_engine(url: str, **kwargs: Any) -> sa.Engine:
+    """An engine for the test's own reads and kills, its connections marked as the test's."""
+    return make_engine(url, connect_args={"application_name": TEST_APP}, **kwargs)
+
+
+def daemon_backends(admin: sa.Engine) -> int:
+    """How many connections to this database are not the test's own (the daemons')."""
+    with admin.connect() as conn:
+        return int(conn.execute(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name <> :app"), {"app": TEST_APP}).scalar_one())
+
+
+def terminate_backends(admin: sa.Engine, timeout: float = 10.0) -> int:
+    """Wait (bounded) until a daemon holds a connection, then kill every connection to the
+    database but the test's own, as the issue's SQL does; how many were killed."""
+    wait_for(lambda: daemon_backends(admin) > 0, timeout, "a daemon connection to kill",
+             every=0.01)
+    with admin.connect() as conn:
+        return len(conn.execute(sa.text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND application_name <> :app"), {"app": TEST_APP}).all())
+
+
+def waiting_on_a_lock(admin: sa.Engine, query_part: str) -> bool:
+    """A daemon connection running a query containing `query_part` waits on a lock."""
+    with admin.connect() as conn:
+        return bool(conn.execute(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name <> :app AND wait_event_type = 'Lock' "
+            "AND strpos(query, :part) > 0"),
+            {"app": TEST_APP, "part": query_part}).scalar_one())
