@@ -225,9 +225,6 @@ def test_connection_kills_during_a_burst_lose_and_duplicate_nothing(
     assert stopped[1] < STOP_SECONDS
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "daemon/notify/dispatch.py _one_batch: rows claimed before _load_bodies/send fail on a "
-    "dropped connection keep their claim for the whole lease (timeout_seconds * 25 + 60 s)"))
 def test_delivery_claimed_when_the_connection_drops_is_sent_soon_after(
         pg_url: str, sample: Path, tmp_path: Path) -> None:
     """The dispatcher's connection is killed after it claimed a due delivery and while it

@@ -187,11 +187,19 @@ class Dispatcher:
             claimed = ledger.claim(conn, ch.name, self.instance_id, now, lease, self.batch_size)
         if not claimed:
             return False
-        sender = self._sender(ch)
-        bodies = self._load_bodies([c.event_id for c in claimed])
         delivered: list[int] = []
         try:
+            sender = self._sender(ch)
+            bodies = self._load_bodies([c.event_id for c in claimed])
             return self._send_batch(ch, sender, claimed, bodies, delivered)
+        except Exception:
+            # e.g. the database connection dropped after the claim: hand the rows not yet
+            # delivered back at once instead of leaving them claimed for the whole lease
+            try:
+                self._release([c for c in claimed if c.id not in delivered])
+            except Exception:  # noqa: BLE001 - the lease expiry still frees them
+                log.warning("release_failed", channel=ch.name)
+            raise
         finally:
             # recorded once per batch: a crash before this line re-sends at most one batch,
             # with the same delivery ids (at least once)
