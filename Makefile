@@ -28,8 +28,13 @@ run: $(STAMP)
 test: $(TSTAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+## make bench: every benchmark in bench/ (each prints ratios to a baseline of the same run)
 bench: $(TSTAMP)
 	$(PY) bench/ingest.py
+	$(PY) bench/postgres.py
+	$(PY) bench/latency.py
+	$(PY) bench/notify.py
+	$(PY) bench/web.py
 
 clean:
 	rm -rf $(VENV) redline.db redline.db-wal redline.db-shm events.jsonl
