@@ -9,46 +9,73 @@ from typing import IO
 
 import structlog
 
-_SHARED = [
+_SHARED: list[structlog.types.Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
 ]
 
+# Library loggers and the most they may say, whatever the configured level: their info
+# lines (every scheduled run, every SQL statement) would drown ours. watchdog stays at
+# WARNING even when we log only errors: its overflow warnings trigger a reconcile
+# (daemon.watch.OverflowSignal listens on its logger).
+_LIBRARIES = {
+    "watchdog": logging.WARNING,
+    "apscheduler": logging.WARNING,
+    "sqlalchemy": logging.WARNING,
+    "alembic": logging.INFO,
+    "httpx": logging.WARNING,
+    "httpcore": logging.WARNING,
+}
+
+
+def use_json(fmt: str, stream: IO[str]) -> bool:
+    """`auto` means JSON unless the stream is a terminal (systemd, pipes, files)."""
+    return fmt == "json" or (fmt == "auto" and not _isatty(stream))
+
 
 def configure_logging(level: str = "info", fmt: str = "auto", stream: IO[str] | None = None
                       ) -> None:
-    """Configure structlog and the stdlib root logger once; safe to call again (reload)."""
+    """Configure structlog and the stdlib root logger; safe to call again (reload)."""
     stream = stream or sys.stdout
-    use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
-    renderer = (structlog.processors.JSONRenderer() if use_json
-                else structlog.dev.ConsoleRenderer(colors=stream.isatty()))
+    level_no = logging.getLevelName(level.upper())
+    as_json = use_json(fmt, stream)
+    renderer: structlog.types.Processor
+    if as_json:
+        renderer = structlog.processors.JSONRenderer(sort_keys=False, default=str)
+        final: list[structlog.types.Processor] = [structlog.processors.format_exc_info,
+                                                  renderer]
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=_isatty(stream))
+        final = [renderer]  # it renders exceptions itself
     structlog.configure(
-        processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[structlog.stdlib.filter_by_level, *_SHARED,
+                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_SHARED,
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
     )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
+    handler.setLevel(level_no)
     root = logging.getLogger()
     for old in list(root.handlers):
         if getattr(old, "_redline", False):
             root.removeHandler(old)
     handler._redline = True  # type: ignore[attr-defined]
     root.addHandler(handler)
-    root.setLevel(level.upper())
-    # chatty libraries: their warnings matter, their info lines do not
-    for name in ("watchdog", "apscheduler", "sqlalchemy.engine", "alembic", "httpx"):
-        logging.getLogger(name).setLevel(max(logging.getLevelName(level.upper()),
-                                             logging.WARNING if name != "alembic" else
-                                             logging.INFO))
+    root.setLevel(level_no)
+    for name, most in _LIBRARIES.items():
+        logging.getLogger(name).setLevel(max(level_no, most) if name != "watchdog" else most)
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

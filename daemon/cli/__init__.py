@@ -14,6 +14,7 @@ from daemon import __version__
 from daemon.cli.app import App, RedlineGroup, run_cli
 from daemon.cli.db import db
 from daemon.cli.ingest import config_group, ingest
+from daemon.cli.run import run
 from daemon.cli.notify import deliveries_cmd, notify_group
 from daemon.cli.read import diff, errors, events, history, search, status
 from daemon.cli.serve import serve
@@ -37,6 +38,7 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 cli.add_command(ingest)
 cli.add_command(db)
 cli.add_command(config_group)
+cli.add_command(run)
 cli.add_command(status)
 cli.add_command(history)
 cli.add_command(diff)

@@ -1,0 +1,35 @@
+"""`redline run`: the daemon in the foreground (what systemd runs)."""
+
+from __future__ import annotations
+
+import click
+
+from daemon.cli.app import App
+from daemon.config import Config, LogConfig, find_config_path, load_config
+from daemon.logs import configure_logging
+
+
+@click.command("run")
+@click.pass_obj
+def run(app: App) -> None:
+    """Run the daemon in the foreground: watch the folders, ingest every change, deliver
+    notifications and run the scheduled jobs, until SIGTERM or Ctrl-C.
+
+    On start it migrates the database and ingests whatever changed while it was stopped
+    before it reports READY=1 to systemd. SIGHUP re-reads the configuration (an invalid
+    file keeps the running one). Logs are JSON lines on stdout unless stdout is a terminal.
+
+    \b
+    Example:
+      redline --config config.toml run
+      systemctl reload redline        # sends SIGHUP
+    """
+    from daemon.service import run_daemon
+
+    def load() -> Config:
+        return load_config(find_config_path(app.config_path, app.environ), app.environ)
+
+    def logs(cfg: LogConfig) -> None:
+        configure_logging(cfg.level, cfg.format)
+
+    click.get_current_context().exit(run_daemon(load, logs, app.environ))

@@ -1,0 +1,399 @@
+"""The daemon's scheduled jobs on one APScheduler 3 BackgroundScheduler.
+
+Jobs are defined in code and live in the memory job store (a job store must never be
+shared between processes); work shared by several instances is coordinated in the database
+by the jobs themselves. Every job has explicit misfire, coalescing and instance settings,
+and a failing job logs and runs again at its next time: it never stops the daemon.
+
+- reconcile    every `schedule.reconcile_minutes`: asks the live worker for a full rescan
+- dispatch     every `schedule.dispatch_seconds`, and at once when events commit
+- digest       on `schedule.digest_cron` in `schedule.timezone` (and once at start, to
+               catch a period that ended while the daemon was down)
+- housekeeping every 10 minutes: SQLite WAL checkpoint and `PRAGMA optimize`, old heartbeats
+- heartbeat    every 15 seconds: this instance's row in `heartbeats`
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+import structlog
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.engine import Engine
+
+from daemon.config import Config, ScheduleConfig
+from daemon.store.schema import heartbeats
+
+log = structlog.get_logger(__name__)
+
+HOUSEKEEPING_MINUTES = 10.0
+HEARTBEAT_SECONDS = 15.0
+HEARTBEAT_KEEP = dt.timedelta(days=7)  # rows of instances gone longer are deleted
+DISPATCH_ROUNDS = 50  # a dispatch run repeats while wakes keep arriving, up to this
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# ---- triggers: pure functions of the configuration ----------------------------------------
+
+def reconcile_trigger(schedule: ScheduleConfig) -> IntervalTrigger:
+    return IntervalTrigger(seconds=schedule.reconcile_minutes * 60,
+                           timezone=ZoneInfo(schedule.timezone))
+
+
+def dispatch_trigger(schedule: ScheduleConfig) -> IntervalTrigger:
+    return IntervalTrigger(seconds=schedule.dispatch_seconds, timezone=ZoneInfo(schedule.timezone))
+
+
+def digest_trigger(schedule: ScheduleConfig) -> CronTrigger:
+    return crontab_trigger(schedule.digest_cron, schedule.timezone)
+
+
+_CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def crontab_trigger(expr: str, timezone: str) -> CronTrigger:
+    """A CronTrigger that reads `expr` as crontab(5) does. APScheduler 3's from_crontab
+    takes day-of-week 0 as Monday (its issue #286), so `1-5` would mean Tuesday to
+    Saturday; here the weekday field is translated to day names first."""
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ValueError(f"Wrong number of fields; got {len(fields)}, expected 5")
+    minute, hour, day, month, dow = fields
+    return CronTrigger(minute=minute, hour=hour, day=day, month=month,
+                       day_of_week=_crontab_weekdays(dow), timezone=ZoneInfo(timezone))
+
+
+def _crontab_weekdays(field: str) -> str:
+    """crontab's day-of-week field (0 or 7 = Sunday, names allowed) -> day names."""
+    if field in ("*", "?"):
+        return "*"
+    days: set[int] = set()
+    for item in field.lower().split(","):
+        rng, _, step_text = item.partition("/")
+        step = int(step_text) if step_text else 1
+        if step < 1:
+            raise ValueError(f"bad step in day-of-week {field!r}")
+        if rng == "*":
+            first, last = 0, 6
+        else:
+            a, _, b = rng.partition("-")
+            first = _crontab_day(a)
+            last = _crontab_day(b) if b else (6 if step_text else first)
+            if b and last == 0 and first > 0:
+                last = 7  # "5-0" / "fri-sun": up to Sunday
+            if last < first:
+                raise ValueError(f"day-of-week range {rng!r} runs backwards")
+        days.update(d % 7 for d in range(first, last + 1, step))
+    return ",".join(_CRON_DAYS[d] for d in sorted(days))
+
+
+def _crontab_day(text: str) -> int:
+    if text in _CRON_DAYS:
+        return _CRON_DAYS.index(text)
+    value = int(text)
+    if not 0 <= value <= 7:
+        raise ValueError(f"day of week {value} is out of range 0-7")
+    return value
+
+
+def housekeeping_trigger(schedule: ScheduleConfig) -> IntervalTrigger:
+    return IntervalTrigger(minutes=HOUSEKEEPING_MINUTES, timezone=ZoneInfo(schedule.timezone))
+
+
+def heartbeat_trigger(schedule: ScheduleConfig) -> IntervalTrigger:
+    return IntervalTrigger(seconds=HEARTBEAT_SECONDS, timezone=ZoneInfo(schedule.timezone))
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """How one job is scheduled; APScheduler's defaults (a 1 s misfire grace) are never
+    relied on."""
+
+    trigger: Callable[[ScheduleConfig], BaseTrigger]
+    misfire_grace_time: int | None  # seconds late a run may still start; None: any
+    coalesce: bool = True  # several missed runs become one
+    max_instances: int = 1
+    run_at_start: bool = False
+
+
+JOB_SPECS: dict[str, JobSpec] = {
+    # a late rescan is still worth doing; the next one is an interval away anyway
+    "reconcile": JobSpec(reconcile_trigger, misfire_grace_time=None),
+    # deliveries are due however late we are; runs that pile up collapse into one
+    "dispatch": JobSpec(dispatch_trigger, misfire_grace_time=None, run_at_start=True),
+    # the runner keeps its watermark in the database, so a late or extra run is harmless
+    "digest": JobSpec(digest_trigger, misfire_grace_time=None, run_at_start=True),
+    "housekeeping": JobSpec(housekeeping_trigger, misfire_grace_time=int(
+        HOUSEKEEPING_MINUTES * 60)),
+    "heartbeat": JobSpec(heartbeat_trigger, misfire_grace_time=int(HEARTBEAT_SECONDS)),
+}
+
+
+# ---- job bodies: plain functions over an engine ------------------------------------------
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """One instance's row in `heartbeats`, read by `redline status`."""
+
+    instance: str
+    hostname: str
+    pid: int
+    started_at: dt.datetime
+    seen_at: dt.datetime
+    watching: bool
+    status: str
+
+
+def write_heartbeat(engine: Engine, beat: Heartbeat) -> None:
+    """Insert or refresh this instance's heartbeat row."""
+    values = dict(hostname=beat.hostname, pid=beat.pid, started_at=beat.started_at,
+                  seen_at=beat.seen_at, watching=beat.watching, status=beat.status[:2000])
+    with engine.begin() as conn:
+        updated = conn.execute(heartbeats.update().where(heartbeats.c.instance == beat.instance)
+                               .values(**values))
+        if updated.rowcount == 0:
+            conn.execute(heartbeats.insert().values(instance=beat.instance, **values))
+
+
+def housekeep(engine: Engine, now: dt.datetime) -> dict[str, Any]:
+    """Delete heartbeats of long-gone instances; on SQLite, checkpoint and truncate the WAL
+    and let SQLite refresh its statistics. PostgreSQL's autovacuum needs no help."""
+    with engine.begin() as conn:
+        removed = conn.execute(heartbeats.delete().where(
+            heartbeats.c.seen_at < now - HEARTBEAT_KEEP)).rowcount
+    result: dict[str, Any] = {"heartbeats_removed": removed}
+    if engine.dialect.name == "sqlite":
+        raw = engine.raw_connection()
+        try:
+            # outside any transaction: a checkpoint cannot run inside one
+            cur = raw.driver_connection.cursor()  # type: ignore[union-attr]
+            busy, wal_frames, moved = cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            cur.execute("PRAGMA optimize")
+            cur.close()
+        finally:
+            raw.close()
+        result.update(checkpoint_busy=bool(busy), wal_frames=wal_frames, checkpointed=moved)
+    return result
+
+
+class DispatchRunner(Protocol):
+    def dispatch_due(self) -> int: ...
+
+
+class DigestRunnerLike(Protocol):
+    def run_due(self) -> int: ...
+
+
+def default_dispatch(engine: Engine, config: Config, clock: Callable[[], dt.datetime],
+                     instance_id: str) -> DispatchRunner | None:
+    """daemon.notify.dispatch.Dispatcher, or None if that module is not there."""
+    try:
+        from daemon.notify.dispatch import Dispatcher
+    except ModuleNotFoundError as exc:
+        if exc.name != "daemon.notify.dispatch":
+            raise
+        return None
+    return Dispatcher(engine, config, clock=clock, instance_id=instance_id)
+
+
+def default_digest(engine: Engine, config: Config, clock: Callable[[], dt.datetime],
+                   instance_id: str) -> DigestRunnerLike | None:
+    """daemon.notify.digest.DigestRunner, or None if that module is not there."""
+    try:
+        from daemon.notify.digest import DigestRunner
+    except ModuleNotFoundError as exc:
+        if exc.name != "daemon.notify.digest":
+            raise
+        return None
+    return DigestRunner(engine, config, clock=clock)
+
+
+RunnerFactory = Callable[[Engine, Config, Callable[[], dt.datetime], str], Any]
+
+
+def _close(runner: Any, timeout: float) -> None:
+    """Let a runner finish its in-flight work (Dispatcher.close), if it has a close()."""
+    close = getattr(runner, "close", None)
+    if close is None:
+        return
+    try:
+        close(timeout)
+    except Exception:  # noqa: BLE001 - closing is best effort
+        log.warning("runner_close_failed", exc_info=True)
+
+
+class Jobs:
+    """The scheduler and its five jobs. `start(paused=True)` sets everything up without
+    running anything (for tests); `wake_dispatch()` runs the dispatch job now."""
+
+    def __init__(self, config: Config, engine: Engine, *, instance_id: str,
+                 request_reconcile: Callable[[str], None],
+                 heartbeat: Callable[[], Heartbeat],
+                 dispatch_factory: RunnerFactory = default_dispatch,
+                 digest_factory: RunnerFactory = default_digest,
+                 clock: Callable[[], dt.datetime] = utcnow) -> None:
+        self.config = config
+        self.engine = engine
+        self.instance_id = instance_id
+        self._request_reconcile = request_reconcile
+        self._heartbeat = heartbeat
+        self._dispatch_factory = dispatch_factory
+        self._digest_factory = digest_factory
+        self.clock = clock
+        self.dispatch: DispatchRunner | None = None
+        self.digest: DigestRunnerLike | None = None
+        self._build_runners(config)
+        self._wake = threading.Event()
+        self._running = 0
+        self._idle = threading.Condition()
+        self.failures: dict[str, int] = {}
+        self.last_error: dict[str, str] = {}
+        self.scheduler = BackgroundScheduler(timezone=ZoneInfo(config.schedule.timezone))
+        self.scheduler.add_listener(self._on_max_instances, EVENT_JOB_MAX_INSTANCES)
+        self.bodies: dict[str, Callable[[], Any]] = {
+            "reconcile": self.run_reconcile,
+            "dispatch": self.run_dispatch,
+            "digest": self.run_digest,
+            "housekeeping": self.run_housekeeping,
+            "heartbeat": self.run_heartbeat,
+        }
+
+    def _build_runners(self, config: Config) -> None:
+        old = self.dispatch
+        args = (self.engine, config, self.clock, self.instance_id)
+        self.dispatch = self._dispatch_factory(*args)
+        self.digest = self._digest_factory(*args)
+        if self.dispatch is None or self.digest is None:
+            log.warning("notifications_unavailable",
+                        detail="daemon.notify.dispatch/digest are not installed; "
+                               "deliveries stay pending")
+        if old is not None:
+            _close(old, 0)
+
+    # ---- lifecycle ----------------------------------------------------------------------
+
+    def start(self, paused: bool = False) -> None:
+        now = dt.datetime.now(ZoneInfo(self.config.schedule.timezone))
+        for name, spec in JOB_SPECS.items():
+            extra = {"next_run_time": now} if spec.run_at_start else {}
+            self.scheduler.add_job(
+                self._guarded(name), spec.trigger(self.config.schedule), id=name, name=name,
+                misfire_grace_time=spec.misfire_grace_time, coalesce=spec.coalesce,
+                max_instances=spec.max_instances, replace_existing=True, **extra)
+        self.scheduler.start(paused=paused)
+
+    def reload(self, config: Config) -> None:
+        """New triggers and runners for a reloaded configuration."""
+        self._build_runners(config)
+        if config.schedule.timezone != self.config.schedule.timezone:
+            log.warning("reload_timezone_ignored",
+                        detail="schedule.timezone changes the scheduler's zone only at restart;"
+                               " the digest trigger uses the new zone now")
+        self.config = config
+        for name, spec in JOB_SPECS.items():
+            self.scheduler.reschedule_job(name, trigger=spec.trigger(config.schedule))
+
+    @property
+    def running(self) -> bool:
+        return bool(self.scheduler.running)
+
+    def shutdown(self, timeout: float) -> bool:
+        """Stop scheduling; wait up to `timeout` for running jobs. True if none is left."""
+        deadline = time.monotonic() + timeout
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        with self._idle:
+            done = self._idle.wait_for(lambda: self._running == 0, timeout)
+        _close(self.dispatch, max(0.0, deadline - time.monotonic()))
+        return done
+
+    # ---- dispatch wake-up -----------------------------------------------------------------
+
+    def wake_dispatch(self) -> None:
+        """Events committed: run the dispatch job now instead of at its next interval."""
+        self._wake.set()
+        self._run_soon("dispatch")
+
+    def _run_soon(self, job_id: str, delay: float = 0.0) -> None:
+        if not self.scheduler.running:
+            return
+        when = dt.datetime.now(ZoneInfo(self.config.schedule.timezone)) + dt.timedelta(
+            seconds=delay)
+        try:
+            self.scheduler.modify_job(job_id, next_run_time=when)
+        except JobLookupError:
+            pass
+
+    def _on_max_instances(self, event: JobExecutionEvent) -> None:
+        # A wake that arrived while the job was finishing would wait a whole interval.
+        if event.job_id == "dispatch" and self._wake.is_set():
+            self._run_soon("dispatch", 0.05)
+
+    # ---- the job bodies ---------------------------------------------------------------------
+
+    def run_reconcile(self) -> None:
+        self._request_reconcile("scheduled")
+
+    def run_dispatch(self) -> int:
+        if self.dispatch is None:
+            return 0
+        total = 0
+        for _ in range(DISPATCH_ROUNDS):
+            self._wake.clear()
+            total += self.dispatch.dispatch_due()
+            if not self._wake.is_set():
+                break
+        return total
+
+    def run_digest(self) -> int:
+        return self.digest.run_due() if self.digest is not None else 0
+
+    def run_housekeeping(self) -> dict[str, Any]:
+        result = housekeep(self.engine, self.clock())
+        log.debug("housekeeping", **result)
+        return result
+
+    def run_heartbeat(self) -> None:
+        write_heartbeat(self.engine, self._heartbeat())
+
+    def _guarded(self, name: str) -> Callable[[], None]:
+        def job() -> None:
+            with self._idle:
+                self._running += 1
+            try:
+                self.bodies[name]()
+                if self.last_error.pop(name, None) is not None:
+                    log.info("job_recovered", job=name)
+            except sa.exc.OperationalError as exc:
+                self._failed(name, f"database: {str(exc.orig).strip().splitlines()[0]}")
+            except Exception as exc:  # noqa: BLE001 - a job must never take the daemon down
+                log.exception("job_failed", job=name)
+                self._failed(name, f"{type(exc).__name__}: {exc}", logged=True)
+            finally:
+                with self._idle:
+                    self._running -= 1
+                    self._idle.notify_all()
+
+        job.__name__ = f"redline_{name}"
+        return job
+
+    def _failed(self, name: str, error: str, logged: bool = False) -> None:
+        self.failures[name] = self.failures.get(name, 0) + 1
+        self.last_error[name] = error
+        if not logged:
+            log.error("job_failed", job=name, error=error, detail="it runs again at its next time")

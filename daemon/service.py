@@ -1,0 +1,605 @@
+"""The daemon's life: start-up order, the live worker, signals, reload and stop.
+
+Start-up: migrate, start the watcher (collecting events), reconcile what changed while we
+were down, start the worker and the scheduler, and only then READY=1. The worker is the
+one thread that writes live changes: it takes settled paths from the watcher and calls the
+same `Ingestor` as `redline ingest`; reconciles run on it too, so a rescan and a live move
+never interleave. The main thread handles signals (as requests), polls for missing watched
+folders and dead watches, and keeps systemd's STATUS= line current.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+
+from daemon.config import Config, LogConfig
+from daemon.errors import DatabaseError, RedlineError
+from daemon.files import walk
+from daemon.ingest import IngestCounts, Ingestor
+from daemon.jobs import Heartbeat, Jobs, RunnerFactory, default_digest, default_dispatch
+from daemon.notify.outbox import DeliveryOutbox
+from daemon.store import migrate
+from daemon.store.engine import make_engine
+from daemon.store.schema import events, files, heartbeats
+from daemon.systemd import SystemdNotifier, Watchdog
+from daemon.watch import Batch, FolderWatcher, PathCollector, inotify_limits, make_observer
+
+log = structlog.get_logger(__name__)
+
+TICK = 1.0  # the main loop's period: root polling, health, STATUS
+CHUNK = 500  # paths per process_paths call: the worker stays responsive to stop
+STARTUP_DB_WAIT = 60.0  # seconds to wait for an unreachable database at start
+MAX_BACKOFF = 30.0
+STOP_BUDGET = 8.0  # SIGTERM to exit, leaving systemd's 10 s some headroom
+# A deletion waits until it is GONE_SETTLE old and the watcher is quiet (watchdog holds
+# every event for 0.5 s while it tries to pair a rename's two halves), at most GONE_GRACE.
+GONE_SETTLE = 1.0
+GONE_GRACE = 5.0
+
+
+class _Stopped(Exception):
+    """A stop was requested during start-up."""
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _transient(exc: BaseException) -> bool:
+    """The database is unreachable or busy (worth retrying), not a bug."""
+    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError) or (
+        isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
+
+
+def _short(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
+
+
+class SignalInbox:
+    """Stop and reload requests: set by signal handlers (or tests), read by the main loop."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.reload = threading.Event()
+        self.wake = threading.Event()
+
+    def request_stop(self) -> None:
+        self.stop.set()
+        self.wake.set()
+
+    def request_reload(self) -> None:
+        self.reload.set()
+        self.wake.set()
+
+    def install(self) -> None:
+        """SIGTERM/SIGINT stop, SIGHUP reloads (Python's default SIGHUP would kill us)."""
+        signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
+        signal.signal(signal.SIGINT, lambda *_: self.request_stop())
+        signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
+
+
+class Service:
+    """One running daemon. `start()`, then `serve()` until `request_stop()`, then `stop()`."""
+
+    def __init__(self, config: Config, *, load_config: Callable[[], Config],
+                 notifier: SystemdNotifier,
+                 configure_logs: Callable[[LogConfig], None] | None = None,
+                 observer_factory: Callable[[str], Any] = make_observer,
+                 limits: Callable[[], tuple[int | None, int]] = inotify_limits,
+                 dispatch_factory: RunnerFactory = default_dispatch,
+                 digest_factory: RunnerFactory = default_digest,
+                 inbox: SignalInbox | None = None,
+                 clock: Callable[[], dt.datetime] = utcnow) -> None:
+        self.config = config
+        self._load_config = load_config
+        self.notifier = notifier
+        self._configure_logs = configure_logs
+        self._observer_factory = observer_factory
+        self._limits = limits
+        self._factories = (dispatch_factory, digest_factory)
+        self.clock = clock
+        self.hostname = socket.gethostname()
+        self.instance_id = f"{self.hostname}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.started_at = clock()
+        self.inbox = inbox or SignalInbox()
+        self.stop_requested = self.inbox.stop
+        self._reload_requested = self.inbox.reload
+        self._wake = self.inbox.wake
+        self._worker_stop = threading.Event()
+        self._ingest_lock = threading.RLock()
+        self.collector = PathCollector(config.watch.debounce_ms)
+        self.engine: sa.Engine | None = None
+        self.ingestor: Ingestor | None = None
+        self.watcher: FolderWatcher | None = None
+        self.jobs: Jobs | None = None
+        self._worker: threading.Thread | None = None
+        self._watchdog: Watchdog | None = None
+        self._watchdog_stop = threading.Event()
+        self._main_tick = time.monotonic()
+        self._db_error: str | None = None
+        self._folder_errors: dict[str, str] = {}
+        self._reload_error: str | None = None
+        self._last_change: dt.datetime | None = None
+        self._status = ""
+        self.reconciles = 0
+        self._changes = 0  # events committed since start
+        self._gone: dict[str, float] = {}  # paths found gone -> when; see _ingest_paths
+        self.ready = False
+        self._stopped = False
+
+    def request_stop(self) -> None:
+        self.inbox.request_stop()
+
+    def request_reload(self) -> None:
+        self.inbox.request_reload()
+
+    # ---- start-up ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Migrate, watch, reconcile, start the worker and the jobs; then READY=1."""
+        self._say("starting: migrating the database")
+        self.engine = make_engine(self.config.database.url)
+        self._until_database(self._probe)
+        self._migrate()
+        self._last_change = self._until_database(self._last_event_time)
+        self.ingestor = self._make_ingestor(self.config)
+        self.watcher = self._make_watcher(self.config)
+        plan = self.watcher.start()  # events from now on are queued, not lost
+        self._say(f"starting: reconciling {len(self.watcher.roots)} watched folder(s)")
+        self._until_database(lambda: self.reconcile("start-up", startup=True))
+        self._worker = threading.Thread(target=self._work, name="redline-live", daemon=True)
+        self._worker.start()
+        self.jobs = Jobs(self.config, self.engine, instance_id=self.instance_id,
+                         request_reconcile=self.collector.request_reconcile,
+                         heartbeat=self.heartbeat, dispatch_factory=self._factories[0],
+                         digest_factory=self._factories[1], clock=self.clock)
+        self.jobs.start()
+        self.ready = True
+        self._status = self.status_text()
+        self.notifier.ready(status=self._status)
+        self._watchdog = Watchdog(self.notifier, self.healthy, self._watchdog_stop)
+        self._watchdog.start()
+        log.info("ready", instance=self.instance_id, mode=plan.mode,
+                 roots=self.watcher.roots, pid=os.getpid())
+        self._beat()
+
+    def _probe(self) -> None:
+        assert self.engine is not None
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    def _migrate(self) -> None:
+        assert self.engine is not None
+        if self.config.database.auto_migrate:
+            migrate.upgrade(self.engine)
+        else:
+            migrate.require_current(self.engine)
+
+    def _last_event_time(self) -> dt.datetime | None:
+        assert self.engine is not None
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(sa.func.max(events.c.occurred_at))).scalar()
+        return value  # type: ignore[no-any-return]
+
+    def _until_database(self, step: Callable[[], Any]) -> Any:
+        """Run a start-up step, waiting (with backoff, up to STARTUP_DB_WAIT) while the
+        database is unreachable; a stop request ends the wait."""
+        give_up = time.monotonic() + STARTUP_DB_WAIT
+        delay = 1.0
+        while True:
+            if self.stop_requested.is_set():
+                raise _Stopped
+            try:
+                return step()
+            except sa.exc.DBAPIError as exc:
+                if not _transient(exc) or time.monotonic() + delay > give_up:
+                    raise DatabaseError(f"{_hide(self.config.database.url)}: {_short(exc)}"
+                                        ) from None
+                self._say(f"starting: database unreachable ({_short(exc)}); retrying in "
+                          f"{delay:.0f} s")
+                log.warning("database_unreachable", error=_short(exc), retry_in=delay)
+                self.stop_requested.wait(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+
+    def _make_ingestor(self, config: Config) -> Ingestor:
+        assert self.engine is not None
+        return Ingestor(self.engine, config.watch, DeliveryOutbox(config.channels),
+                        clock=self.clock, on_commit=self._on_commit)
+
+    def _make_watcher(self, config: Config) -> FolderWatcher:
+        return FolderWatcher(config.watch, self.collector, self._observer_factory,
+                             self._limits)
+
+    def _on_commit(self, event_ids: list[int]) -> None:
+        self._last_change = self.clock()
+        self._changes += len(event_ids)
+        if self.jobs is not None:
+            self.jobs.wake_dispatch()
+
+    # ---- the live worker -------------------------------------------------------------------
+
+    def _work(self) -> None:
+        retry: Batch | None = None
+        delay = 1.0
+        while not self._worker_stop.is_set():
+            batch = retry or self.collector.take(timeout=0.1 if self._gone else TICK)
+            if not batch:
+                if self._gone:
+                    self._attempt(Batch())
+                continue
+            outcome = self._attempt(batch)
+            if outcome == "retry":
+                retry = batch
+                self._worker_stop.wait(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+                continue
+            self.collector.done()
+            retry, delay = None, 1.0
+            if outcome == "ok" and self._db_error is not None:
+                log.info("database_reachable", detail="reconciling what may have been missed")
+                self._db_error = None
+                self._wake.set()
+                self.collector.request_reconcile("database reachable again")
+        if retry is not None:
+            self.collector.done()  # left to the next start's reconcile
+        self._drain()
+
+    def _attempt(self, batch: Batch) -> str:
+        """Handle one batch: "ok", "retry" (database unreachable) or "failed" (a bug,
+        logged; the batch is dropped and the next reconcile covers it)."""
+        try:
+            self._handle(batch)
+        except Exception as exc:  # noqa: BLE001 - the worker must outlive any one batch
+            if not _transient(exc):
+                log.exception("live_ingest_failed", paths=len(batch.paths))
+                return "failed"
+            if self._db_error is None:
+                log.error("database_unreachable", error=_short(exc),
+                          detail="live changes are held and retried")
+            self._db_error = _short(exc)
+            self._wake.set()
+            return "retry"
+        return "ok"
+
+    def _handle(self, batch: Batch) -> None:
+        watcher = self.watcher
+        assert watcher is not None
+        with self._ingest_lock:
+            if batch.reconcile:
+                self.reconcile("; ".join(batch.reconcile))
+            for folder in batch.dirs_gone:
+                for path in self._known_under(folder):
+                    self.collector.touch(path, complete=True)
+            for folder, moved in batch.dirs_added:
+                if watcher.folder_ok(folder):
+                    for found in walk(folder, watcher.accept, watcher.watch.recursive):
+                        self.collector.notice(found.path, complete=moved)
+            if batch.paths:
+                self._ingest_paths(batch.paths)
+            else:
+                self._release_gone()
+
+    def _known_under(self, folder: str) -> list[str]:
+        assert self.engine is not None
+        prefix = folder.rstrip(os.sep) + os.sep
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(files.c.path).where(
+                sa.func.substr(files.c.path, 1, len(prefix)) == prefix)).scalars())
+
+    def _ingest_paths(self, paths: list[str], budget: float | None = None) -> IngestCounts:
+        """Ingest the present paths now; a path that is gone waits until the watcher is
+        quiet (see GONE_SETTLE), so a file that went away and shows up elsewhere (moved
+        into a folder inotify was not watching yet) is seen at its new place first and
+        never recorded as deleted."""
+        now = time.monotonic()
+        present = []
+        for path in dict.fromkeys(paths):
+            if os.path.exists(path):
+                present.append(path)
+                self._gone.pop(path, None)
+            else:
+                self._gone.setdefault(path, now)
+        counts = self._process(present, budget)
+        counts.merge(self._release_gone(force=budget is not None))
+        return counts
+
+    def _release_gone(self, force: bool = False) -> IngestCounts:
+        """Apply the deletions that waited, once they settled and nothing else is pending
+        (or they waited GONE_GRACE). Deletions under a watched folder that is missing or
+        suddenly empty are held, never applied."""
+        if not self._gone:
+            return IngestCounts()
+        now = time.monotonic()
+        settled = (now - max(self._gone.values()) >= GONE_SETTLE
+                   and self.collector.waiting() == 0)
+        if not (force or settled or now - min(self._gone.values()) > GONE_GRACE):
+            return IngestCounts()
+        watcher = self.watcher
+        assert watcher is not None
+        paths = list(self._gone)  # cleared only once applied: idle() stays False until then
+        present = [p for p in paths if os.path.exists(p)]
+        gone: list[str] = []
+        held: dict[str, int] = {}
+        healthy: dict[str, bool] = {}
+        for path in paths:
+            root = watcher.root_of(path)
+            if root is None or path in present:
+                continue
+            if root not in healthy:
+                healthy[root] = os.path.isdir(root) and next(
+                    walk(root, watcher.accept, watcher.watch.recursive), None) is not None
+            if healthy[root]:
+                gone.append(path)
+            else:
+                held[root] = held.get(root, 0) + 1
+        for root, n in held.items():
+            reason = "missing" if not os.path.isdir(root) else "suddenly empty (unmounted?)"
+            self._folder_errors[root] = f"{root} is {reason}: {n} deletion(s) held"
+            log.error("deletions_held", path=root, files=n, reason=reason,
+                      detail="statements are kept; a reconcile runs when the folder is back")
+        counts = self._process(present + gone)
+        for path in paths:
+            self._gone.pop(path, None)
+        return counts
+
+    def _process(self, todo: list[str], budget: float | None = None) -> IngestCounts:
+        """`Ingestor.process_paths` in chunks, so a stop is never stuck behind a burst."""
+        ingestor = self.ingestor
+        assert ingestor is not None
+        counts = IngestCounts()
+        started = time.monotonic()
+        for i in range(0, len(todo), CHUNK):
+            if budget is not None and time.monotonic() - started > budget:
+                log.warning("stop_budget_spent", left=len(todo) - i,
+                            detail="the rest is picked up by the next start's reconcile")
+                break
+            counts.merge(ingestor.process_paths(todo[i:i + CHUNK]))
+        return counts
+
+    def _drain(self) -> None:
+        """At stop: ingest every path whose write is complete, without the debounce."""
+        paths = self.collector.flush()
+        if not paths and not self._gone:
+            return
+        try:
+            counts = self._ingest_paths(paths, budget=STOP_BUDGET / 2)
+            log.info("drained", paths=len(paths), **counts.as_dict())
+        except Exception as exc:  # noqa: BLE001
+            log.error("drain_failed", paths=len(paths), error=_short(exc),
+                      detail="the next start's reconcile picks them up")
+
+    def reconcile(self, reason: str, startup: bool = False) -> IngestCounts:
+        """A full rescan of the watched folders with the one-shot ingest's code."""
+        assert self.ingestor is not None
+        progress = self._startup_progress if startup else None
+        started = time.monotonic()
+        with self._ingest_lock:
+            counts = self.ingestor.scan(progress=progress)
+        self.reconciles += 1
+        self._folder_errors = {e.split(":", 1)[0]: e for e in counts.folder_errors}
+        for err in counts.folder_errors:
+            log.error("watched_folder_error", detail=err)
+        log.info("reconciled", reason=reason, seconds=round(time.monotonic() - started, 2),
+                 **counts.as_dict())
+        return counts
+
+    def _startup_progress(self, done: int, total: int) -> None:
+        if self.stop_requested.is_set():
+            raise _Stopped
+        # a long first scan must not trip systemd's start timeout
+        self.notifier.send("EXTEND_TIMEOUT_USEC=30000000",
+                           f"STATUS=starting: reconciling, {done}/{total} changed files")
+
+    # ---- the main loop -----------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Handle reload/stop requests, poll roots and health, until a stop is requested."""
+        while not self.stop_requested.is_set():
+            self._wake.wait(TICK)
+            self._wake.clear()
+            self._main_tick = time.monotonic()
+            if self.stop_requested.is_set():
+                break
+            try:
+                self._tick()
+            except Exception:  # noqa: BLE001 - the main loop outlives any one tick
+                log.exception("main_loop_error")
+
+    def _tick(self) -> None:
+        if self._reload_requested.is_set():
+            self._reload_requested.clear()
+            self.reload()
+        self._check_watcher()
+        status = self.status_text()
+        if status != self._status:
+            self._status = status
+            self.notifier.status(status)
+
+    def _check_watcher(self) -> None:
+        assert self.watcher is not None
+        roots = self.watcher.check()
+        if roots:
+            self.collector.request_reconcile(f"watch (re)started on {', '.join(roots)}")
+
+    def reload(self) -> None:
+        """Re-read the configuration; an invalid file keeps the running one. RELOADING=1
+        is always followed by READY=1, whatever happens in between."""
+        self.notifier.reloading(status="reloading the configuration")
+        try:
+            self._reload()
+        except RedlineError as exc:
+            self._reload_error = str(exc)
+            log.error("reload_failed", error=str(exc),
+                      detail="kept the previous configuration")
+        except Exception as exc:  # noqa: BLE001 - a failed reload must not end the daemon
+            self._reload_error = f"{type(exc).__name__}: {exc}"
+            log.exception("reload_failed", detail="kept what could be kept")
+        self._status = self.status_text()
+        self.notifier.ready(status=self._status)
+
+    def _reload(self) -> None:
+        new = self._load_config()
+        old = self.config
+        self._reload_error = None
+        if new.database != old.database:
+            log.warning("reload_database_ignored",
+                        detail="database settings take effect at the next restart")
+            new = replace(new, database=old.database)
+        if self._configure_logs is not None:
+            self._configure_logs(new.log)
+        with self._ingest_lock:
+            self.ingestor = self._make_ingestor(new)
+        if new.watch != old.watch:
+            self.collector.debounce = new.watch.debounce_ms / 1000
+            watcher = self._make_watcher(new)
+            watcher.start()  # before the old one stops: no gap; duplicates are harmless
+            old_watcher, self.watcher = self.watcher, watcher
+            if old_watcher is not None:
+                old_watcher.stop()
+            self.collector.request_reconcile("configuration reloaded")
+        if self.jobs is not None:
+            self.jobs.reload(new)
+        self.config = new
+        log.info("reloaded", roots=[str(p) for p in new.watch.paths],
+                 channels=[c.name for c in new.channels], log_level=new.log.level)
+
+    def idle(self) -> bool:
+        """Nothing pending in the watcher and no batch in the worker's hands."""
+        return self.collector.pending_count() == 0 and not self._gone
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait (checking every 10 ms, up to `timeout`) until idle()."""
+        deadline = time.monotonic() + timeout
+        while not self.idle():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    # ---- health, status, heartbeat ------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        """What the systemd watchdog pings on: the worker, the observer and the scheduler
+        threads are alive and the main loop is turning."""
+        return bool(self._worker is not None and self._worker.is_alive()
+                    and self.watcher is not None and self.watcher.alive()
+                    and self.jobs is not None and self.jobs.running
+                    and time.monotonic() - self._main_tick < 30 * TICK)
+
+    def status_text(self) -> str:
+        watcher = self.watcher
+        if watcher is None:
+            return "starting"
+        n = len(watcher.roots) - len(watcher.missing)
+        parts = [f"watching {n} folder(s) ({watcher.plan.mode})"]
+        if watcher.plan.mode == "polling" and watcher.plan.reason:
+            parts[0] += f": {watcher.plan.reason}"
+        if watcher.missing:
+            parts.append("MISSING: " + ", ".join(sorted(watcher.missing))
+                         + " (statements kept)")
+        for root, err in sorted(self._folder_errors.items()):
+            if root not in watcher.missing:
+                parts.append(err)
+        if self._db_error:
+            parts.append(f"DATABASE UNREACHABLE: {self._db_error}; retrying")
+        if self._reload_error:
+            parts.append(f"reload failed, previous configuration kept: {self._reload_error}")
+        if self._last_change:
+            parts.append(f"{self._changes} change(s) since start, last at "
+                         f"{self._last_change:%Y-%m-%d %H:%M:%S} UTC")
+        return "; ".join(parts)
+
+    def heartbeat(self) -> Heartbeat:
+        return Heartbeat(self.instance_id, self.hostname, os.getpid(), self.started_at,
+                         self.clock(), watching=bool(self.watcher and self.watcher.watching
+                                                     and not self._stopped),
+                         status="stopped" if self._stopped else self._status)
+
+    def _beat(self) -> None:
+        assert self.engine is not None
+        try:
+            from daemon.jobs import write_heartbeat
+
+            write_heartbeat(self.engine, self.heartbeat())
+        except sa.exc.DBAPIError as exc:
+            log.warning("heartbeat_failed", error=_short(exc))
+
+    def _say(self, status: str) -> None:
+        log.info("status", status=status)
+        self.notifier.status(status)
+
+    # ---- stop ----------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """STOPPING=1; stop watching, finish in-flight work, stop the jobs; within 10 s."""
+        if self._stopped:
+            return
+        self._stopped = True
+        started = time.monotonic()
+        self.notifier.stopping(status="stopping: finishing in-flight changes")
+        log.info("stopping")
+        self._watchdog_stop.set()
+        if self.watcher is not None:
+            self.watcher.stop()
+        self._worker_stop.set()
+        self.collector.wake()
+        if self._worker is not None:
+            self._worker.join(STOP_BUDGET * 0.75)
+        if self.jobs is not None:
+            left = max(0.5, STOP_BUDGET - (time.monotonic() - started))
+            if not self.jobs.shutdown(left):
+                log.warning("jobs_still_running", detail="exiting without them")
+        if self.engine is not None:
+            if self.ready:
+                self._beat()
+            self.engine.dispose()
+        log.info("stopped", seconds=round(time.monotonic() - started, 2))
+
+
+def known_instances(engine: sa.Engine) -> list[dict[str, Any]]:
+    """The heartbeat rows (what `redline status` reports about the watchers)."""
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(
+            sa.select(heartbeats).order_by(heartbeats.c.seen_at.desc()))]
+
+
+def _hide(url: str) -> str:
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return url
+
+
+def run_daemon(load_config: Callable[[], Config],
+               configure_logs: Callable[[LogConfig], None],
+               environ: dict[str, str] | None = None) -> int:
+    """`redline run`: the daemon in the foreground until SIGTERM/SIGINT; its exit status."""
+    inbox = SignalInbox()
+    inbox.install()  # first: a SIGHUP during start-up must not kill us
+    config = load_config()
+    configure_logs(config.log)
+    notifier = SystemdNotifier(os.environ if environ is None else environ)
+    service = Service(config, load_config=load_config, notifier=notifier,
+                      configure_logs=configure_logs, inbox=inbox)
+    try:
+        service.start()
+        service.serve()
+    except _Stopped:
+        log.info("stopped_during_start_up")
+    finally:
+        service.stop()
+    return 0

@@ -1,0 +1,538 @@
+"""Watchdog events -> debounced paths to look at. No parsing and no database here.
+
+The observer's handler only records which paths (and folders) an event touched; the
+daemon's worker takes batches of paths that have settled and hands them to
+`Ingestor.process_paths`, which re-stats and re-reads them. Event types are never trusted:
+a move's destination is "changed", its source "maybe gone", and a path is ready only when
+its write is complete (IN_CLOSE_WRITE, a rename or a delete was the last thing seen) and no
+event came for `debounce_ms`, or, without such a signal, when its size and mtime stayed the
+same across a further debounce window.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import logging
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+
+from daemon.config import WatchConfig
+from daemon.files import PathFilter
+
+log = structlog.get_logger(__name__)
+
+# Only what says a file changed: opens and read-only closes (our own reads!) never arrive.
+EVENT_TYPES: list[type[FileSystemEvent]] = [
+    FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileAttribEvent, FileDeletedEvent,
+    FileMovedEvent, DirCreatedEvent, DirDeletedEvent, DirMovedEvent,
+]
+# Leave this share of the inotify watch limit to the other programs of the same user.
+WATCH_LIMIT_MARGIN = 0.1
+_UNSET: Any = object()  # "no stat snapshot taken yet"
+
+Stat = tuple[int, int] | None  # size, mtime_ns; None when the file is absent
+
+
+def stat_of(path: str) -> Stat:
+    """Size and mtime of a path, None when it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
+@dataclass
+class _Pending:
+    due: float
+    complete: bool
+    snapshot: Any = _UNSET
+    group: set[str] | None = None
+    settled: bool = False
+
+
+@dataclass
+class Batch:
+    """What the worker should look at now."""
+
+    paths: list[str] = field(default_factory=list)
+    dirs_added: list[tuple[str, bool]] = field(default_factory=list)  # (folder, moved in)
+    dirs_gone: list[str] = field(default_factory=list)
+    reconcile: list[str] = field(default_factory=list)  # reasons
+
+    def __bool__(self) -> bool:
+        return bool(self.paths or self.dirs_added or self.dirs_gone or self.reconcile)
+
+
+class PathCollector:
+    """Thread-safe per-path debounce: event handlers `touch`, the worker `take`s."""
+
+    def __init__(self, debounce_ms: int, clock: Callable[[], float] = time.monotonic,
+                 stat: Callable[[str], Stat] = stat_of) -> None:
+        self.debounce = debounce_ms / 1000
+        self._clock = clock
+        self._stat = stat
+        self._cond = threading.Condition()
+        self._pending: dict[str, _Pending] = {}
+        self._due: list[tuple[float, str]] = []  # heap; stale items are skipped
+        self._dirs_added: dict[str, bool] = {}
+        self._dirs_gone: list[str] = []
+        self._reconcile: list[str] = []
+        self._woken = False
+        self._in_hand = False  # a batch was taken and is not done yet
+
+    # ---- the handler's side (observer thread): record, never block on I/O -------------
+
+    def touch(self, path: str, complete: bool | None, link: str | None = None) -> None:
+        """A path may have changed; `complete` says the write is finished (None: unknown,
+        keep what an earlier event said). `link` ties a move's two ends into one batch."""
+        with self._cond:
+            due = self._clock() + self.debounce
+            entry = self._pending.get(path)
+            if entry is None:
+                entry = self._pending[path] = _Pending(due, True if complete is None
+                                                       else complete)
+            elif complete is not None:
+                entry.complete = complete
+            entry.due = due
+            entry.snapshot = _UNSET
+            entry.settled = False
+            heapq.heappush(self._due, (due, path))
+            if link is not None and link in self._pending:
+                self._join(path, link)
+            self._cond.notify()
+
+    def _join(self, a: str, b: str) -> None:
+        ea, eb = self._pending[a], self._pending[b]
+        group = (ea.group or {a}) | (eb.group or {b})
+        for p in group:
+            if p in self._pending:
+                self._pending[p].group = group
+
+    def notice(self, path: str, complete: bool) -> None:
+        """A file found by listing a folder: queued unless an event already queued it."""
+        with self._cond:
+            if path not in self._pending:
+                due = self._clock() + self.debounce
+                self._pending[path] = _Pending(due, complete)
+                heapq.heappush(self._due, (due, path))
+                self._cond.notify()
+
+    def wake(self) -> None:
+        """Make a waiting `take` return now (the worker is asked to stop)."""
+        with self._cond:
+            self._woken = True
+            self._cond.notify_all()
+
+    def folder_added(self, path: str, moved: bool) -> None:
+        """A folder appeared (created, or moved in: its files are complete)."""
+        with self._cond:
+            self._dirs_added[path] = self._dirs_added.get(path, False) or moved
+            self._cond.notify()
+
+    def folder_gone(self, path: str) -> None:
+        """A folder was deleted or moved away: the files known under it may be gone."""
+        with self._cond:
+            self._dirs_gone.append(path)
+            self._cond.notify()
+
+    def request_reconcile(self, reason: str) -> None:
+        """Events may have been lost (overflow, watcher error): rescan everything."""
+        with self._cond:
+            if reason not in self._reconcile:
+                self._reconcile.append(reason)
+            self._cond.notify()
+
+    # ---- the worker's side ---------------------------------------------------------------
+
+    def take(self, timeout: float) -> Batch:
+        """Wait at most `timeout` seconds for settled paths (or folder changes, or a
+        reconcile request) and return them; an empty Batch when nothing is ready."""
+        deadline = self._clock() + timeout
+        with self._cond:
+            while True:
+                batch = self._ready_batch()
+                now = self._clock()
+                if batch or now >= deadline or self._woken:
+                    self._woken = False
+                    self._in_hand = bool(batch)
+                    return batch
+                wait = deadline - now
+                if self._due:
+                    wait = min(wait, self._due[0][0] - now)
+                self._cond.wait(max(wait, 0.001))
+
+    def flush(self) -> list[str]:
+        """Every pending path whose write is known to be complete, without waiting out the
+        debounce (at stop). Paths still being written are left to the next start."""
+        with self._cond:
+            paths = [p for p, e in self._pending.items() if e.complete]
+            for p in paths:
+                del self._pending[p]
+            return paths
+
+    def done(self) -> None:
+        """The worker finished the batch it took."""
+        with self._cond:
+            self._in_hand = False
+
+    def waiting(self) -> int:
+        """Paths and folders waiting to be taken (not counting a batch in hand)."""
+        with self._cond:
+            return len(self._pending) + len(self._dirs_added) + len(self._dirs_gone)
+
+    def pending_count(self) -> int:
+        """Paths and folders waiting, plus one while a taken batch is being handled."""
+        with self._cond:
+            return (len(self._pending) + len(self._dirs_added) + len(self._dirs_gone)
+                    + len(self._reconcile) + int(self._in_hand))
+
+    def _ready_batch(self) -> Batch:
+        batch = Batch(dirs_added=list(self._dirs_added.items()), dirs_gone=self._dirs_gone,
+                      reconcile=self._reconcile)
+        self._dirs_added, self._dirs_gone, self._reconcile = {}, [], []
+        now = self._clock()
+        while self._due and self._due[0][0] <= now:
+            due, path = heapq.heappop(self._due)
+            entry = self._pending.get(path)
+            if entry is None or entry.due != due:
+                continue  # taken already, or touched again since
+            if not self._settled(path, entry, now):
+                heapq.heappush(self._due, (entry.due, path))
+                continue
+            entry.settled = True
+            group = [g for g in (entry.group or {path}) if g in self._pending]
+            if all(self._pending[g].settled for g in group):
+                for g in group:
+                    del self._pending[g]
+                batch.paths.extend(sorted(group))
+        return batch
+
+    def _settled(self, path: str, entry: _Pending, now: float) -> bool:
+        if entry.complete:
+            return True
+        # No sign that the write ended: wait until size and mtime hold still for a window.
+        current = self._stat(path)
+        if entry.snapshot is not _UNSET and entry.snapshot == current:
+            return True
+        entry.snapshot = current
+        entry.due = now + self.debounce
+        return False
+
+
+class WatchHandler(FileSystemEventHandler):
+    """Turns watchdog events into `PathCollector` calls. Runs on watchdog's one dispatcher
+    thread, so it only records paths and never raises."""
+
+    def __init__(self, collector: PathCollector, accepts: Callable[[str], bool],
+                 folder_ok: Callable[[str], bool]) -> None:
+        self.collector = collector
+        self.accepts = accepts
+        self.folder_ok = folder_ok
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        try:
+            self._route(event)
+        except Exception:  # an exception here would stop all event dispatching
+            log.exception("watch_handler_failed", fs_event=repr(event))
+            self.collector.request_reconcile("event handler error")
+
+    def _route(self, event: FileSystemEvent) -> None:
+        src = os.fsdecode(event.src_path)
+        dest = os.fsdecode(event.dest_path) if event.dest_path else ""
+        c = self.collector
+        if isinstance(event, DirMovedEvent):
+            if src and self.folder_ok(src):
+                c.folder_gone(src)
+            if dest and self.folder_ok(dest):
+                c.folder_added(dest, moved=True)
+        elif isinstance(event, DirCreatedEvent):
+            if self.folder_ok(src):
+                c.folder_added(src, moved=False)
+        elif isinstance(event, DirDeletedEvent):
+            c.folder_gone(src)
+        elif isinstance(event, FileMovedEvent):
+            src_ok = bool(src) and self.accepts(src)
+            dest_ok = bool(dest) and self.accepts(dest)
+            if dest_ok:
+                c.touch(dest, complete=True)
+            if src_ok:  # maybe gone: decided with its destination, in the same batch
+                c.touch(src, complete=True, link=dest if dest_ok else None)
+        elif not self.accepts(src):
+            return
+        elif isinstance(event, FileClosedEvent | FileDeletedEvent):
+            c.touch(src, complete=True)
+        elif isinstance(event, FileAttribEvent):
+            c.touch(src, complete=None)
+        elif isinstance(event, FileCreatedEvent | FileModifiedEvent):
+            c.touch(src, complete=False)
+
+
+class OverflowSignal(logging.Handler):
+    """watchdog reports a kernel queue overflow or a failed watch only as a log record
+    (warning or worse on its `watchdog` logger): turn those into a reconcile request."""
+
+    def __init__(self, collector: PathCollector) -> None:
+        super().__init__(logging.WARNING)
+        self.collector = collector
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.collector.request_reconcile(f"watcher: {record.getMessage()}")
+
+
+# ---- inotify limits ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WatchPlan:
+    mode: str  # "inotify" | "polling"
+    reason: str | None = None
+
+
+def plan_observer(polling: bool, folders_needed: int, max_watches: int | None,
+                  in_use: int) -> WatchPlan:
+    """Pick the observer: inotify unless configured for polling or the watches needed do
+    not fit the user's inotify limit (then polling, never silently unwatched subtrees)."""
+    if polling:
+        return WatchPlan("polling", "watch.polling = true")
+    if max_watches is None:
+        return WatchPlan("inotify")
+    available = int(max_watches * (1 - WATCH_LIMIT_MARGIN)) - in_use
+    if folders_needed > available:
+        return WatchPlan("polling", (
+            f"inotify watch limit too low: {folders_needed} folders to watch, {max(available, 0)}"
+            f" watches available (fs.inotify.max_user_watches = {max_watches}, {in_use} in use)"
+            "; polling instead. Raise it: sysctl fs.inotify.max_user_watches=524288"))
+    return WatchPlan("inotify")
+
+
+def inotify_limits() -> tuple[int | None, int]:
+    """(fs.inotify.max_user_watches, watches this user's readable processes hold)."""
+    try:
+        max_watches = int(Path("/proc/sys/fs/inotify/max_user_watches").read_text())
+    except (OSError, ValueError):
+        return None, 0
+    in_use = 0
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return max_watches, 0
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:inotify":
+                    continue
+                with open(f"/proc/{pid}/fdinfo/{fd}") as fh:
+                    in_use += sum(1 for line in fh if line.startswith("inotify wd:"))
+            except OSError:
+                continue
+    return max_watches, in_use
+
+
+def count_folders(roots: Iterable[Path], accept: PathFilter, recursive: bool) -> int:
+    """How many inotify watches the roots need (one per folder)."""
+    total = 0
+    for root in roots:
+        stack = [str(root)]
+        while stack:
+            folder = stack.pop()
+            total += 1
+            if not recursive:
+                continue
+            try:
+                with os.scandir(folder) as it:
+                    stack.extend(e.path for e in it if e.is_dir(follow_symlinks=False)
+                                 and accept.folder_ok(e.name))
+            except OSError:
+                continue
+    return total
+
+
+# ---- the observer over the roots ---------------------------------------------------------
+
+def make_observer(mode: str) -> Any:
+    if mode == "polling":
+        from watchdog.observers.polling import PollingObserver
+
+        return PollingObserver(timeout=1.0)
+    from watchdog.observers.inotify import InotifyObserver
+
+    return InotifyObserver()
+
+
+class FolderWatcher:
+    """The watchdog observer over the watched roots. A root that is missing is reported
+    and polled for; a root whose watch died is watched again. `check()` returns the roots
+    that need a reconcile because events for them may have been missed."""
+
+    def __init__(self, watch: WatchConfig, collector: PathCollector,
+                 observer_factory: Callable[[str], Any] = make_observer,
+                 limits: Callable[[], tuple[int | None, int]] = inotify_limits) -> None:
+        self.watch = watch
+        self.collector = collector
+        self.roots = [os.path.abspath(p) for p in watch.paths]
+        self.accept = PathFilter(watch.patterns, watch.ignore)
+        self.handler = WatchHandler(collector, self.accepts, self.folder_ok)
+        self._observer_factory = observer_factory
+        self._limits = limits
+        self.plan = WatchPlan("inotify")
+        self.observer: Any = None
+        self._watches: dict[str, Any] = {}
+        self.missing: set[str] = set()
+        self._signal = OverflowSignal(collector)
+
+    # path rules shared with the scanner: patterns, ignores, hidden folders, recursion
+    def root_of(self, path: str) -> str | None:
+        for root in self.roots:
+            if path == root or path.startswith(root.rstrip(os.sep) + os.sep):
+                return root
+        return None
+
+    def folder_ok(self, path: str) -> bool:
+        root = self.root_of(path)
+        if root is None:
+            return False
+        parts = Path(os.path.relpath(path, root)).parts
+        if parts == (".",):
+            return True
+        if not self.watch.recursive:
+            return False
+        return all(self.accept.folder_ok(p) for p in parts)
+
+    def accepts(self, path: str) -> bool:
+        return self.folder_ok(os.path.dirname(path)) and self.accept(path)
+
+    def start(self) -> WatchPlan:
+        """Check the inotify limit, then start the observer on every present root."""
+        # watchdog 7.1 warns, with the repr of every watch, when a tree copied in gets a
+        # folder watched twice: harmless, and where warnings are errors it would kill its
+        # inotify thread.
+        warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
+        needed = count_folders([Path(r) for r in self.roots if os.path.isdir(r)], self.accept,
+                               self.watch.recursive)
+        self.plan = plan_observer(self.watch.polling, needed, *self._limits())
+        if self.plan.mode == "polling" and not self.watch.polling:
+            log.error("inotify_limit", reason=self.plan.reason)
+        logging.getLogger("watchdog").addHandler(self._signal)
+        self.observer = self._observer_factory(self.plan.mode)
+        for root in self.roots:
+            self._schedule(root)
+        self.observer.start()
+        log.info("watching", mode=self.plan.mode, folders=needed, roots=self.roots,
+                 missing=sorted(self.missing))
+        return self.plan
+
+    def _schedule(self, root: str) -> bool:
+        if not os.path.isdir(root):
+            if root not in self.missing:
+                log.error("watched_folder_missing", path=root,
+                          detail="its statements are kept; watching resumes when it is back")
+            self.missing.add(root)
+            return False
+        try:
+            self._watches[root] = self.observer.schedule(
+                self.handler, root, recursive=self.watch.recursive, event_filter=EVENT_TYPES)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EMFILE) or self.plan.mode == "polling":
+                raise
+            # The limit was reached despite the check (another program took watches):
+            # never leave a subtree silently unwatched.
+            self.plan = WatchPlan("polling", f"inotify: {exc.strerror}; polling instead")
+            log.error("inotify_limit", reason=self.plan.reason)
+            self._restart_observer()
+            return True
+        self.missing.discard(root)
+        return True
+
+    def _restart_observer(self) -> None:
+        old = self.observer
+        self._watches.clear()
+        self.observer = self._observer_factory(self.plan.mode)
+        for root in self.roots:
+            if os.path.isdir(root):
+                self._watches[root] = self.observer.schedule(
+                    self.handler, root, recursive=self.watch.recursive,
+                    event_filter=EVENT_TYPES)
+        self.observer.start()
+        _stop_observer(old)
+
+    def check(self) -> list[str]:
+        """Poll for missing roots and dead watches; return the roots to reconcile."""
+        if self.observer is None:
+            return []
+        to_reconcile: list[str] = []
+        if not self.observer.is_alive():
+            log.error("watcher_died", detail="restarting the observer and reconciling")
+            self._restart_observer()
+            return list(self.roots)
+        alive = {os.path.abspath(os.fsdecode(e.watch.path)) for e in self.observer.emitters
+                 if e.is_alive()}
+        for root in self.roots:
+            watch = self._watches.get(root)
+            if watch is not None and root in alive and os.path.isdir(root):
+                continue
+            if watch is not None:  # its emitter stopped: the root was removed, or it failed
+                self._unschedule(root)
+                if os.path.isdir(root):
+                    log.error("watch_stopped", path=root, detail="watching it again")
+            was_missing = root in self.missing
+            if self._schedule(root):
+                if was_missing:
+                    log.info("watched_folder_back", path=root)
+                to_reconcile.append(root)
+        return to_reconcile
+
+    def _unschedule(self, root: str) -> None:
+        watch = self._watches.pop(root, None)
+        if watch is None:
+            return
+        try:
+            self.observer.unschedule(watch)
+        except (KeyError, RuntimeError):
+            pass
+
+    @property
+    def watching(self) -> bool:
+        return self.observer is not None and self.observer.is_alive() and bool(self._watches)
+
+    def alive(self) -> bool:
+        return self.observer is not None and self.observer.is_alive()
+
+    def stop(self) -> None:
+        logging.getLogger("watchdog").removeHandler(self._signal)
+        if self.observer is not None:
+            _stop_observer(self.observer)
+        self._watches.clear()
+
+
+def _stop_observer(observer: Any) -> None:
+    try:
+        observer.stop()
+        observer.join(5)
+    except RuntimeError:  # never started
+        pass

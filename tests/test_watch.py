@@ -1,0 +1,582 @@
+"""Tests for daemon.watch: the debounce as a pure state machine (fake clock, scripted
+events), then the real watchdog (inotify) in tmp_path driving a real daemon on both
+databases through what editors and tools really do."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileClosedNoWriteEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileOpenedEvent,
+)
+
+from daemon.config import Config, WatchConfig, parse_config
+from daemon.files import PathFilter
+from daemon.service import Service
+from daemon.systemd import SystemdNotifier
+from daemon.watch import (
+    FolderWatcher,
+    PathCollector,
+    WatchHandler,
+    count_folders,
+    plan_observer,
+)
+
+TIMEOUT = 30.0
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Stats:
+    """A scripted os.stat for the stability check: path -> (size, mtime)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, tuple[int, int] | None] = {}
+
+    def __call__(self, path: str) -> tuple[int, int] | None:
+        return self.values.get(path)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def stats() -> Stats:
+    return Stats()
+
+
+@pytest.fixture
+def collector(clock: Clock, stats: Stats) -> PathCollector:
+    return PathCollector(200, clock=clock, stat=stats)
+
+
+# ---- the debounce -------------------------------------------------------------------------
+
+def test_complete_write_is_ready_after_the_debounce(collector: PathCollector,
+                                                    clock: Clock) -> None:
+    """A closed-after-write path comes out once debounce_ms passed without another event."""
+    collector.touch("/w/a.md", complete=True)
+    clock.advance(0.19)
+    assert collector.take(0).paths == []
+    clock.advance(0.02)
+    assert collector.take(0).paths == ["/w/a.md"]
+    assert collector.pending_count() == 1  # in the worker's hands until done()
+    collector.done()
+    assert collector.pending_count() == 0
+
+
+def test_every_event_restarts_the_debounce(collector: PathCollector, clock: Clock) -> None:
+    """Writes with pauses shorter than the debounce keep the path waiting."""
+    for _ in range(5):
+        collector.touch("/w/a.md", complete=False)
+        clock.advance(0.15)
+        assert collector.take(0).paths == []
+    collector.touch("/w/a.md", complete=True)
+    clock.advance(0.21)
+    assert collector.take(0).paths == ["/w/a.md"]
+
+
+def test_write_without_close_waits_for_a_stable_size_and_mtime(
+        collector: PathCollector, clock: Clock, stats: Stats) -> None:
+    """Without a close event the path must keep its size and mtime across one more
+    window (polling observers, writers that keep the file open)."""
+    stats.values["/w/a.md"] = (10, 1)
+    collector.touch("/w/a.md", complete=False)
+    clock.advance(0.21)
+    assert collector.take(0).paths == []  # first look: snapshot taken
+    stats.values["/w/a.md"] = (20, 2)  # still growing, no event seen
+    clock.advance(0.21)
+    assert collector.take(0).paths == []
+    clock.advance(0.21)
+    assert collector.take(0).paths == ["/w/a.md"]
+
+
+def test_move_ends_come_out_together(collector: PathCollector, clock: Clock) -> None:
+    """A move's source waits for its destination, so the pair is one batch and the move
+    is never seen as a deletion."""
+    collector.touch("/w/new.md", complete=True)
+    collector.touch("/w/old.md", complete=True, link="/w/new.md")
+    clock.advance(0.1)
+    collector.touch("/w/new.md", complete=False)  # the editor touches it again
+    clock.advance(0.15)
+    assert collector.take(0).paths == []  # old.md is due, but new.md is not
+    clock.advance(0.1)
+    collector.touch("/w/new.md", complete=True)
+    clock.advance(0.21)
+    assert sorted(collector.take(0).paths) == ["/w/new.md", "/w/old.md"]
+
+
+def test_take_waits_for_the_earliest_due_path() -> None:
+    """take(timeout) blocks only until the first path settles, not the whole timeout."""
+    real = PathCollector(50)
+    real.touch("/w/a.md", complete=True)
+    started = time.monotonic()
+    assert real.take(TIMEOUT).paths == ["/w/a.md"]
+    assert time.monotonic() - started < TIMEOUT / 2
+
+
+def test_wake_ends_a_waiting_take() -> None:
+    """wake() makes a blocked take() return an empty batch (the worker is stopping)."""
+    real = PathCollector(50)
+    got: list[Any] = []
+    thread = threading.Thread(target=lambda: got.append(real.take(TIMEOUT)))
+    thread.start()
+    while not thread.is_alive():
+        pass
+    real.wake()
+    thread.join(TIMEOUT / 2)
+    assert not thread.is_alive() and not got[0]
+
+
+def test_flush_returns_only_complete_writes(collector: PathCollector) -> None:
+    """At stop, paths known to be complete are handed over at once; a write in
+    progress is left for the next start."""
+    collector.touch("/w/done.md", complete=True)
+    collector.touch("/w/half.md", complete=False)
+    assert collector.flush() == ["/w/done.md"]
+    assert collector.pending_count() == 1
+
+
+def test_reconcile_requests_and_folders_come_out_at_once(collector: PathCollector) -> None:
+    """Folder changes and reconcile requests are not debounced; duplicates collapse."""
+    collector.request_reconcile("overflow")
+    collector.request_reconcile("overflow")
+    collector.folder_added("/w/new", moved=True)
+    collector.folder_gone("/w/old")
+    batch = collector.take(0)
+    assert batch.reconcile == ["overflow"]
+    assert batch.dirs_added == [("/w/new", True)]
+    assert batch.dirs_gone == ["/w/old"]
+    assert not collector.take(0)
+
+
+# ---- the handler: scripted watchdog events (the fake OS event source) ------------------------
+
+@pytest.fixture
+def handler(collector: PathCollector, tmp_path: Path) -> WatchHandler:
+    watcher = FolderWatcher(WatchConfig(paths=(tmp_path / "w",)), collector)
+    return watcher.handler
+
+
+def routed(handler: WatchHandler, clock: Clock, *events: Any) -> list[str]:
+    for ev in events:
+        handler.dispatch(ev)
+    clock.advance(1)
+    return sorted(handler.collector.take(0).paths)
+
+
+def test_atomic_save_over_an_ignored_temp_name(handler: WatchHandler, clock: Clock,
+                                               tmp_path: Path) -> None:
+    """gedit-style save: the temp file is ignored, the rename's destination is looked at
+    (PatternMatchingEventHandler would have dropped the whole move)."""
+    w = tmp_path / "w"
+    assert routed(handler, clock,
+                  FileCreatedEvent(f"{w}/.goutputstream-X1"),
+                  FileClosedEvent(f"{w}/.goutputstream-X1"),
+                  FileMovedEvent(f"{w}/.goutputstream-X1", f"{w}/a.md")) == [f"{w}/a.md"]
+
+
+def test_vim_backup_rename_keeps_the_original_path(handler: WatchHandler, clock: Clock,
+                                                   tmp_path: Path) -> None:
+    """Vim renames a.md to a.md~ and writes a new a.md: only a.md is looked at."""
+    w = tmp_path / "w"
+    assert routed(handler, clock,
+                  FileMovedEvent(f"{w}/a.md", f"{w}/a.md~"),
+                  FileCreatedEvent(f"{w}/a.md"), FileModifiedEvent(f"{w}/a.md"),
+                  FileClosedEvent(f"{w}/a.md"), FileDeletedEvent(f"{w}/a.md~")
+                  ) == [f"{w}/a.md"]
+
+
+def test_reads_hidden_folders_and_other_patterns_are_ignored(
+        handler: WatchHandler, clock: Clock, tmp_path: Path) -> None:
+    """Opens and read-only closes (our own reads), hidden folders and non-matching names
+    never queue anything."""
+    w = tmp_path / "w"
+    assert routed(handler, clock,
+                  FileOpenedEvent(f"{w}/a.md"), FileClosedNoWriteEvent(f"{w}/a.md"),
+                  FileClosedEvent(f"{w}/.git/x.md"), FileClosedEvent(f"{w}/a.png"),
+                  FileClosedEvent(f"{w}/a.md.swp"), FileClosedEvent(f"{tmp_path}/elsewhere.md"),
+                  ) == []
+
+
+def test_attribute_change_keeps_the_completion_state(handler: WatchHandler, clock: Clock,
+                                                     tmp_path: Path) -> None:
+    """chmod/touch on a file at rest is looked at; during a write it does not end it."""
+    w = tmp_path / "w"
+    assert routed(handler, clock, FileAttribEvent(f"{w}/a.md")) == [f"{w}/a.md"]
+    handler.dispatch(FileModifiedEvent(f"{w}/b.md"))
+    handler.dispatch(FileAttribEvent(f"{w}/b.md"))
+    assert handler.collector._pending[f"{w}/b.md"].complete is False
+
+
+def test_folder_events_become_folder_work(handler: WatchHandler, collector: PathCollector,
+                                          tmp_path: Path) -> None:
+    """Folders moved in/created are listed; folders moved out/deleted are looked up."""
+    w = tmp_path / "w"
+    handler.dispatch(DirMovedEvent(f"{w}/a", f"{w}/b"))
+    handler.dispatch(DirCreatedEvent(f"{w}/c"))
+    handler.dispatch(DirDeletedEvent(f"{w}/d"))
+    handler.dispatch(DirCreatedEvent(f"{w}/.cache"))
+    batch = collector.take(0)
+    assert batch.dirs_added == [(f"{w}/b", True), (f"{w}/c", False)]
+    assert batch.dirs_gone == [f"{w}/a", f"{w}/d"]
+
+
+def test_handler_error_requests_a_reconcile(collector: PathCollector, tmp_path: Path) -> None:
+    """An exception inside the handler is logged and turned into a reconcile, never
+    raised into watchdog's dispatcher thread (which would stop all events)."""
+    def broken(path: str) -> bool:
+        raise OSError("stale file handle")
+
+    h = WatchHandler(collector, broken, lambda p: True)
+    h.dispatch(FileClosedEvent(str(tmp_path / "a.md")))
+    assert collector.take(0).reconcile == ["event handler error"]
+
+
+# ---- inotify limits -------------------------------------------------------------------------
+
+def test_plan_observer() -> None:
+    """inotify when the folders fit the limit (minus a margin and what is in use);
+    polling when configured or when they do not fit, with the reason."""
+    assert plan_observer(False, 100, 8192, 0).mode == "inotify"
+    assert plan_observer(False, 100, None, 0).mode == "inotify"
+    assert plan_observer(True, 1, 8192, 0).mode == "polling"
+    tight = plan_observer(False, 8000, 8192, 0)
+    assert tight.mode == "polling" and "max_user_watches = 8192" in (tight.reason or "")
+    assert plan_observer(False, 5000, 8192, 3000).mode == "polling"
+
+
+def test_count_folders_skips_hidden_ones(tmp_path: Path) -> None:
+    """One watch per folder that would be watched; hidden folders are not descended."""
+    for d in ("a/b", "a/c", ".git/objects", "d"):
+        (tmp_path / d).mkdir(parents=True)
+    accept = PathFilter(("*.md",))
+    assert count_folders([tmp_path], accept, recursive=True) == 5
+    assert count_folders([tmp_path], accept, recursive=False) == 1
+
+
+def test_low_inotify_limit_falls_back_to_polling_loudly(tmp_path: Path) -> None:
+    """When the watches would not fit, the watcher polls instead and logs why."""
+    from structlog.testing import capture_logs
+
+    (tmp_path / "w" / "a").mkdir(parents=True)
+    watcher = FolderWatcher(WatchConfig(paths=(tmp_path / "w",)), PathCollector(50),
+                            limits=lambda: (2, 1))
+    with capture_logs() as logs:
+        plan = watcher.start()
+    try:
+        assert plan.mode == "polling"
+        assert type(watcher.observer).__name__ == "PollingObserver"
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == ["inotify_limit"]
+    finally:
+        watcher.stop()
+
+
+# ---- the real watcher driving a real daemon --------------------------------------------------
+
+BASE = """---
+date: '2025-07-25'
+published_time: 2025-07-25 16:05:19-04:00
+source_url: {url}
+tags: articles
+title: {title}
+---
+
+{body}
+"""
+BODY = ("Today the White House published a memo that outlines in detail how the "
+        "legislation invests in rural healthcare across the country.\n\n"
+        "The memo lists the programs that benefit and the states that gain the most.\n")
+
+
+def doc(n: int | str, body: str = BODY, title: str = "Rural healthcare investment") -> str:
+    return BASE.format(url=f"https://www.whitehouse.gov/articles/2025/07/s{n}/", title=title,
+                       body=body)
+
+
+class Live:
+    """A daemon (Service) running in this process on a real database with the real
+    observer; the main loop runs in a thread."""
+
+    def __init__(self, config: Config, **kwargs: Any) -> None:
+        self.config = config
+        self.service = Service(config, load_config=lambda: self.config,
+                               notifier=kwargs.pop("notifier", SystemdNotifier({})), **kwargs)
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> Live:
+        self.service.start()
+        self.thread = threading.Thread(target=self.service.serve, name="test-main")
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.service.request_stop()
+        if self.thread is not None:
+            self.thread.join(TIMEOUT)
+        self.service.stop()
+
+    @property
+    def engine(self) -> sa.Engine:
+        assert self.service.engine is not None
+        return self.service.engine
+
+    def q(self, sql: str, **params: Any) -> list[sa.Row[Any]]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.text(sql), params))
+
+    def revisions(self, n: int | str) -> list[tuple[int, str]]:
+        return [(r[0], r[1]) for r in self.q(
+            "SELECT revision_number, kind FROM statement_revisions WHERE source_url = :u "
+            "ORDER BY revision_number", u=f"https://www.whitehouse.gov/articles/2025/07/s{n}/")]
+
+    def body(self, n: int | str) -> str:
+        return self.q("SELECT body FROM current_statements WHERE source_url = :u",
+                      u=f"https://www.whitehouse.gov/articles/2025/07/s{n}/")[0][0]
+
+    def wait_for(self, check: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + TIMEOUT
+        while not check():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.02)
+
+    def settle(self, root: Path) -> None:
+        """Everything done before this call has been ingested: a marker file written now
+        is ingested after every earlier event (inotify keeps order), then the worker is
+        idle."""
+        marker = f"marker{time.monotonic_ns()}"
+        (root / f"{marker}.md").write_text(doc(marker))
+        self.wait_for(lambda: bool(self.revisions(marker)), "the marker to be ingested")
+        assert self.service.wait_idle(TIMEOUT)
+
+    def errors(self) -> list[Any]:
+        return self.q("SELECT path, reason FROM ingest_errors")
+
+    def deleted(self) -> list[Any]:
+        return self.q("SELECT source_url FROM statement_revisions WHERE kind = 'deleted'")
+
+
+def live_config(tmp_path: Path, db_url: str, roots: list[Path], debounce_ms: int = 150,
+                extra: dict[str, Any] | None = None) -> Config:
+    for r in roots:
+        r.mkdir(parents=True, exist_ok=True)
+    data: dict[str, Any] = {"watch": {"paths": [str(r) for r in roots],
+                                      "debounce_ms": debounce_ms},
+                            "database": {"url": db_url}}
+    for key, value in (extra or {}).items():
+        data.setdefault(key, {}).update(value)
+    return parse_config(data, base=tmp_path, environ={})
+
+
+@pytest.fixture
+def live(tmp_path: Path, db_url: str) -> Iterator[tuple[Live, Path]]:
+    """A running daemon watching tmp_path/watched, which already holds statement s1."""
+    root = tmp_path / "watched"
+    root.mkdir()
+    (root / "s1.md").write_text(doc(1))
+    (root / "keep.md").write_text(doc("keep"))  # the folder never becomes empty
+    daemon = Live(live_config(tmp_path, db_url, [root])).start()
+    assert daemon.revisions(1) == [(1, "added")]
+    try:
+        yield daemon, root
+    finally:
+        daemon.stop()
+
+
+EDITED = BODY.replace("rural healthcare", "rural hospitals")
+
+
+def assert_one_revision_with_final_text(daemon: Live) -> None:
+    assert daemon.revisions(1) == [(1, "added"), (2, "revised")]
+    assert "rural hospitals" in daemon.body(1)
+    assert daemon.errors() == []
+    assert daemon.deleted() == []
+
+
+def test_atomic_save_by_rename(live: tuple[Live, Path]) -> None:
+    """Temp file written in the same folder, then os.replace() over the target: one
+    revision with the final text."""
+    daemon, root = live
+    tmp = root / ".s1.md.tmp-1234"
+    tmp.write_text(doc(1, EDITED))
+    os.replace(tmp, root / "s1.md")
+    daemon.settle(root)
+    assert_one_revision_with_final_text(daemon)
+
+
+def test_vim_backup_rename_write(live: tuple[Live, Path]) -> None:
+    """Vim's backupcopy=no: rename to s1.md~, write a new s1.md, delete the backup."""
+    daemon, root = live
+    os.rename(root / "s1.md", root / "s1.md~")
+    with open(root / "s1.md", "w") as fh:
+        fh.write(doc(1, EDITED))
+    os.unlink(root / "s1.md~")
+    daemon.settle(root)
+    assert_one_revision_with_final_text(daemon)
+
+
+def test_sed_in_place(live: tuple[Live, Path]) -> None:
+    """sed -i: a temp file sedXXXXXX in the same folder renamed over the original."""
+    daemon, root = live
+    tmp = root / "sedAb12Cd"
+    tmp.write_text(re.sub("rural healthcare", "rural hospitals",
+                          (root / "s1.md").read_text()))
+    os.rename(tmp, root / "s1.md")
+    daemon.settle(root)
+    assert_one_revision_with_final_text(daemon)
+
+
+def test_in_place_rewrite_in_several_writes(live: tuple[Live, Path]) -> None:
+    """One open, several writes with pauses shorter than the debounce, then close: the
+    half-written file (even one cut inside the front matter) is never read."""
+    daemon, root = live
+    text = doc(1, EDITED)
+    cuts = [40, len(text) // 2, len(text) - 10, len(text)]
+    with open(root / "s1.md", "w") as fh:
+        done = 0
+        for cut in cuts:
+            fh.write(text[done:cut])
+            fh.flush()
+            done = cut
+            time.sleep(0.05)  # the writer's pause (a third of the debounce), not a wait
+    daemon.settle(root)
+    assert_one_revision_with_final_text(daemon)
+
+
+def test_rewrite_with_reopens(live: tuple[Live, Path]) -> None:
+    """Truncate-and-write, then two appends, each its own open/close, quickly: one
+    revision with the final text."""
+    daemon, root = live
+    text = doc(1, EDITED)
+    third = len(text) // 3
+    (root / "s1.md").write_text(text[:third])
+    for part in (text[third:2 * third], text[2 * third:]):
+        with open(root / "s1.md", "a") as fh:
+            fh.write(part)
+    daemon.settle(root)
+    assert_one_revision_with_final_text(daemon)
+
+
+def test_renames_and_moves_inside_the_tree_are_no_change(live: tuple[Live, Path]) -> None:
+    """Renaming a file, moving it into a subfolder and renaming that folder record
+    nothing: same statement, one revision, no deletion."""
+    daemon, root = live
+    os.rename(root / "s1.md", root / "renamed.md")
+    (root / "sub").mkdir()
+    os.rename(root / "renamed.md", root / "sub" / "renamed.md")
+    os.rename(root / "sub", root / "sub2")
+    daemon.settle(root)
+    assert daemon.revisions(1) == [(1, "added")]
+    assert daemon.deleted() == []
+    paths = [r[0] for r in daemon.q("SELECT path FROM files WHERE source_url = :u",
+                                    u="https://www.whitehouse.gov/articles/2025/07/s1/")]
+    assert paths == [str(root / "sub2" / "renamed.md")]
+
+
+def test_folder_moved_in_and_out(live: tuple[Live, Path], tmp_path: Path) -> None:
+    """A folder moved in from outside is ingested; moved out again, its statements are
+    deleted (the watched folder itself is still there)."""
+    daemon, root = live
+    outside = tmp_path / "outside" / "batch"
+    outside.mkdir(parents=True)
+    for i in range(10, 15):
+        (outside / f"s{i}.md").write_text(doc(i))
+    os.rename(outside, root / "batch")
+    daemon.settle(root)
+    assert all(daemon.revisions(i) == [(1, "added")] for i in range(10, 15))
+    os.rename(root / "batch", tmp_path / "outside" / "back")
+    daemon.settle(root)
+    assert all(daemon.revisions(i) == [(1, "added"), (2, "deleted")] for i in range(10, 15))
+    assert daemon.revisions(1) == [(1, "added")]
+
+
+def test_delete_then_restore(live: tuple[Live, Path]) -> None:
+    """Deleting a file records `deleted`; writing it again records `restored`."""
+    daemon, root = live
+    (root / "s1.md").unlink()
+    daemon.settle(root)
+    assert daemon.revisions(1) == [(1, "added"), (2, "deleted")]
+    (root / "s1.md").write_text(doc(1))
+    daemon.settle(root)
+    assert daemon.revisions(1) == [(1, "added"), (2, "deleted"), (3, "restored")]
+
+
+def test_burst_of_a_thousand_files(live: tuple[Live, Path], tmp_path: Path) -> None:
+    """1,000 files copied in at once all arrive, none rejected."""
+    daemon, root = live
+    source = tmp_path / "source"
+    source.mkdir()
+    for i in range(1000):
+        (source / f"b{i}.md").write_text(doc(f"b{i}"))
+    (root / "burst").mkdir()
+    for i in range(1000):
+        shutil.copyfile(source / f"b{i}.md", root / "burst" / f"b{i}.md")
+    daemon.wait_for(lambda: daemon.q(
+        "SELECT count(*) FROM current_statements WHERE source_url LIKE '%/sb%'")[0][0] == 1000,
+        "1,000 statements")
+    daemon.settle(root)
+    assert daemon.errors() == []
+    assert daemon.q("SELECT count(*) FROM statement_revisions WHERE source_url LIKE '%/sb%'"
+                    )[0][0] == 1000
+
+
+def test_watched_folder_that_disappears_is_not_a_deletion(
+        live: tuple[Live, Path], tmp_path: Path) -> None:
+    """A watched folder moved away (unmounted) deletes nothing and is reported; when it
+    comes back, watching resumes and new files are ingested."""
+    daemon, root = live
+    away = tmp_path / "away"
+    os.rename(root, away)
+    daemon.wait_for(lambda: "MISSING" in daemon.service.status_text(), "the missing report")
+    assert daemon.service.wait_idle(TIMEOUT)
+    assert daemon.deleted() == []
+    assert daemon.q("SELECT count(*) FROM current_statements WHERE deleted_at IS NULL"
+                    )[0][0] == 2
+    os.rename(away, root)
+    daemon.wait_for(lambda: "MISSING" not in daemon.service.status_text(), "the folder back")
+    (root / "s2.md").write_text(doc(2))
+    daemon.settle(root)
+    assert daemon.revisions(2) == [(1, "added")]
+    assert daemon.deleted() == []
+
+
+def test_watched_folder_removed_file_by_file_is_not_a_deletion(
+        live: tuple[Live, Path]) -> None:
+    """rm -rf of a watched folder: the per-file delete events are held, not applied."""
+    daemon, root = live
+    shutil.rmtree(root)
+    daemon.wait_for(lambda: "MISSING" in daemon.service.status_text(), "the missing report")
+    assert daemon.service.wait_idle(TIMEOUT)
+    assert daemon.deleted() == []
