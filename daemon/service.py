@@ -32,13 +32,21 @@ from daemon.jobs import Heartbeat, Jobs, RunnerFactory, default_digest, default_
 from daemon.notify.outbox import DeliveryOutbox
 from daemon.store import migrate
 from daemon.store.engine import make_engine
-from daemon.store.schema import events, files, heartbeats
+from daemon.store.schema import events, files
 from daemon.systemd import SystemdNotifier, Watchdog
-from daemon.watch import Batch, FolderWatcher, PathCollector, inotify_limits, make_observer
+from daemon.watch import (
+    Batch,
+    FolderWatcher,
+    PathCollector,
+    inotify_limits,
+    inotify_watches,
+    make_observer,
+)
 
 log = structlog.get_logger(__name__)
 
 TICK = 1.0  # the main loop's period: root polling, health, STATUS
+VERIFY_SECONDS = 60.0  # how often the inotify watches are counted (FolderWatcher.verify)
 CHUNK = 500  # paths per process_paths call: the worker stays responsive to stop
 STARTUP_DB_WAIT = 60.0  # seconds to wait for an unreachable database at start
 MAX_BACKOFF = 30.0
@@ -100,6 +108,7 @@ class Service:
                  configure_logs: Callable[[LogConfig], None] | None = None,
                  observer_factory: Callable[[str], Any] = make_observer,
                  limits: Callable[[], tuple[int | None, int]] = inotify_limits,
+                 own_watches: Callable[[], int | None] = inotify_watches,
                  dispatch_factory: RunnerFactory = default_dispatch,
                  digest_factory: RunnerFactory = default_digest,
                  inbox: SignalInbox | None = None,
@@ -110,6 +119,7 @@ class Service:
         self._configure_logs = configure_logs
         self._observer_factory = observer_factory
         self._limits = limits
+        self._own_watches = own_watches
         self._factories = (dispatch_factory, digest_factory)
         self.clock = clock
         self.hostname = socket.gethostname()
@@ -130,6 +140,7 @@ class Service:
         self._watchdog: Watchdog | None = None
         self._watchdog_stop = threading.Event()
         self._main_tick = time.monotonic()
+        self._verified = time.monotonic() - VERIFY_SECONDS + 2 * TICK  # first look soon
         self._db_error: str | None = None
         self._folder_errors: dict[str, str] = {}
         self._reload_error: str | None = None
@@ -222,7 +233,7 @@ class Service:
 
     def _make_watcher(self, config: Config) -> FolderWatcher:
         return FolderWatcher(config.watch, self.collector, self._observer_factory,
-                             self._limits)
+                             self._limits, self._own_watches)
 
     def _on_commit(self, event_ids: list[int]) -> None:
         self._last_change = self.clock()
@@ -432,6 +443,11 @@ class Service:
     def _check_watcher(self) -> None:
         assert self.watcher is not None
         roots = self.watcher.check()
+        now = time.monotonic()
+        if now - self._verified > (5 * TICK if self.watcher.suspect else VERIFY_SECONDS):
+            self._verified = now
+            if not self.watcher.verify():
+                roots = list(self.watcher.roots)
         if roots:
             self.collector.request_reconcile(f"watch (re)started on {', '.join(roots)}")
 
@@ -568,13 +584,6 @@ class Service:
                 self._beat()
             self.engine.dispose()
         log.info("stopped", seconds=round(time.monotonic() - started, 2))
-
-
-def known_instances(engine: sa.Engine) -> list[dict[str, Any]]:
-    """The heartbeat rows (what `redline status` reports about the watchers)."""
-    with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(
-            sa.select(heartbeats).order_by(heartbeats.c.seen_at.desc()))]
 
 
 def _hide(url: str) -> str:

@@ -331,27 +331,31 @@ def inotify_limits() -> tuple[int | None, int]:
     """(fs.inotify.max_user_watches, watches this user's readable processes hold)."""
     try:
         max_watches = int(Path("/proc/sys/fs/inotify/max_user_watches").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # e.g. systemd's ProcSubset=pid hides /proc/sys
         return None, 0
-    in_use = 0
     try:
         pids = [p for p in os.listdir("/proc") if p.isdigit()]
     except OSError:
         return max_watches, 0
-    for pid in pids:
+    return max_watches, sum(inotify_watches(pid) or 0 for pid in pids)
+
+
+def inotify_watches(pid: str = "self") -> int | None:
+    """How many inotify watches a process holds (None if /proc cannot tell)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    held = 0
+    for fd in fds:
         try:
-            fds = os.listdir(f"/proc/{pid}/fd")
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as fh:
+                held += sum(1 for line in fh if line.startswith("inotify wd:"))
         except OSError:
             continue
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:inotify":
-                    continue
-                with open(f"/proc/{pid}/fdinfo/{fd}") as fh:
-                    in_use += sum(1 for line in fh if line.startswith("inotify wd:"))
-            except OSError:
-                continue
-    return max_watches, in_use
+    return held
 
 
 def count_folders(roots: Iterable[Path], accept: PathFilter, recursive: bool) -> int:
@@ -392,7 +396,8 @@ class FolderWatcher:
 
     def __init__(self, watch: WatchConfig, collector: PathCollector,
                  observer_factory: Callable[[str], Any] = make_observer,
-                 limits: Callable[[], tuple[int | None, int]] = inotify_limits) -> None:
+                 limits: Callable[[], tuple[int | None, int]] = inotify_limits,
+                 own_watches: Callable[[], int | None] = inotify_watches) -> None:
         self.watch = watch
         self.collector = collector
         self.roots = [os.path.abspath(p) for p in watch.paths]
@@ -400,6 +405,8 @@ class FolderWatcher:
         self.handler = WatchHandler(collector, self.accepts, self.folder_ok)
         self._observer_factory = observer_factory
         self._limits = limits
+        self._own_watches = own_watches
+        self._short: int | None = None  # watches missing at the last verify()
         self.plan = WatchPlan("inotify")
         self.observer: Any = None
         self._watches: dict[str, Any] = {}
@@ -435,9 +442,13 @@ class FolderWatcher:
         warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
         needed = count_folders([Path(r) for r in self.roots if os.path.isdir(r)], self.accept,
                                self.watch.recursive)
-        self.plan = plan_observer(self.watch.polling, needed, *self._limits())
+        max_watches, in_use = self._limits()
+        self.plan = plan_observer(self.watch.polling, needed, max_watches, in_use)
         if self.plan.mode == "polling" and not self.watch.polling:
             log.error("inotify_limit", reason=self.plan.reason)
+        elif max_watches is None and self.plan.mode == "inotify":
+            log.info("inotify_limit_unknown", detail="fs.inotify.max_user_watches is not "
+                     "readable; the watches are counted once they are set up instead")
         logging.getLogger("watchdog").addHandler(self._signal)
         self.observer = self._observer_factory(self.plan.mode)
         for root in self.roots:
@@ -468,6 +479,38 @@ class FolderWatcher:
             return True
         self.missing.discard(root)
         return True
+
+    @property
+    def suspect(self) -> bool:
+        """verify() saw fewer watches than folders once and wants another look soon."""
+        return self._short is not None
+
+    def verify(self) -> bool:
+        """inotify only: does every folder that should be watched have a watch? watchdog
+        skips a subfolder it cannot watch (the limit reached) without a word, so the
+        watches are counted; a shortfall seen twice in a row switches to polling, loudly.
+        False when it switched."""
+        if self.plan.mode != "inotify" or self.observer is None:
+            return True
+        held = self._own_watches()
+        if held is None:
+            return True
+        needed = count_folders([Path(r) for r in self.roots if os.path.isdir(r)],
+                               self.accept, self.watch.recursive)
+        if held >= needed:
+            self._short = None
+            return True
+        if self._short is None:  # maybe a folder created a moment ago: look again later
+            self._short = needed - held
+            return True
+        self.plan = WatchPlan("polling", (
+            f"only {held} of {needed} folders got an inotify watch (fs.inotify."
+            "max_user_watches reached?); polling instead. Raise it: "
+            "sysctl fs.inotify.max_user_watches=524288"))
+        log.error("inotify_limit", reason=self.plan.reason)
+        self._short = None
+        self._restart_observer()
+        return False
 
     def _restart_observer(self) -> None:
         old = self.observer

@@ -5,6 +5,7 @@ real PostgreSQL outage."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -203,20 +204,22 @@ def test_sighup_watches_a_newly_added_path(tmp_path: Path,
     those already present and new ones)."""
     db = f"sqlite:///{tmp_path / 'r.db'}"
     first_root, second_root = tmp_path / "statements", tmp_path / "more"
-    cfg = write_config(tmp_path, db, [first_root])
+    cfg = write_config(tmp_path, db, [first_root], extra='[log]\nlevel = "warning"\n')
     (first_root / "s1.md").write_text(doc(1))
     second_root.mkdir()
     (second_root / "s2.md").write_text(doc(2))
     d = run_daemon(cfg)
     d.wait_message("READY=1")
     assert statements(db) == 1
-    write_config(tmp_path, db, [first_root, second_root])
+    write_config(tmp_path, db, [first_root, second_root])  # and the default level, info
     d.send(signal.SIGHUP)
     d.wait_message("RELOADING=1")
     d.wait_message("READY=1")
     (second_root / "s3.md").write_text(doc(3))
     wait_until(lambda: statements(db) == 3, "s2 and s3 from the new folder")
     assert d.wait_log("reloaded")["roots"] == [str(first_root), str(second_root)]
+    # the old level (warning) hid the start-up's info lines; the new one (info) shows them
+    assert not any(e.get("event") == "ready" for e in d.lines)
     d.send(signal.SIGTERM)
     assert d.wait_exit() == 0
 
@@ -386,7 +389,8 @@ def scripted(tmp_path: Path, db_url: str, daemons: Callable[..., Live]
     root.mkdir()
     (root / "s1.md").write_text(doc(1))
     ScriptedObserver.made.clear()
-    live = daemons(live_config(tmp_path, db_url, [root]), observer_factory=ScriptedObserver)
+    live = daemons(live_config(tmp_path, db_url, [root]), observer_factory=ScriptedObserver,
+                   own_watches=lambda: None)  # the scripted source holds no inotify watches
     assert statements(db_url) == 1
     return live, root, lambda: ScriptedObserver.made[-1]
 
@@ -468,3 +472,64 @@ def test_database_outage_is_survived(tmp_path: Path, pg_url: str,
     live.wait_for(lambda: live.service.reconciles > before, "the reconcile after recovery")
     assert "DATABASE" not in live.service.status_text()
     assert live.service.healthy()
+
+
+# ---- logging ------------------------------------------------------------------------------
+
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def logging_reset() -> Iterator[None]:
+    """configure_logging touches the stdlib root logger: undo it after the test."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    for handler in list(root.handlers):
+        if getattr(handler, "_redline", False):
+            root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def test_logs_are_json_lines_when_not_a_terminal(logging_reset: None) -> None:
+    """On a pipe, our events and the stdlib loggers of the libraries come out as one JSON
+    object per line through the same chain; library info lines are held back."""
+    import structlog
+
+    from daemon.logs import configure_logging
+
+    out = io.StringIO()
+    configure_logging("info", "auto", out)
+    structlog.get_logger("daemon.test").info("ingested", path="/w/a.md", ms=1.5)
+    logging.getLogger("apscheduler.scheduler").warning("Run time of job was missed")
+    logging.getLogger("apscheduler.scheduler").info("Added job")
+    logging.getLogger("watchdog.observers.inotify_c").warning("Inotify queue overflowed")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(e["event"], e["level"], e["logger"]) for e in lines] == [
+        ("ingested", "info", "daemon.test"),
+        ("Run time of job was missed", "warning", "apscheduler.scheduler"),
+        ("Inotify queue overflowed", "warning", "watchdog.observers.inotify_c")]
+    assert lines[0]["path"] == "/w/a.md" and lines[0]["timestamp"].endswith("Z")
+
+
+def test_log_level_and_console_on_a_terminal(logging_reset: None) -> None:
+    """On a terminal the console renderer is used; below the level nothing is written,
+    and watchdog's warnings are not printed at level error."""
+    import structlog
+
+    from daemon.logs import configure_logging
+
+    out = Terminal()
+    configure_logging("error", "auto", out)
+    log = structlog.get_logger("daemon.test")
+    log.info("quiet")
+    log.warning("quiet too")
+    logging.getLogger("watchdog").warning("not shown")
+    log.error("reload_failed", error="watch.debounce_ms: must be between 0 and 60000")
+    text = out.getvalue()
+    assert "quiet" not in text and "not shown" not in text
+    assert "reload_failed" in text and not text.lstrip().startswith("{")

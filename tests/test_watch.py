@@ -580,3 +580,44 @@ def test_watched_folder_removed_file_by_file_is_not_a_deletion(
     daemon.wait_for(lambda: "MISSING" in daemon.service.status_text(), "the missing report")
     assert daemon.service.wait_idle(TIMEOUT)
     assert daemon.deleted() == []
+
+
+def test_own_inotify_watches_are_counted(tmp_path: Path) -> None:
+    """inotify_watches() sees the watches a real inotify observer set up (one per
+    folder), so a shortfall can be noticed."""
+    from daemon.watch import inotify_watches
+
+    for d in ("a/b", "c"):
+        (tmp_path / "w" / d).mkdir(parents=True)
+    before = inotify_watches()
+    assert before is not None
+    watcher = FolderWatcher(WatchConfig(paths=(tmp_path / "w",)), PathCollector(50))
+    watcher.start()
+    try:
+        assert inotify_watches() == before + 4
+        assert watcher.verify() is True
+    finally:
+        watcher.stop()
+
+
+def test_silently_unwatched_subfolders_switch_to_polling(tmp_path: Path) -> None:
+    """If fewer folders got a watch than exist (watchdog skips a subfolder it cannot
+    watch without a word), a second look confirms it and the watcher polls instead."""
+    from structlog.testing import capture_logs
+
+    for d in ("a/b", "c"):
+        (tmp_path / "w" / d).mkdir(parents=True)
+    watcher = FolderWatcher(WatchConfig(paths=(tmp_path / "w",)), PathCollector(50),
+                            limits=lambda: (None, 0), own_watches=lambda: 2)
+    with capture_logs() as logs:
+        assert watcher.start().mode == "inotify"
+        try:
+            assert watcher.verify() is True and watcher.suspect  # one look: maybe a race
+            assert watcher.verify() is False  # the second look confirms it
+            assert watcher.plan.mode == "polling"
+            assert type(watcher.observer).__name__ == "PollingObserver"
+        finally:
+            watcher.stop()
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert [e["event"] for e in errors] == ["inotify_limit"]
+    assert "only 2 of 4 folders got an inotify watch" in errors[0]["reason"]
