@@ -173,16 +173,24 @@ class Ingestor:
     def process_paths(self, paths: Sequence[str]) -> IngestCounts:
         """Look at these paths now (present ones first, so a move is never a deletion)."""
         counts = IngestCounts()
-        prepared = [self._prepare_known(os.path.abspath(p)) for p in paths]
+        wanted = list(dict.fromkeys(os.path.abspath(p) for p in paths))
+        known = self._known_hashes(wanted)
+        prepared = list(prepare_many([(p, self.watch.max_file_bytes, known.get(p))
+                                      for p in wanted]))
         prepared.sort(key=lambda p: (p.stat is None, p.stat[1] if p.stat else 0))
-        self._apply_batch(prepared, counts)
+        for i in range(0, len(prepared), BATCH_FILES):
+            self._apply_batch(prepared[i:i + BATCH_FILES], counts)
         return counts
 
-    def _prepare_known(self, path: str) -> Prepared:
+    def _known_hashes(self, paths: list[str]) -> dict[str, str]:
+        """The stored SHA-256 of these paths, in one query per 500 paths."""
+        found: dict[str, str] = {}
         with self.engine.connect() as conn:
-            known = conn.execute(sa.select(files.c.file_sha256).where(files.c.path == path)
-                                 ).scalar()
-        return prepare(path, self.watch.max_file_bytes, known)
+            for i in range(0, len(paths), 500):
+                chunk = paths[i:i + 500]
+                found.update(conn.execute(sa.select(files.c.path, files.c.file_sha256)
+                                          .where(files.c.path.in_(chunk))).all())
+        return found
 
     # ---- full passes: `redline ingest` and reconcile ---------------------------------
 
