@@ -220,7 +220,8 @@ def default_digest(engine: Engine, config: Config, clock: Callable[[], dt.dateti
         if exc.name != "daemon.notify.digest":
             raise
         return None
-    return DigestRunner(engine, config, clock=clock)
+    # the same reading of the crontab as the digest job's trigger (0 and 7 are Sunday)
+    return DigestRunner(engine, config, clock=clock, trigger=digest_trigger(config.schedule))
 
 
 RunnerFactory = Callable[[Engine, Config, Callable[[], dt.datetime], str], Any]

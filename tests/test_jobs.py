@@ -355,3 +355,20 @@ def test_crontab_weekdays_mean_what_crontab_says(cron: str, fires_on: list[str])
         t = trig.get_next_fire_time(None, t + dt.timedelta(seconds=1))
         seen.append(t.strftime("%a"))
     assert sorted(seen) == sorted(fires_on)
+
+
+def test_daemon_digest_periods_read_the_crontab_weekday_as_cron_does(tmp_path: Path) -> None:
+    """The daemon's DigestRunner counts `0` as Sunday, like the digest job's trigger."""
+    import datetime as dt
+
+    from daemon.config import parse_config
+    from daemon.jobs import default_digest
+    from daemon.store.engine import make_engine
+
+    config = parse_config({"schedule": {"digest_cron": "0 8 * * 0"}}, tmp_path, {})
+    runner = default_digest(make_engine(f"sqlite:///{tmp_path / 'r.db'}"), config,
+                            lambda: dt.datetime.now(dt.UTC), "test")
+    assert runner is not None
+    boundary = runner.schedule.next_after(dt.datetime(2026, 11, 25, tzinfo=dt.UTC))
+    assert boundary == dt.datetime(2026, 11, 29, 8, tzinfo=dt.UTC)
+    assert boundary.weekday() == 6  # Sunday
