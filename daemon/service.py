@@ -28,7 +28,14 @@ from daemon.config import Config, LogConfig
 from daemon.errors import DatabaseError, RedlineError
 from daemon.files import walk
 from daemon.ingest import PARALLEL_MIN_FILES, IngestCounts, Ingestor
-from daemon.jobs import Heartbeat, Jobs, RunnerFactory, default_digest, default_dispatch
+from daemon.jobs import (
+    Heartbeat,
+    Jobs,
+    RunnerFactory,
+    default_digest,
+    default_dispatch,
+    write_heartbeat,
+)
 from daemon.notify.outbox import DeliveryOutbox
 from daemon.store import migrate
 from daemon.store.engine import make_engine
@@ -50,7 +57,7 @@ VERIFY_SECONDS = 60.0  # how often the inotify watches are counted (FolderWatche
 # Paths per process_paths call: small enough that the worker answers a stop quickly, and
 # below the size at which process_paths starts a reader process, whose start-up (1-3 s)
 # costs a live batch more than it saves (measured with bench/latency.py: ratio 0.3-0.4
-# with 500, 0.9 with 250).
+# with 500, 0.7-0.9 with 250).
 CHUNK = min(250, PARALLEL_MIN_FILES - 1)
 STARTUP_DB_WAIT = 60.0  # seconds to wait for an unreachable database at start
 MAX_BACKOFF = 30.0
@@ -539,7 +546,7 @@ class Service:
         if self._reload_error:
             parts.append(f"reload failed, previous configuration kept: {self._reload_error}")
         if self._last_change:
-            parts.append(f"{self._changes} change(s) since start, last at "
+            parts.append(f"{self._changes} change(s) since start; last change "
                          f"{self._last_change:%Y-%m-%d %H:%M:%S} UTC")
         return "; ".join(parts)
 
@@ -552,8 +559,6 @@ class Service:
     def _beat(self) -> None:
         assert self.engine is not None
         try:
-            from daemon.jobs import write_heartbeat
-
             write_heartbeat(self.engine, self.heartbeat())
         except sa.exc.DBAPIError as exc:
             log.warning("heartbeat_failed", error=_short(exc))
