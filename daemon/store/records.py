@@ -84,13 +84,6 @@ class _PendingRevision:
     now: dt.datetime
 
 
-def lock_url(conn: Connection, url: str) -> None:
-    """Serialize work on one URL across instances (PostgreSQL); SQLite has one writer."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(_LOCK, {"k": _url_key(url)})
-
-
-_LOCK = sa.text("SELECT pg_advisory_xact_lock(:k)")
 _LOCK_MANY = sa.text("SELECT count(pg_advisory_xact_lock(k)) FROM "
                      "(SELECT unnest(CAST(:keys AS bigint[])) AS k ORDER BY 1) AS ks")
 
