@@ -44,6 +44,11 @@ class Version:
     def body_key(self) -> str:
         return word_key(self.body_text)
 
+    @cached_property
+    def word_count(self) -> int:
+        """Words in the title and the text (an added statement's `words_added`)."""
+        return len(self.body_text.split()) + len(self.title.split())
+
     def extra_fields(self) -> dict[str, object]:
         return json.loads(self.extra)
 

@@ -9,13 +9,9 @@ file record, the search row and the outbox rows together.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import multiprocessing as mp
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -24,9 +20,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from daemon.changes import Change, Version, classify_change
 from daemon.config import WatchConfig
-from daemon.document import Rejection, parse_document
 from daemon.files import FoundFile, PathFilter, walk
 from daemon.notify.outbox import DeliveryOutbox
+from daemon.reader import Prepared, prepare_many
 from daemon.store import records
 from daemon.store.schema import files, rejected_files
 
@@ -69,80 +65,6 @@ class IngestCounts:
         return {key: getattr(self, key) for key in COUNT_KEYS}
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """A file read, hashed and parsed outside any transaction."""
-
-    path: str
-    stat: tuple[int, int, int] | None  # size, mtime_ns, inode; None when the file is gone
-    sha256: str | None = None
-    version: Version | None = None
-    rejection: Rejection | None = None
-    same_bytes: bool = False  # sha256 equals the known one: no parse was needed
-    started: float = 0.0  # time.monotonic() when reading began (one clock for all processes)
-
-
-def prepare(path: str, max_bytes: int, known_sha: str | None = None) -> Prepared:
-    """Stat, read, hash and parse one file (pure of the database; safe in a worker)."""
-    started = time.monotonic()
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return Prepared(path, None, started=started)
-    except OSError as exc:
-        return Prepared(path, None, started=started, rejection=Rejection("unreadable", f"cannot stat: "
-                                                         f"{exc.strerror}"))
-    stat = (st.st_size, st.st_mtime_ns, st.st_ino)
-    if st.st_size > max_bytes:
-        return Prepared(path, stat, started=started, rejection=Rejection(
-            "too_large", f"file is {st.st_size:,} bytes, over the limit of {max_bytes:,} "
-            "(watch.max_file_bytes)"))
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(max_bytes + 1)
-    except FileNotFoundError:
-        return Prepared(path, stat, started=started, rejection=Rejection(
-            "vanished", "the file disappeared while it was being read"))
-    except IsADirectoryError:
-        return Prepared(path, None, started=started)
-    except OSError as exc:
-        return Prepared(path, stat, started=started, rejection=Rejection(
-            "unreadable", f"cannot read the file: {exc.strerror}"))
-    sha = hashlib.sha256(data).hexdigest()
-    if known_sha is not None and sha == known_sha:
-        return Prepared(path, stat, sha, same_bytes=True, started=started)
-    parsed = parse_document(data, max_bytes)
-    if isinstance(parsed, Rejection):
-        return Prepared(path, stat, sha, rejection=parsed, started=started)
-    return Prepared(path, stat, sha, version=Version.from_document(parsed), started=started)
-
-
-PARALLEL_MIN_FILES = 300
-_CHUNK = 64
-_WINDOW = 4
-
-
-def _prepare_chunk(jobs: list[tuple[str, int, str | None]]) -> list[Prepared]:
-    return [prepare(*job) for job in jobs]
-
-
-def prepare_many(jobs: list[tuple[str, int, str | None]]) -> Iterator[Prepared]:
-    """Prepare files in order; a large pass reads and parses in a worker process while this
-    one writes, with a bounded number of chunks in flight (bounded memory)."""
-    if len(jobs) < PARALLEL_MIN_FILES or (os.cpu_count() or 1) < 2:
-        yield from (prepare(*job) for job in jobs)
-        return
-    chunks = [jobs[i:i + _CHUNK] for i in range(0, len(jobs), _CHUNK)]
-    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
-        pending: deque[Future[list[Prepared]]] = deque()
-        next_chunk = 0
-        while next_chunk < len(chunks) or pending:
-            while next_chunk < len(chunks) and len(pending) < _WINDOW:
-                pending.append(pool.submit(_prepare_chunk, chunks[next_chunk]))
-                next_chunk += 1
-            yield from pending.popleft().result()
-
-
 TRANSIENT_RETRIES = 5
 _TRANSIENT_PGCODES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 
@@ -171,15 +93,14 @@ class Ingestor:
     # ---- single paths: the watcher's entry point -------------------------------------
 
     def process_paths(self, paths: Sequence[str]) -> IngestCounts:
-        """Look at these paths now (present ones first, so a move is never a deletion)."""
+        """Look at these paths now: present ones first and oldest first (so a move is never
+        a deletion, and the newest of several files carrying one URL wins)."""
         counts = IngestCounts()
         wanted = list(dict.fromkeys(os.path.abspath(p) for p in paths))
         known = self._known_hashes(wanted)
-        prepared = list(prepare_many([(p, self.watch.max_file_bytes, known.get(p))
-                                      for p in wanted]))
-        prepared.sort(key=lambda p: (p.stat is None, p.stat[1] if p.stat else 0))
-        for i in range(0, len(prepared), BATCH_FILES):
-            self._apply_batch(prepared[i:i + BATCH_FILES], counts)
+        wanted.sort(key=_present_oldest_first)
+        self._apply_stream(prepare_many([(p, self.watch.max_file_bytes, known.get(p))
+                                         for p in wanted]), counts)
         return counts
 
     def _known_hashes(self, paths: list[str]) -> dict[str, str]:
@@ -234,28 +155,13 @@ class Ingestor:
         gone = [p for p in known if p not in seen and any(_is_under(p, r) for r in healthy)]
         stale = [p for p in known_rejected if p not in seen
                  and any(_is_under(p, r) for r in healthy) and not os.path.exists(p)]
-        total = len(todo) + len(gone)
-        done = 0
-        batch: list[Prepared] = []
-        started = time.monotonic()
         jobs = [(f.path, self.watch.max_file_bytes, known.get(f.path, (None,) * 4)[3])
                 for f in todo]
-        for prepared in prepare_many(jobs):
-            batch.append(prepared)
-            if len(batch) >= BATCH_FILES or time.monotonic() - started > BATCH_SECONDS:
-                self._apply_batch(batch, counts)
-                done += len(batch)
-                batch = []
-                started = time.monotonic()
-                if progress:
-                    progress(done, total)
-        batch.extend(Prepared(p, None) for p in gone)
-        self._apply_batch(batch, counts)
+        self._apply_stream(prepare_many(jobs), counts, gone, len(todo) + len(gone),
+                           progress)
         if stale:
             with self.engine.begin() as conn:
                 conn.execute(rejected_files.delete().where(rejected_files.c.path.in_(stale)))
-        if progress:
-            progress(total, total)
         return counts
 
     def _known_state(self) -> tuple[dict[str, tuple[int, int, int, str]],
@@ -270,6 +176,28 @@ class Ingestor:
         return known, rejected
 
     # ---- applying ----------------------------------------------------------------------
+
+    def _apply_stream(self, prepared: Iterator[Prepared], counts: IngestCounts,
+                      gone: Sequence[str] = (), total: int = 0,
+                      progress: Callable[[int, int], None] | None = None) -> None:
+        """Apply files as they are read, in transactions of up to BATCH_FILES files or
+        BATCH_SECONDS; then the `gone` paths (deleted since the last pass)."""
+        done = 0
+        batch: list[Prepared] = []
+        started = time.monotonic()
+        for item in prepared:
+            batch.append(item)
+            if len(batch) >= BATCH_FILES or time.monotonic() - started > BATCH_SECONDS:
+                self._apply_batch(batch, counts)
+                done += len(batch)
+                batch = []
+                started = time.monotonic()
+                if progress:
+                    progress(done, total)
+        batch.extend(Prepared(p, None) for p in gone)
+        self._apply_batch(batch, counts)
+        if progress:
+            progress(total, total)
 
     def _apply_batch(self, batch: list[Prepared], counts: IngestCounts) -> None:
         if not batch:
@@ -391,6 +319,13 @@ class Ingestor:
         changes.add_revision(head, Change("deleted", ()), head.version, head.content_sha256,
                              head.path, now)
         return ["deleted"]
+
+
+def _present_oldest_first(path: str) -> tuple[bool, int]:
+    try:
+        return False, os.stat(path).st_mtime_ns
+    except OSError:
+        return True, 0
 
 
 def _is_under(path: str, root: str) -> bool:

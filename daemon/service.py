@@ -27,7 +27,7 @@ import structlog
 from daemon.config import Config, LogConfig
 from daemon.errors import DatabaseError, RedlineError
 from daemon.files import walk
-from daemon.ingest import PARALLEL_MIN_FILES, IngestCounts, Ingestor
+from daemon.ingest import IngestCounts, Ingestor
 from daemon.jobs import (
     Heartbeat,
     Jobs,
@@ -54,11 +54,9 @@ log = structlog.get_logger(__name__)
 
 TICK = 1.0  # the main loop's period: root polling, health, STATUS
 VERIFY_SECONDS = 60.0  # how often the inotify watches are counted (FolderWatcher.verify)
-# Paths per process_paths call: small enough that the worker answers a stop quickly, and
-# below the size at which process_paths starts a reader process, whose start-up (1-3 s)
-# costs a live batch more than it saves (measured with bench/latency.py: ratio 0.3-0.4
-# with 500, 0.7-0.9 with 250).
-CHUNK = min(250, PARALLEL_MIN_FILES - 1)
+# Paths per process_paths call: small enough that the worker answers a stop within a second
+# or so; large enough that a burst keeps the reader process (daemon.reader) busy.
+CHUNK = 1000
 STARTUP_DB_WAIT = 60.0  # seconds to wait for an unreachable database at start
 MAX_BACKOFF = 30.0
 STOP_BUDGET = 8.0  # SIGTERM to exit, leaving systemd's 10 s some headroom

@@ -247,7 +247,7 @@ def test_bad_files_are_rejected_with_reasons_and_fixing_them_ingests(
 def test_unreadable_file_is_rejected(engine: sa.Engine, sample: Path, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A file that cannot be read is recorded as unreadable, the rest goes on."""
-    import daemon.ingest as ingest_mod
+    import daemon.reader as reader_mod
 
     root = tmp_path / "w"
     root.mkdir()
@@ -263,7 +263,7 @@ def test_unreadable_file_is_rejected(engine: sa.Engine, sample: Path, tmp_path: 
                 raise PermissionError(13, "Permission denied", str(path))
             return real_open(path, *a, **kw)
 
-        monkeypatch.setattr(ingest_mod, "open", denied, raising=False)
+        monkeypatch.setattr(reader_mod, "open", denied, raising=False)
     counts = make(engine, root).scan()
     assert counts.rejected == 1 and counts.added == 1
     row = q(engine, "SELECT reason, detail FROM ingest_errors")[0]
@@ -273,7 +273,7 @@ def test_unreadable_file_is_rejected(engine: sa.Engine, sample: Path, tmp_path: 
 def test_vanishing_file_mid_scan_is_rejected_not_crashing(
         engine: sa.Engine, sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A file listed by the scan but gone when read is recorded as vanished."""
-    import daemon.ingest as ingest_mod
+    import daemon.reader as reader_mod
 
     root = tmp_path / "w"
     root.mkdir()
@@ -286,7 +286,7 @@ def test_vanishing_file_mid_scan_is_rejected_not_crashing(
             victim.unlink()
         return real_open(path, *a, **kw)
 
-    monkeypatch.setattr(ingest_mod, "open", vanishing_open, raising=False)
+    monkeypatch.setattr(reader_mod, "open", vanishing_open, raising=False)
     counts = make(engine, root).scan()
     assert counts.rejected == 1
     assert q(engine, "SELECT reason FROM ingest_errors")[0][0] == "vanished"
