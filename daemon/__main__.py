@@ -1,6 +1,6 @@
 """`python -m daemon` is the same CLI as `redline`."""
 
-from daemon.cli import main
+if __name__ == "__main__":  # imported by nothing else; the CLI is loaded only when run
+    from daemon.cli import main
 
-if __name__ == "__main__":  # the ingest reader worker is spawned: it must not re-run the CLI
     main()

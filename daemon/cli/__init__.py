@@ -6,21 +6,51 @@ options, and the one place where a RedlineError becomes one line on stderr and a
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from daemon import __version__
 from daemon.cli.app import App, RedlineGroup, run_cli
-from daemon.cli.db import db
-from daemon.cli.ingest import config_group, ingest
-from daemon.cli.run import run
-from daemon.cli.notify import deliveries_cmd, notify_group
-from daemon.cli.read import diff, errors, events, history, search, status
-from daemon.cli.serve import serve
+
+# Command name -> "module:attribute". A command's module (and what it imports: the web
+# server, the notifiers, the scheduler) is imported only when that command runs, so
+# `redline ingest` starts fast and the ingest reader process stays small.
+COMMANDS = {
+    "ingest": "daemon.cli.ingest:ingest",
+    "db": "daemon.cli.db:db",
+    "config": "daemon.cli.ingest:config_group",
+    "run": "daemon.cli.run:run",
+    "status": "daemon.cli.read:status",
+    "history": "daemon.cli.read:history",
+    "diff": "daemon.cli.read:diff",
+    "search": "daemon.cli.read:search",
+    "events": "daemon.cli.read:events",
+    "errors": "daemon.cli.read:errors",
+    "serve": "daemon.cli.serve:serve",
+    "notify": "daemon.cli.notify:notify_group",
+    "deliveries": "daemon.cli.notify:deliveries_cmd",
+}
 
 
-@click.group(cls=RedlineGroup, context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(RedlineGroup):
+    """click's documented lazy-loading group: commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        command = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command) and command.name == cmd_name, target
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", metavar="PATH", default=None,
               help="Configuration file (default: $REDLINE_CONFIG, else ./config.toml).")
 @click.version_option(__version__, "--version", prog_name="redline")
@@ -33,23 +63,6 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
       redline --config config.toml ingest --json
     """
     ctx.obj = App(config_path)
-
-
-cli.add_command(ingest)
-cli.add_command(db)
-cli.add_command(config_group)
-cli.add_command(run)
-cli.add_command(status)
-cli.add_command(history)
-cli.add_command(diff)
-cli.add_command(search)
-cli.add_command(events)
-cli.add_command(errors)
-cli.add_command(serve)
-cli.add_command(notify_group)
-cli.add_command(deliveries_cmd)
-# Commands of the other areas register here (one line each):
-# daemon (issue 3), notifications (issue 4), reading the record (issue 5), serve (issue 7).
 
 
 def main() -> None:
