@@ -301,8 +301,7 @@ class ChangeSet:
         rows = [dict(source_url=h.source_url, head_revision=h.head_revision,
                      first_seen_at=h.first_seen_at, last_changed_at=last[h.statement_id],
                      deleted_at=last[h.statement_id] if h.deleted else None) for h in new]
-        ids = self.conn.execute(statements.insert().returning(
-            statements.c.id, sort_by_parameter_order=True), rows).scalars().all()
+        ids = _insert_with_ids(self.conn, statements, rows)
         mapping = {h.statement_id: int(i) for h, i in zip(new, ids, strict=True)}
         for h in new:
             h.statement_id = mapping[h.statement_id]
@@ -334,7 +333,7 @@ class ChangeSet:
             stats: DiffStats | None = None
             if p.old is not None and p.change.kind in ("revised", "restored"):
                 _ops, stats = word_diff(p.old.title, p.old.body_text, new.title, new.body_text)
-            words = len(new.body_text.split()) + len(new.title.split())
+            words = new.word_count
             event_rows.append(dict(
                 statement_id=sid, kind=p.change.kind, occurred_at=p.now,
                 from_revision=p.number - 1 if p.number > 1 else None, to_revision=p.number,
@@ -343,12 +342,10 @@ class ChangeSet:
                 words_added=stats.words_added if stats else (
                     words if p.change.kind == "added" else 0),
                 words_removed=stats.words_removed if stats else 0))
-        rev_ids = self.conn.execute(revisions.insert().returning(
-            revisions.c.id, sort_by_parameter_order=True), rev_rows).scalars().all()
+        rev_ids = _insert_with_ids(self.conn, revisions, rev_rows)
         for row, rid in zip(event_rows, rev_ids, strict=True):
             row["revision_id"] = int(rid)
-        event_ids = self.conn.execute(events.insert().returning(
-            events.c.id, sort_by_parameter_order=True), event_rows).scalars().all()
+        event_ids = _insert_with_ids(self.conn, events, event_rows)
         return [EventRecord(int(eid), row["statement_id"], row["kind"],
                             tuple(row["changed_fields"]), row["to_revision"])
                 for row, eid in zip(event_rows, event_ids, strict=True)]
@@ -401,6 +398,24 @@ class ChangeSet:
                                   "file_sha256", "seen_at")}), updates)
         for chunk in _chunks(inserts):
             self.conn.execute(files.insert(), chunk)
+
+
+def _insert_with_ids(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert rows and return their new ids, in order.
+
+    SQLite: this transaction holds the one write lock (BEGIN IMMEDIATE), so the ids are the
+    ones SQLite would pick itself, max(id) + 1 onwards, and the rows go in one executemany
+    (SQLAlchemy's ordered INSERT ... RETURNING runs one statement per row there).
+    PostgreSQL: INSERT ... RETURNING in batches, ids from the sequence."""
+    if conn.dialect.name != "sqlite":
+        return [int(i) for i in conn.execute(table.insert().returning(
+            table.c.id, sort_by_parameter_order=True), rows).scalars()]
+    first = conn.execute(sa.select(sa.func.coalesce(sa.func.max(table.c.id), 0))).scalar_one() + 1
+    ids = list(range(first, first + len(rows)))
+    for row, new_id in zip(rows, ids, strict=True):
+        row["id"] = new_id
+    conn.execute(table.insert(), rows)
+    return ids
 
 
 def _rest(f: FileRecord) -> tuple[Any, ...]:
