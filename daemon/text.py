@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import re
+from typing import Any
 
 import pyromark
 
@@ -16,6 +17,8 @@ import pyromark
 _BLOCKS = {"Paragraph", "Heading", "Item", "BlockQuote", "CodeBlock", "TableRow",
            "TableHead", "FootnoteDefinition", "DefinitionListTitle",
            "DefinitionListDefinition", "MetadataBlock", "HtmlBlock"}
+# What the end of a tag writes; other tags write nothing.
+_END_TEXT = dict.fromkeys(_BLOCKS, "\n\n") | {"TableCell": " "}
 
 # Raw HTML tags that start a new line of text when rendered; other tags are inline.
 _BLOCK_TAGS = ("address|article|aside|blockquote|br|caption|dd|div|dl|dt|figcaption|figure|"
@@ -31,6 +34,7 @@ _INVISIBLE_RE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064
 # Every kind of space, NBSP included, is a plain space.
 _SPACE_RE = re.compile(r"\s+")
 _PARA_SPLIT_RE = re.compile(r"\n\s*\n")
+_SPACES_RE = re.compile("  +")
 
 _QUOTES = str.maketrans({
     "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'", "\u00b4": "'",
@@ -57,40 +61,48 @@ def markdown_to_text(markdown: str) -> str:
     out: list[str] = []
     append = out.append
     pending_html: list[str] = []
+    end_text = _END_TEXT.get
+    event: Any  # a str or a one-key dict (pyromark.event.Event), dispatched by hand
+    # The hot loop (about 40 events per statement paragraph): the commonest events (SoftBreak,
+    # Text, Start, End) take the fewest tests. Every event but Html/InlineHtml ends a run
+    # of raw HTML, which is rendered as one fragment.
     for event in pyromark.events(markdown):
-        if event.__class__ is str:  # unit events: "SoftBreak", "HardBreak", "Rule", ...
-            key = event
-        else:
-            key = next(iter(event))
-        if key == "Text":
+        if type(event) is str:  # unit events: "SoftBreak", "HardBreak", "Rule"
             if pending_html:
                 append(_html_text("".join(pending_html)))
                 pending_html.clear()
-            append(event["Text"])  # type: ignore[index]
+            if event == "SoftBreak":
+                append(" ")
+            elif event == "HardBreak":
+                append("\n")
+            elif event == "Rule":
+                append("\n\n")
             continue
-        if key == "Html" or key == "InlineHtml":
-            pending_html.append(event[key])  # type: ignore[index]
+        text = event.get("Text")
+        if text is not None:
+            if pending_html:
+                append(_html_text("".join(pending_html)))
+                pending_html.clear()
+            append(text)
             continue
-        if pending_html:
+        if pending_html and "Html" not in event and "InlineHtml" not in event:
             append(_html_text("".join(pending_html)))
             pending_html.clear()
-        if key == "End":
-            end = event["End"]  # type: ignore[index]
-            name = end if end.__class__ is str else next(iter(end))
-            if name in _BLOCKS:
-                append("\n\n")
-            elif name == "TableCell":
-                append(" ")
-        elif key == "SoftBreak":
-            append(" ")
-        elif key == "HardBreak":
-            append("\n")
+        if "Start" in event:  # only the end of a block writes anything
+            continue
+        if "End" in event:
+            end = event["End"]
+            sep = end_text(end if type(end) is str else next(iter(end)))
+            if sep is not None:
+                append(sep)
+            continue
+        key = next(iter(event))
+        if key == "Html" or key == "InlineHtml":
+            pending_html.append(event[key])
         elif key == "Code" or key == "InlineMath" or key == "DisplayMath":
-            append(event[key])  # type: ignore[index]
-        elif key == "Rule":
-            append("\n\n")
+            append(event[key])
         elif key == "FootnoteReference":
-            append(f"[{event[key]}]")  # type: ignore[index]
+            append(f"[{event[key]}]")
     if pending_html:
         append(_html_text("".join(pending_html)))
     return normalize_text("".join(out))
@@ -98,6 +110,29 @@ def markdown_to_text(markdown: str) -> str:
 
 def normalize_text(text: str) -> str:
     """Fold spaces inside paragraphs and drop invisible characters; keep quotes and dashes."""
+    # U+FFFC is the one invisible character that str.isprintable() accepts.
+    if "\ufffc" in text:
+        return _normalize_text_slow(text)
+    # NBSP is common; like any space but "\n" it can become " " without moving a break.
+    folded = text.replace("\u00a0", " ")
+    out: list[str] = []
+    append = out.append
+    for para in _PARA_SPLIT_RE.split(folded):
+        if para.isprintable():  # no invisible character, and " " is its only space
+            if "  " in para:
+                para = _SPACES_RE.sub(" ", para)  # far faster than split/join on long text
+            para = para.strip(" ")
+        elif _INVISIBLE_RE.search(para):
+            return _normalize_text_slow(text)  # dropping them can join two paragraphs
+        else:
+            para = " ".join(para.split())
+        if para:
+            append(para)
+    return "\n\n".join(out)
+
+
+def _normalize_text_slow(text: str) -> str:
+    """normalize_text for any text: invisible characters dropped before paragraphs split."""
     if _INVISIBLE_RE.search(text):
         text = _INVISIBLE_RE.sub("", text)
     # str.split() splits on every Unicode space (NBSP included) and is far faster than a regex

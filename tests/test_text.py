@@ -1,0 +1,59 @@
+"""Tests for daemon.text: markdown_to_text and the fast paths of normalize_text (SPEC §3)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daemon.text import markdown_to_text, normalize_text
+
+_INVISIBLE_RE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069"
+                           "\ufeff\ufffc]")
+
+
+def reference_normalize(text: str) -> str:
+    """The plain definition normalize_text must match: drop invisibles, split paragraphs
+    at blank lines, fold every run of spaces to one."""
+    text = _INVISIBLE_RE.sub("", text)
+    folded = (" ".join(para.split()) for para in re.split(r"\n\s*\n", text))
+    return "\n\n".join(p for p in folded if p)
+
+
+# Spaces of every kind, invisibles (U+FFFC is printable), control characters.
+_CHARS = ["a", "b", "é", "\U0001f600", " ", " ", "\n", "\n", "\u00a0", "\t", "\r", "\u202f",
+          "\u3000", "\u2028", "\x85", "\x1f", "\x00", "\x01", "\u200b", "\u00ad", "\ufeff",
+          "\ufffc"]
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(_CHARS), max_size=40).map("".join))
+def test_normalize_text_matches_reference(text: str) -> None:
+    """The fast paths (NBSP, runs of spaces, printable paragraphs) change no output."""
+    assert normalize_text(text) == reference_normalize(text)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("x\u00a0 y\u00a0\u00a0z  ", "x y z"),
+    (" a  b \n\n\n  c\u202fd\te \n", "a b\n\nc d e"),
+    ("a\n\u200b\nb", "a\n\nb"),  # a dropped invisible makes a blank line
+    ("p\ufffcq\n\nr", "pq\n\nr"),
+    ("", ""),
+])
+def test_normalize_text_examples(text: str, expected: str) -> None:
+    assert normalize_text(text) == expected
+
+
+@pytest.mark.parametrize(("md", "expected"), [
+    ("A&nbsp; B&#8203;C\n\nD&#xFFFC;", "A BC\n\nD"),
+    ("<div>\na\u00a0 b\n</div>\n\n- one\n- two  \n  three", "a b\n\none\n\ntwo three"),
+    ("Line one  \nline two\\\nthree\n\n***\n\n    code\n      block\n",
+     "Line one line two three\n\ncode block"),
+    # A Start event ends a run of raw HTML: the comment does not reach into the next tag.
+    ("a <!-->*<i title='>-->'>x*", "a -->'>x"),
+    ("a <!--><i title='>-->'>x", "a '>x"),
+])
+def test_markdown_to_text_examples(md: str, expected: str) -> None:
+    assert markdown_to_text(md) == expected
