@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
 from daemon.store import migrate
@@ -65,4 +66,31 @@ def test_downgrade_then_upgrade_round_trips(db_url: str) -> None:
         command.downgrade(cfg, "base")
     with engine.connect() as conn:
         assert not sa.inspect(conn).has_table("statements")
+    assert migrate.upgrade(engine) == migrate.SCHEMA_HEAD
+
+
+def test_large_text_compresses_with_lz4_on_postgresql(pg_url: str) -> None:
+    """Revision and search text use lz4 where the server has it (0002); downgrade undoes it."""
+    from alembic import command
+
+    engine = make_engine(pg_url)
+    migrate.upgrade(engine)
+    query = sa.text("SELECT attrelid::regclass::text || '.' || attname, attcompression "
+                    "FROM pg_attribute WHERE attrelid IN ('revisions'::regclass, "
+                    "'statement_search'::regclass) AND attname IN ('body', 'body_text', 'tsv')")
+    with engine.connect() as conn:
+        lz4 = "lz4" in conn.execute(sa.text(
+            "SELECT enumvals FROM pg_settings WHERE name = 'default_toast_compression'"
+        )).scalar()
+        if not lz4:
+            pytest.skip("this PostgreSQL server was built without lz4")
+        methods = dict(conn.execute(query).all())
+    assert methods == {"revisions.body": "l", "revisions.body_text": "l",
+                       "statement_search.body_text": "l", "statement_search.tsv": "l"}
+    cfg = migrate._alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0001")
+    with engine.connect() as conn:
+        assert set(dict(conn.execute(query).all()).values()) == {""}
     assert migrate.upgrade(engine) == migrate.SCHEMA_HEAD
