@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import atexit
 import hashlib
-import multiprocessing as mp
 import os
+import pickle
+import queue
+import signal
+import subprocess
+import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from pathlib import Path
 
 from daemon.changes import Version
 from daemon.document import Rejection, parse_document
@@ -27,7 +29,7 @@ from daemon.document import Rejection, parse_document
 PARALLEL_MIN_FILES = 300
 WARM_MIN_FILES = 2 * 64
 _CHUNK = 64
-_WINDOW = 4  # chunks in flight: bounds the memory held by results not yet applied
+_WINDOW = 8  # chunks in flight: more than a batch, so the writer rarely waits; bounds memory
 
 Job = tuple[str, int, "str | None"]  # path, max_bytes, the stored sha256 if known
 
@@ -86,26 +88,130 @@ def _prepare_chunk(jobs: list[Job]) -> list[Prepared]:
     return [prepare(*job) for job in jobs]
 
 
-_pool: ProcessPoolExecutor | None = None
-_pool_lock = threading.Lock()
+class _Worker:
+    """The reader process: `python -c` running `serve()`, which answers each chunk of jobs
+    pickled on its stdin with the prepared files pickled on its stdout, in order.
+
+    A plain child with two pipes, not a multiprocessing pool: no resource-tracker process,
+    no multiprocessing start-up, and it exits by itself when its stdin closes (the parent
+    ended or died). A thread reads its answers as they come, so it keeps reading ahead
+    while the caller writes to the database."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        package_root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH"))
+                                            if p)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", "from daemon.reader import serve; serve()"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self.busy = threading.Lock()  # one pass at a time
+
+    def run(self, chunks: list[list[Job]]) -> Iterator[list[Prepared] | None]:
+        """Each chunk's prepared files, in order; None from the first chunk the process
+        could not answer (it died), after which the caller reads the rest itself."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        stdin, stdout = self.proc.stdin, self.proc.stdout
+        slots = threading.Semaphore(_WINDOW)
+        answers: queue.SimpleQueue[list[Prepared] | None] = queue.SimpleQueue()
+        stop = threading.Event()
+
+        def feed() -> None:
+            try:
+                for chunk in chunks:
+                    slots.acquire()
+                    if stop.is_set():
+                        return
+                    pickle.dump(chunk, stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                    stdin.flush()
+            except (OSError, ValueError):  # the process died: the reading side says so
+                pass
+
+        def read() -> None:
+            try:
+                for _ in chunks:
+                    answers.put(pickle.load(stdout))
+            except (EOFError, OSError, ValueError, pickle.UnpicklingError):
+                answers.put(None)
+
+        threads = [threading.Thread(target=f, name=f"redline-reader-{f.__name__}",
+                                    daemon=True) for f in (feed, read)]
+        for t in threads:
+            t.start()
+        answered = 0
+        try:
+            for _ in chunks:
+                answer = answers.get()
+                yield answer
+                if answer is None:
+                    return
+                answered += 1
+                slots.release()
+        finally:
+            if answered < len(chunks):  # died, or the caller stopped early: answers
+                stop.set()              # still on their way would be out of step
+                slots.release()
+                self.kill()
+            for t in threads:
+                t.join(timeout=5)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.close()
 
 
-def _worker(start: bool) -> ProcessPoolExecutor | None:
-    """The reader process: the running one, or a new one when `start` is set."""
-    global _pool
-    with _pool_lock:
-        if _pool is None and start:
-            _pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"))
-        return _pool
+def serve() -> None:
+    """The reader process's loop (see _Worker). Ctrl-C is the parent's to handle: the
+    process ends when the parent closes its stdin."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        try:
+            jobs = pickle.load(stdin)
+        except EOFError:
+            return
+        pickle.dump(_prepare_chunk(jobs), stdout, protocol=pickle.HIGHEST_PROTOCOL)
+        stdout.flush()
+
+
+_worker: _Worker | None = None
+_worker_lock = threading.Lock()
+
+
+def _take_worker(start: bool) -> _Worker | None:
+    """The running reader process (a new one when `start` is set), reserved for one pass;
+    None when there is none, or another pass is using it."""
+    global _worker
+    with _worker_lock:
+        if _worker is not None and not _worker.alive():
+            _worker = None
+        if _worker is None and start:
+            _worker = _Worker()
+        if _worker is None or not _worker.busy.acquire(blocking=False):
+            return None
+        return _worker
 
 
 def shutdown() -> None:
     """End the reader process (the daemon at stop; atexit for everything else)."""
-    global _pool
-    with _pool_lock:
-        pool, _pool = _pool, None
-    if pool is not None:
-        pool.shutdown(wait=True, cancel_futures=True)
+    global _worker
+    with _worker_lock:
+        worker, _worker = _worker, None
+    if worker is not None:
+        worker.close()
 
 
 atexit.register(shutdown)
@@ -113,40 +219,23 @@ atexit.register(shutdown)
 
 def prepare_many(jobs: list[Job]) -> Iterator[Prepared]:
     """Prepare files, in order. A large pass reads and parses in the reader process while
-    the caller writes what came back, with a bounded number of chunks in flight."""
+    the caller writes what came back, with a bounded number of chunks read ahead."""
     two_cores = (os.cpu_count() or 1) >= 2
-    pool = _worker(start=two_cores and len(jobs) >= PARALLEL_MIN_FILES)
-    if pool is None or len(jobs) < WARM_MIN_FILES:
+    worker = None
+    if len(jobs) >= WARM_MIN_FILES:
+        worker = _take_worker(start=two_cores and len(jobs) >= PARALLEL_MIN_FILES)
+    if worker is None:
         yield from (prepare(*job) for job in jobs)
         return
     chunks = [jobs[i:i + _CHUNK] for i in range(0, len(jobs), _CHUNK)]
-    pending: deque[tuple[int, Future[list[Prepared]]]] = deque()
-    next_chunk = 0
-    while next_chunk < len(chunks) or pending:
-        while next_chunk < len(chunks) and len(pending) < _WINDOW:
-            try:
-                pending.append((next_chunk, pool.submit(_prepare_chunk, chunks[next_chunk])))
-            except (BrokenProcessPool, RuntimeError):  # the worker died, or is shut down
-                break
-            next_chunk += 1
-        if not pending:  # no worker to hand chunks to: read the rest here
-            _discard(pool)
-            for chunk in chunks[next_chunk:]:
-                yield from _prepare_chunk(chunk)
-            return
-        index, future = pending.popleft()
-        try:
-            result = future.result()
-        except BrokenProcessPool:  # killed (OOM, a signal): read this chunk here instead
-            _discard(pool)
-            result = _prepare_chunk(chunks[index])
-        yield from result
-
-
-def _discard(pool: ProcessPoolExecutor) -> None:
-    """Forget a broken reader process, so that the next large pass starts a new one."""
-    global _pool
-    with _pool_lock:
-        if _pool is pool:
-            _pool = None
-    pool.shutdown(wait=False, cancel_futures=True)
+    answers = worker.run(chunks)
+    try:
+        for index, answer in enumerate(answers):
+            if answer is None:  # the process died (OOM, a signal): read the rest here
+                for chunk in chunks[index:]:
+                    yield from _prepare_chunk(chunk)
+                return
+            yield from answer
+    finally:
+        answers.close()  # a pass left early ends the process: its answers are out of step
+        worker.busy.release()

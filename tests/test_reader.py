@@ -1,0 +1,124 @@
+"""Tests for daemon.reader: the reader process gives what reading in-process gives, is kept
+for the next pass, and losing it (killed, or a pass left early) loses no file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from daemon import reader
+from daemon.reader import prepare, prepare_many
+
+
+@pytest.fixture
+def files(sample: Path, tmp_path: Path) -> list[str]:
+    """Real statements copied until a pass is longer than the worker may read ahead, plus a
+    broken file and a missing one."""
+    originals = sorted((sample / "current").rglob("*.md"))
+    out = []
+    for i in range(3 * reader._WINDOW * reader._CHUNK):
+        dest = tmp_path / f"f{i:04d}.md"
+        shutil.copyfile(originals[i % len(originals)], dest)
+        out.append(str(dest))
+    (tmp_path / "broken.md").write_bytes(b"---\ntitle: [unclosed\n---\nbody\n")
+    out.insert(100, str(tmp_path / "broken.md"))
+    out.insert(200, str(tmp_path / "gone.md"))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def fresh_worker() -> Iterator[None]:
+    reader.shutdown()
+    _read_here.clear()
+    yield
+    reader.shutdown()
+
+
+def jobs(paths: list[str]) -> list[tuple[str, int, str | None]]:
+    return [(p, 5_000_000, None) for p in paths]
+
+
+_read_here: dict[str, tuple[object, ...]] = {}
+
+
+def expected(paths: list[str]) -> list[tuple[object, ...]]:
+    """What reading each file in this process gives (each file read here once)."""
+    for job in jobs(paths):
+        if job[0] not in _read_here:
+            _read_here[job[0]] = _key(prepare(*job))
+    return [_read_here[p] for p in paths]
+
+
+def _key(p: reader.Prepared) -> tuple[object, ...]:
+    return (p.path, p.stat, p.sha256, p.version, p.rejection)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: everything is read in-process")
+def test_worker_reads_like_in_process_and_is_kept_for_the_next_pass(files: list[str]) -> None:
+    got = [_key(p) for p in prepare_many(jobs(files))]
+    assert got == expected(files)
+    worker = reader._worker
+    assert worker is not None and worker.alive(), "a large pass starts the reader process"
+    assert [_key(p) for p in prepare_many(jobs(files[:reader.WARM_MIN_FILES]))] == \
+        expected(files[:reader.WARM_MIN_FILES])
+    assert reader._worker is worker, "the next pass reuses it"
+    reader.shutdown()
+    assert worker.proc.wait(timeout=5) == 0, "closing its stdin ends it cleanly"
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: everything is read in-process")
+def test_killed_worker_mid_pass_loses_no_file(files: list[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    here: list[int] = []
+    real_chunk = reader._prepare_chunk
+
+    def counted(chunk: list[tuple[str, int, str | None]]) -> list[reader.Prepared]:
+        here.append(len(chunk))
+        return real_chunk(chunk)
+
+    monkeypatch.setattr(reader, "_prepare_chunk", counted)  # this process only
+    got = []
+    for i, p in enumerate(prepare_many(jobs(files))):
+        got.append(_key(p))
+        if i == 70:  # the worker cannot have read more than _WINDOW chunks ahead
+            worker = reader._worker
+            assert worker is not None
+            os.kill(worker.proc.pid, signal.SIGKILL)
+    assert got == expected(files)
+    assert not worker.alive() and sum(here) >= len(files) - (reader._WINDOW + 2) * reader._CHUNK
+    assert [_key(p) for p in prepare_many(jobs(files))] == expected(files)
+    assert reader._worker is not None and reader._worker is not worker, "a new one started"
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: everything is read in-process")
+def test_a_pass_left_early_does_not_leak_answers_into_the_next(files: list[str]) -> None:
+    first = prepare_many(jobs(files))
+    assert [_key(next(first)) for _ in range(10)] == expected(files[:10])
+    worker = reader._worker
+    first.close()  # e.g. the writer raised
+    assert worker is not None and not worker.alive()
+    again = list(reversed(files))
+    assert [_key(p) for p in prepare_many(jobs(again))] == expected(again)
+    assert reader._worker is not None and reader._worker is not worker
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: everything is read in-process")
+def test_two_passes_at_once_share_nothing(files: list[str]) -> None:
+    results: dict[str, list[tuple[object, ...]]] = {}
+    order = {"forward": files, "backward": list(reversed(files))}
+
+    def run(name: str) -> None:
+        results[name] = [_key(p) for p in prepare_many(jobs(order[name]))]
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in order]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert results == {name: expected(paths) for name, paths in order.items()}
