@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import PurePath
 
 # Editor temp, backup and swap files, and download partials: never statements.
@@ -29,16 +31,36 @@ class PathFilter:
 
     def __call__(self, path: str) -> bool:
         name = os.path.basename(path)
-        if not any(_match(path, name, p) for p in self.patterns):
-            return False
-        if any(_match(path, name, p) for p in BUILTIN_IGNORES + self.ignore):
-            return False
-        return True
+        return self._wanted.matches(path, name) and not self._ignored.matches(path, name)
+
+    @cached_property
+    def _wanted(self) -> _Patterns:
+        return _Patterns(self.patterns)
+
+    @cached_property
+    def _ignored(self) -> _Patterns:
+        return _Patterns(BUILTIN_IGNORES + self.ignore)
 
     def folder_ok(self, name: str) -> bool:
         """Hidden folders (.git, .cache, ...) are never descended into."""
         return not name.startswith(".") and not any(
             fnmatch.fnmatchcase(name, p) for p in self.ignore if "/" not in p)
+
+
+class _Patterns:
+    """Patterns on the file name, joined into one compiled regex (a scan tests every file
+    against all of them); patterns with a "/" are matched against the path one by one."""
+
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        names = [p for p in patterns if "/" not in p]
+        self._names = re.compile("|".join(fnmatch.translate(p) for p in names)).match \
+            if names else None
+        self._paths = [p for p in patterns if "/" in p]
+
+    def matches(self, path: str, name: str) -> bool:
+        if self._names is not None and self._names(name):
+            return True
+        return any(_match(path, name, p) for p in self._paths)
 
 
 def _match(path: str, name: str, pattern: str) -> bool:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import sqlalchemy as sa
 from watchdog.events import (
     DirCreatedEvent,
@@ -621,3 +623,30 @@ def test_silently_unwatched_subfolders_switch_to_polling(tmp_path: Path) -> None
     errors = [e for e in logs if e["log_level"] == "error"]
     assert [e["event"] for e in errors] == ["inotify_limit"]
     assert "only 2 of 4 folders got an inotify watch" in errors[0]["reason"]
+
+
+_NAME_CHARS = st.sampled_from(list("abx.~#$-_4913[]*?") + ["md", "txt", "swp", "sb-", "\n"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_NAME_CHARS, min_size=1, max_size=8).map("".join),
+       st.lists(st.sampled_from(["*.md", "*.txt", "a?c.md", "[ab]*", "*x*", "draft/*"]),
+                min_size=1, max_size=3),
+       st.lists(st.sampled_from(["*.draft.md", "x*", "[!a]*.txt", "sub/*.md"]), max_size=2))
+def test_path_filter_is_fnmatch_of_each_pattern(name: str, patterns: list[str],
+                                                ignore: list[str]) -> None:
+    """The joined, compiled patterns decide exactly as fnmatchcase pattern by pattern."""
+    import fnmatch
+
+    from daemon.files import BUILTIN_IGNORES
+
+    path = f"/w/sub/{name}"
+
+    def one(p: str) -> bool:
+        if "/" in p:
+            return fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(path, "*/" + p)
+        return fnmatch.fnmatchcase(name, p)
+
+    want = any(one(p) for p in patterns) and not any(
+        one(p) for p in BUILTIN_IGNORES + tuple(ignore))
+    assert PathFilter(tuple(patterns), tuple(ignore))(path) == want
