@@ -52,6 +52,7 @@ class IngestCounts:
     unchanged: int = 0
     rejected: int = 0
     folder_errors: list[str] = field(default_factory=list)
+    left: int = 0  # paths not looked at because a stop came first (process_paths)
 
     def count(self, outcome: str) -> None:
         setattr(self, outcome, getattr(self, outcome) + 1)
@@ -60,6 +61,7 @@ class IngestCounts:
         for key in COUNT_KEYS:
             setattr(self, key, getattr(self, key) + getattr(other, key))
         self.folder_errors += other.folder_errors
+        self.left += other.left
 
     def as_dict(self) -> dict[str, int]:
         return {key: getattr(self, key) for key in COUNT_KEYS}
@@ -92,15 +94,19 @@ class Ingestor:
 
     # ---- single paths: the watcher's entry point -------------------------------------
 
-    def process_paths(self, paths: Sequence[str]) -> IngestCounts:
+    def process_paths(self, paths: Sequence[str],
+                      stop: Callable[[], bool] | None = None) -> IngestCounts:
         """Look at these paths now: present ones first and oldest first (so a move is never
-        a deletion, and the newest of several files carrying one URL wins)."""
+        a deletion, and the newest of several files carrying one URL wins). `stop` is asked
+        between transactions; once it says yes, the paths not yet applied are left (to the
+        next reconcile) and `counts.left` says how many."""
         counts = IngestCounts()
         wanted = list(dict.fromkeys(os.path.abspath(p) for p in paths))
         known = self._known_hashes(wanted)
         wanted.sort(key=_present_oldest_first)
         self._apply_stream(prepare_many([(p, self.watch.max_file_bytes, known.get(p))
-                                         for p in wanted]), counts)
+                                         for p in wanted]), counts, stop=stop,
+                           total=len(wanted))
         return counts
 
     def _known_hashes(self, paths: list[str]) -> dict[str, str]:
@@ -179,7 +185,8 @@ class Ingestor:
 
     def _apply_stream(self, prepared: Iterator[Prepared], counts: IngestCounts,
                       gone: Sequence[str] = (), total: int = 0,
-                      progress: Callable[[int, int], None] | None = None) -> None:
+                      progress: Callable[[int, int], None] | None = None,
+                      stop: Callable[[], bool] | None = None) -> None:
         """Apply files as they are read, in transactions of up to BATCH_FILES files or
         BATCH_SECONDS; then the `gone` paths (deleted since the last pass)."""
         done = 0
@@ -188,6 +195,9 @@ class Ingestor:
         for item in prepared:
             batch.append(item)
             if len(batch) >= BATCH_FILES or time.monotonic() - started > BATCH_SECONDS:
+                if stop is not None and stop():
+                    counts.left = total - done
+                    return
                 self._apply_batch(batch, counts)
                 done += len(batch)
                 batch = []

@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 
+from daemon import reader
 from daemon.config import Config, LogConfig
 from daemon.errors import DatabaseError, RedlineError
 from daemon.files import walk
@@ -54,9 +55,6 @@ log = structlog.get_logger(__name__)
 
 TICK = 1.0  # the main loop's period: root polling, health, STATUS
 VERIFY_SECONDS = 60.0  # how often the inotify watches are counted (FolderWatcher.verify)
-# Paths per process_paths call: small enough that the worker answers a stop within a second
-# or so; large enough that a burst keeps the reader process (daemon.reader) busy.
-CHUNK = 1000
 STARTUP_DB_WAIT = 60.0  # seconds to wait for an unreachable database at start
 MAX_BACKOFF = 30.0
 STOP_BUDGET = 8.0  # SIGTERM to exit, leaving systemd's 10 s some headroom
@@ -181,6 +179,7 @@ class Service:
         plan = self.watcher.start()  # events from now on are queued, not lost
         self._say(f"starting: reconciling {len(self.watcher.roots)} watched folder(s)")
         self._until_database(lambda: self.reconcile("start-up", startup=True))
+        reader.start()  # a burst's first batches are read beside the writer too
         self._worker = threading.Thread(target=self._work, name="redline-live", daemon=True)
         self._worker.start()
         self.jobs = Jobs(self.config, self.engine, instance_id=self.instance_id,
@@ -377,17 +376,22 @@ class Service:
         return counts
 
     def _process(self, todo: list[str], budget: float | None = None) -> IngestCounts:
-        """`Ingestor.process_paths` in chunks, so a stop is never stuck behind a burst."""
+        """`Ingestor.process_paths` in one stream (the reader keeps reading ahead across
+        its transactions), stopping between transactions once a stop is requested or the
+        drain's `budget` is spent: a stop is never stuck behind a burst."""
         ingestor = self.ingestor
         assert ingestor is not None
-        counts = IngestCounts()
         started = time.monotonic()
-        for i in range(0, len(todo), CHUNK):
-            if budget is not None and time.monotonic() - started > budget:
-                log.warning("stop_budget_spent", left=len(todo) - i,
-                            detail="the rest is picked up by the next start's reconcile")
-                break
-            counts.merge(ingestor.process_paths(todo[i:i + CHUNK]))
+
+        def stop() -> bool:
+            if budget is not None:
+                return time.monotonic() - started > budget
+            return self._worker_stop.is_set()
+
+        counts = ingestor.process_paths(todo, stop=stop)
+        if counts.left:
+            log.warning("ingest_interrupted", left=counts.left,
+                        detail="the rest is picked up by the next start's reconcile")
         return counts
 
     def _drain(self) -> None:

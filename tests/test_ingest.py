@@ -384,3 +384,31 @@ def test_whole_revision_corpus_replay_misses_no_edit(engine: sa.Engine, corpus: 
         if cause == "site: modified_time bump only" and not words_differ:
             assert kind == "metadata", row["version_file"]
     assert not missed, missed
+
+
+def test_process_paths_stops_between_transactions(engine: sa.Engine, sample: Path,
+                                                  tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stop asked mid-burst ends process_paths after a whole transaction: what was applied
+    is committed and consistent, the rest is counted as left, and a later pass takes it."""
+    from daemon import ingest as ingest_mod
+
+    monkeypatch.setattr(ingest_mod, "BATCH_FILES", 5)
+    root = tmp_path / "current"
+    shutil.copytree(sample / "current", root)
+    paths = sorted(str(p) for p in root.rglob("*.md"))
+    asked = []
+
+    def stop() -> bool:
+        asked.append(1)
+        return len(asked) > 2  # two transactions, then stop
+
+    ing = make(engine, root)
+    counts = ing.process_paths(paths, stop=stop)
+    assert counts.files == 10 and counts.left == len(paths) - 10
+    assert q(engine, "SELECT count(*) FROM files")[0][0] == 10
+    assert q(engine, "SELECT count(*) FROM statement_revisions")[0][0] == \
+        q(engine, "SELECT count(*) FROM change_log")[0][0]
+    rest = make(engine, root).scan()
+    assert rest.files == len(paths) and rest.unchanged == 10 and rest.rejected == 0
+    assert q(engine, "SELECT count(*) FROM files")[0][0] == len(paths)
