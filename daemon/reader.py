@@ -205,6 +205,15 @@ def _take_worker(start: bool) -> _Worker | None:
         return _worker
 
 
+def start() -> None:
+    """Start the reader process now, when there are two cores to share (the daemon does,
+    so that the first burst does not wait for it); prepare_many uses it from then on."""
+    if (os.cpu_count() or 1) >= 2:
+        worker = _take_worker(start=True)
+        if worker is not None:
+            worker.busy.release()
+
+
 def shutdown() -> None:
     """End the reader process (the daemon at stop; atexit for everything else)."""
     global _worker

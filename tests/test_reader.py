@@ -122,3 +122,26 @@ def test_two_passes_at_once_share_nothing(files: list[str]) -> None:
     for t in threads:
         t.join(timeout=60)
     assert results == {name: expected(paths) for name, paths in order.items()}
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: everything is read in-process")
+def test_started_ahead_the_worker_takes_a_small_pass(files: list[str]) -> None:
+    """The daemon starts the reader at start-up: a pass too small to start one uses it."""
+    reader.start()
+    worker = reader._worker
+    assert worker is not None and worker.alive()
+    reader.start()
+    assert reader._worker is worker, "starting again keeps the running one"
+    small = files[:reader.WARM_MIN_FILES]
+    assert len(small) < reader.PARALLEL_MIN_FILES
+    seen: list[int] = []
+    real_run = reader._Worker.run
+
+    def run(self: reader._Worker, chunks: list[list[tuple[str, int, str | None]]]):  # type: ignore[no-untyped-def]
+        seen.append(sum(map(len, chunks)))
+        return real_run(self, chunks)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(reader._Worker, "run", run)
+        assert [_key(p) for p in prepare_many(jobs(small))] == expected(small)
+    assert seen == [len(small)]
