@@ -24,6 +24,7 @@ from daemon.files import FoundFile, PathFilter, walk
 from daemon.notify.outbox import DeliveryOutbox
 from daemon.reader import Prepared, prepare_many
 from daemon.store import records
+from daemon.store.engine import Checkpointer
 from daemon.store.schema import files, rejected_files
 
 log = structlog.get_logger(__name__)
@@ -232,6 +233,7 @@ class Ingestor:
                 for item in batch:
                     self._apply_batch([item], counts)
                 return
+        Checkpointer.nudge_for(self.engine)
         for outcome in outcomes:
             counts.count(outcome)
         if event_ids and self.on_commit:

@@ -412,3 +412,41 @@ def test_process_paths_stops_between_transactions(engine: sa.Engine, sample: Pat
     rest = make(engine, root).scan()
     assert rest.files == len(paths) and rest.unchanged == 10 and rest.rejected == 0
     assert q(engine, "SELECT count(*) FROM files")[0][0] == len(paths)
+
+
+def test_sqlite_checkpoints_run_beside_the_writer(tmp_path: Path, sample: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """After an ingest the checkpointer thread copies the WAL back into the database file:
+    the file alone (without its -wal) then holds every statement, and is intact."""
+    import sqlite3
+    import time
+
+    from daemon.store import engine as engine_mod
+    from daemon.store import migrate
+
+    monkeypatch.setattr(engine_mod, "CHECKPOINT_WAL_BYTES", 0)
+    db = tmp_path / "redline.db"
+    engine = engine_mod.make_engine(f"sqlite:///{db}")
+    migrate.upgrade(engine)
+    root = tmp_path / "current"
+    shutil.copytree(sample / "current", root)
+    counts = make(engine, root).scan()
+    statements = q(engine, "SELECT count(*) FROM statements")[0][0]
+    assert counts.added == statements > 20
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        checkpointer = engine_mod._checkpointers.get(str(db))
+        if checkpointer is not None and checkpointer.runs:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("no checkpoint ran")
+    alone = tmp_path / "alone.db"
+    shutil.copyfile(db, alone)  # the main file only: what checkpoints copied into it
+    conn = sqlite3.connect(alone)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT count(*) FROM statements").fetchone()[0] == statements
+    finally:
+        conn.close()
+    engine.dispose()
