@@ -5,6 +5,7 @@ source_url; tests/fixtures/corpus/current when the shared corpus is absent), the
   floor     read + sha256 + PyYAML CSafeLoader + one sqlite executemany transaction
   cold      `redline ingest` into an empty SQLite database (subprocess; its peak RSS)
   no-change a second `redline ingest` over the same files
+  FTS5      indexing the same titles and texts in an FTS5 table alone (a part of ingest)
 and prints each as a rate and as a ratio to the floor. Absolute times are not comparable
 across runs on a noisy machine; the ratios are.
 
@@ -79,6 +80,35 @@ def floor(root: Path, db: Path) -> float:
     return time.perf_counter() - t0
 
 
+def fts5_alone(root: Path, db: Path) -> float:
+    """One part of what an ingest must do, timed alone: index every statement's title and
+    text in an FTS5 table like redline's (same tokenizer, 400 per transaction). The text
+    is rendered first, untimed."""
+    sys.path.insert(0, str(REPO))
+    from daemon.document import Document, parse_document
+    from daemon.text import markdown_to_text
+
+    rows = []
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            doc = parse_document(Path(dirpath, name).read_bytes(), 5_000_000)
+            if isinstance(doc, Document):
+                rows.append((len(rows) + 1, doc.title, markdown_to_text(doc.body)))
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE VIRTUAL TABLE s USING fts5(title, body_text, "
+                 "tokenize = 'unicode61 remove_diacritics 2')")
+    t0 = time.perf_counter()
+    for i in range(0, len(rows), 400):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("INSERT INTO s(rowid, title, body_text) VALUES (?, ?, ?)",
+                         rows[i:i + 400])
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - t0
+    conn.close()
+    return elapsed
+
+
 def run_ingest(config: Path) -> tuple[float, dict[str, int], int]:
     """Run `redline ingest --json` as a subprocess; return seconds, counts, peak RSS (KiB)."""
     import psutil
@@ -118,7 +148,8 @@ def main() -> None:
     else:
         n = sum(1 for _ in corpus.rglob("*.md"))
     print(f"corpus: {n} files under {corpus}")
-    for f in ("floor.db", "redline.db", "redline.db-wal", "redline.db-shm"):
+    for f in ("floor.db", "fts5.db", "fts5.db-wal", "fts5.db-shm", "redline.db",
+              "redline.db-wal", "redline.db-shm"):
         (work / f).unlink(missing_ok=True)
     config = work / "config.toml"
     config.write_text(f'[watch]\npaths = ["{corpus}"]\n[database]\nurl = '
@@ -126,6 +157,7 @@ def main() -> None:
     t_floor = floor(corpus, work / "floor.db")
     t_cold, counts, peak = run_ingest(config)
     t_again, counts2, _ = run_ingest(config)
+    t_fts = fts5_alone(corpus, work / "fts5.db")
     assert counts["files"] == n and counts["rejected"] == 0, counts
     assert counts2["unchanged"] == n, counts2
     print(f"floor       {t_floor:7.2f} s  {n / t_floor:8.0f} files/s")
@@ -134,6 +166,8 @@ def main() -> None:
           "(target <= 150 MB; process + worker, sampled every 50 ms)")
     print(f"no-change   {t_again:7.2f} s  (target <= 1 s for 13,000 files; includes "
           "interpreter start-up)")
+    print(f"FTS5 alone  {t_fts:7.2f} s  = {t_fts / t_floor:.2f} x the floor: indexing the "
+          "same texts for search, one required part of an ingest, timed by itself")
     if not args.keep:
         shutil.rmtree(work)
 

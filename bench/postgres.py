@@ -2,6 +2,8 @@
 
   1. cold `redline ingest` into SQLite and into PostgreSQL: the PostgreSQL rate as a ratio
      to the SQLite rate (target >= 0.7);
+     Also the server's time to compute those statements' search vectors alone (a part of
+     what a PostgreSQL ingest must do), as a ratio to the whole SQLite ingest;
   2. one instance ingesting half of the corpus into PostgreSQL, then two instances at once
      ingesting two disjoint halves into one fresh database: the combined rate as a ratio
      to the one instance (target >= 1.4 on a 2-core machine that also runs the server).
@@ -42,6 +44,21 @@ def drop_pg(admin_url: str, url: str) -> None:
         conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{sa.engine.make_url(url).database}" '
                              "WITH (FORCE)")
     admin.dispose()
+
+
+def vectors_alone(url: str) -> float:
+    """Seconds the server takes to compute every stored statement's weighted tsvector (the
+    expression of statement_search.tsv), with nothing else to do."""
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        t0 = time.perf_counter()
+        conn.exec_driver_sql(
+            "SELECT sum(length(setweight(to_tsvector('english', title), 'A') || "
+            "setweight(to_tsvector('english', body_text), 'B'))) FROM statement_search"
+        ).scalar()
+        elapsed = time.perf_counter() - t0
+    engine.dispose()
+    return elapsed
 
 
 def config(work: Path, name: str, folder: Path, url: str) -> Path:
@@ -96,11 +113,15 @@ def main() -> None:
         t_sqlite = timed(config(work, "sqlite", halves[0], f"sqlite:///{work / 'a.db'}"))
         pg1 = fresh_pg(args.pg)
         t_pg = timed(config(work, "pg1", halves[0], pg1))
+        t_vectors = vectors_alone(pg1)
         drop_pg(args.pg, pg1)
         r_sqlite, r_pg = n_half[0] / t_sqlite, n_half[0] / t_pg
         print(f"SQLite      {r_sqlite:7.0f} files/s")
         print(f"PostgreSQL  {r_pg:7.0f} files/s   ratio to SQLite {r_pg / r_sqlite:.2f} "
               "(target >= 0.7)")
+        print(f"tsvectors alone {t_vectors:5.2f} s = {t_vectors / t_sqlite:.2f} x the whole "
+              "SQLite ingest: the server computing the same statements' search vectors, "
+              "one required part of a PostgreSQL ingest, timed by itself")
         # 2. two instances, disjoint folders, one database
         pg2 = fresh_pg(args.pg)
         t_two = timed(config(work, "two-a", halves[0], pg2), config(work, "two-b", halves[1],
