@@ -8,10 +8,11 @@ file record, the search row and the outbox rows together.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -184,7 +185,7 @@ class Ingestor:
 
     # ---- applying ----------------------------------------------------------------------
 
-    def _apply_stream(self, prepared: Iterator[Prepared], counts: IngestCounts,
+    def _apply_stream(self, prepared: Generator[Prepared, None, None], counts: IngestCounts,
                       gone: Sequence[str] = (), total: int = 0,
                       progress: Callable[[int, int], None] | None = None,
                       stop: Callable[[], bool] | None = None) -> None:
@@ -193,18 +194,19 @@ class Ingestor:
         done = 0
         batch: list[Prepared] = []
         started = time.monotonic()
-        for item in prepared:
-            batch.append(item)
-            if len(batch) >= BATCH_FILES or time.monotonic() - started > BATCH_SECONDS:
-                if stop is not None and stop():
-                    counts.left = total - done
-                    return
-                self._apply_batch(batch, counts)
-                done += len(batch)
-                batch = []
-                started = time.monotonic()
-                if progress:
-                    progress(done, total)
+        with contextlib.closing(prepared):  # an error or Ctrl-C here ends the reading now
+            for item in prepared:
+                batch.append(item)
+                if len(batch) >= BATCH_FILES or time.monotonic() - started > BATCH_SECONDS:
+                    if stop is not None and stop():
+                        counts.left = total - done
+                        return
+                    self._apply_batch(batch, counts)
+                    done += len(batch)
+                    batch = []
+                    started = time.monotonic()
+                    if progress:
+                        progress(done, total)
         batch.extend(Prepared(p, None) for p in gone)
         self._apply_batch(batch, counts)
         if progress:

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,7 +107,7 @@ class _Worker:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self.busy = threading.Lock()  # one pass at a time
 
-    def run(self, chunks: list[list[Job]]) -> Iterator[list[Prepared] | None]:
+    def run(self, chunks: list[list[Job]]) -> Generator[list[Prepared] | None, None, None]:
         """Each chunk's prepared files, in order; None from the first chunk the process
         could not answer (it died), after which the caller reads the rest itself."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -153,7 +153,8 @@ class _Worker:
                 slots.release()
                 self.kill()
             for t in threads:
-                t.join(timeout=5)
+                if t is not threading.current_thread():  # closed by a collection there
+                    t.join(timeout=5)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -226,7 +227,7 @@ def shutdown() -> None:
 atexit.register(shutdown)
 
 
-def prepare_many(jobs: list[Job]) -> Iterator[Prepared]:
+def prepare_many(jobs: list[Job]) -> Generator[Prepared, None, None]:
     """Prepare files, in order. A large pass reads and parses in the reader process while
     the caller writes what came back, with a bounded number of chunks read ahead."""
     two_cores = (os.cpu_count() or 1) >= 2

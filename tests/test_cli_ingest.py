@@ -111,16 +111,21 @@ def _big_folder(sample: Path, dest: Path, copies: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("how", ["kill-9", "ctrl-c"])
 def test_kill_9_mid_ingest_then_ingest_again_equals_an_uninterrupted_run(
-        db_url: str, sample: Path, tmp_path: Path) -> None:
-    """SIGKILL during a large ingest, then another ingest: exactly the database an
-    uninterrupted run builds (no duplicate revisions, no missing events)."""
+        db_url: str, sample: Path, tmp_path: Path, how: str) -> None:
+    """SIGKILL (or Ctrl-C: SIGINT to the process group) during a large ingest, then another
+    ingest: exactly the database an uninterrupted run builds (no duplicate revisions, no
+    missing events), and the reader process does not outlive the ingest."""
+    import psutil
+
     folder = tmp_path / "statements"
     _big_folder(sample, folder, 40)  # ~1,200 files: several commit batches
     cfg = write_config(tmp_path, db_url, [folder])
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "daemon", "--config", str(cfg), "ingest"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
     engine = make_engine(db_url)
     deadline = time.monotonic() + 120
     seen = 0
@@ -134,10 +139,18 @@ def test_kill_9_mid_ingest_then_ingest_again_equals_an_uninterrupted_run(
             break
         time.sleep(0.02)
     engine.dispose()
+    children = psutil.Process(proc.pid).children()
     assert proc.poll() is None, "the ingest finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert seen > 0
+    if how == "kill-9":
+        os.kill(proc.pid, signal.SIGKILL)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=30) != 0
+    assert seen > 0 and children, "a pass this large is read by a reader process"
+    _gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, "the reader process ends with the ingest"
+    if how == "ctrl-c":
+        assert b"Traceback" not in proc.stderr.read()
     code, out = run(cfg, "--json")
     assert code == 0, out
     interrupted = _snapshot(db_url)
