@@ -26,6 +26,7 @@ import structlog
 
 from daemon import reader
 from daemon.config import Config, LogConfig
+from daemon.debounce import Batch, PathCollector
 from daemon.errors import DatabaseError, RedlineError
 from daemon.files import walk
 from daemon.ingest import IngestCounts, Ingestor
@@ -42,14 +43,7 @@ from daemon.store import migrate
 from daemon.store.engine import make_engine
 from daemon.store.schema import events, files
 from daemon.systemd import SystemdNotifier, Watchdog
-from daemon.watch import (
-    Batch,
-    FolderWatcher,
-    PathCollector,
-    inotify_limits,
-    inotify_watches,
-    make_observer,
-)
+from daemon.watch import FolderWatcher, inotify_limits, inotify_watches, make_observer
 
 log = structlog.get_logger(__name__)
 

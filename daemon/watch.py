@@ -1,25 +1,20 @@
-"""Watchdog events -> debounced paths to look at. No parsing and no database here.
+"""Watchdog events -> paths for the debounce (daemon.debounce). No parsing, no database.
 
-The observer's handler only records which paths (and folders) an event touched; the
-daemon's worker takes batches of paths that have settled and hands them to
-`Ingestor.process_paths`, which re-stats and re-reads them. Event types are never trusted:
-a move's destination is "changed", its source "maybe gone", and a path is ready only when
-its write is complete (IN_CLOSE_WRITE, a rename or a delete was the last thing seen) and no
-event came for `debounce_ms`, or, without such a signal, when its size and mtime stayed the
-same across a further debounce window.
+The observer's handler only records which paths (and folders) an event touched, in a
+`PathCollector`; the daemon's worker takes the batches that settled. Event types are never
+trusted: a move's destination is "changed", its source "maybe gone". This module also
+chooses the observer (inotify or polling, within the inotify watch limit) and keeps the
+watched folders watched.
 """
 
 from __future__ import annotations
 
 import errno
-import heapq
 import logging
 import os
-import threading
-import time
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +34,7 @@ from watchdog.events import (
 )
 
 from daemon.config import WatchConfig
+from daemon.debounce import PathCollector
 from daemon.files import PathFilter
 
 log = structlog.get_logger(__name__)
@@ -50,198 +46,6 @@ EVENT_TYPES: list[type[FileSystemEvent]] = [
 ]
 # Leave this share of the inotify watch limit to the other programs of the same user.
 WATCH_LIMIT_MARGIN = 0.1
-_UNSET: Any = object()  # "no stat snapshot taken yet"
-
-Stat = tuple[int, int] | None  # size, mtime_ns; None when the file is absent
-
-
-def stat_of(path: str) -> Stat:
-    """Size and mtime of a path, None when it is gone."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns)
-
-
-@dataclass
-class _Pending:
-    due: float
-    complete: bool
-    snapshot: Any = _UNSET
-    group: set[str] | None = None
-    settled: bool = False
-
-
-@dataclass
-class Batch:
-    """What the worker should look at now."""
-
-    paths: list[str] = field(default_factory=list)
-    dirs_added: list[tuple[str, bool]] = field(default_factory=list)  # (folder, moved in)
-    dirs_gone: list[str] = field(default_factory=list)
-    reconcile: list[str] = field(default_factory=list)  # reasons
-
-    def __bool__(self) -> bool:
-        return bool(self.paths or self.dirs_added or self.dirs_gone or self.reconcile)
-
-
-class PathCollector:
-    """Thread-safe per-path debounce: event handlers `touch`, the worker `take`s."""
-
-    def __init__(self, debounce_ms: int, clock: Callable[[], float] = time.monotonic,
-                 stat: Callable[[str], Stat] = stat_of) -> None:
-        self.debounce = debounce_ms / 1000
-        self._clock = clock
-        self._stat = stat
-        self._cond = threading.Condition()
-        self._pending: dict[str, _Pending] = {}
-        self._due: list[tuple[float, str]] = []  # heap; stale items are skipped
-        self._dirs_added: dict[str, bool] = {}
-        self._dirs_gone: list[str] = []
-        self._reconcile: list[str] = []
-        self._woken = False
-        self._in_hand = False  # a batch was taken and is not done yet
-
-    # ---- the handler's side (observer thread): record, never block on I/O -------------
-
-    def touch(self, path: str, complete: bool | None, link: str | None = None) -> None:
-        """A path may have changed; `complete` says the write is finished (None: unknown,
-        keep what an earlier event said). `link` ties a move's two ends into one batch."""
-        with self._cond:
-            due = self._clock() + self.debounce
-            entry = self._pending.get(path)
-            if entry is None:
-                entry = self._pending[path] = _Pending(due, True if complete is None
-                                                       else complete)
-            elif complete is not None:
-                entry.complete = complete
-            entry.due = due
-            entry.snapshot = _UNSET
-            entry.settled = False
-            heapq.heappush(self._due, (due, path))
-            if link is not None and link in self._pending:
-                self._join(path, link)
-            self._cond.notify()
-
-    def _join(self, a: str, b: str) -> None:
-        ea, eb = self._pending[a], self._pending[b]
-        group = (ea.group or {a}) | (eb.group or {b})
-        for p in group:
-            if p in self._pending:
-                self._pending[p].group = group
-
-    def notice(self, path: str, complete: bool) -> None:
-        """A file found by listing a folder: queued unless an event already queued it."""
-        with self._cond:
-            if path not in self._pending:
-                due = self._clock() + self.debounce
-                self._pending[path] = _Pending(due, complete)
-                heapq.heappush(self._due, (due, path))
-                self._cond.notify()
-
-    def wake(self) -> None:
-        """Make a waiting `take` return now (the worker is asked to stop)."""
-        with self._cond:
-            self._woken = True
-            self._cond.notify_all()
-
-    def folder_added(self, path: str, moved: bool) -> None:
-        """A folder appeared (created, or moved in: its files are complete)."""
-        with self._cond:
-            self._dirs_added[path] = self._dirs_added.get(path, False) or moved
-            self._cond.notify()
-
-    def folder_gone(self, path: str) -> None:
-        """A folder was deleted or moved away: the files known under it may be gone."""
-        with self._cond:
-            self._dirs_gone.append(path)
-            self._cond.notify()
-
-    def request_reconcile(self, reason: str) -> None:
-        """Events may have been lost (overflow, watcher error): rescan everything."""
-        with self._cond:
-            if reason not in self._reconcile:
-                self._reconcile.append(reason)
-            self._cond.notify()
-
-    # ---- the worker's side ---------------------------------------------------------------
-
-    def take(self, timeout: float) -> Batch:
-        """Wait at most `timeout` seconds for settled paths (or folder changes, or a
-        reconcile request) and return them; an empty Batch when nothing is ready."""
-        deadline = self._clock() + timeout
-        with self._cond:
-            while True:
-                batch = self._ready_batch()
-                now = self._clock()
-                if batch or now >= deadline or self._woken:
-                    self._woken = False
-                    self._in_hand = bool(batch)
-                    return batch
-                wait = deadline - now
-                if self._due:
-                    wait = min(wait, self._due[0][0] - now)
-                self._cond.wait(max(wait, 0.001))
-
-    def flush(self) -> list[str]:
-        """Every pending path whose write is known to be complete, without waiting out the
-        debounce (at stop). Paths still being written are left to the next start."""
-        with self._cond:
-            paths = [p for p, e in self._pending.items() if e.complete]
-            for p in paths:
-                del self._pending[p]
-            return paths
-
-    def done(self) -> None:
-        """The worker finished the batch it took."""
-        with self._cond:
-            self._in_hand = False
-
-    def waiting(self) -> int:
-        """Paths and folders waiting to be taken (not counting a batch in hand)."""
-        with self._cond:
-            return len(self._pending) + len(self._dirs_added) + len(self._dirs_gone)
-
-    def pending_count(self) -> int:
-        """Paths and folders waiting, plus one while a taken batch is being handled."""
-        with self._cond:
-            return (len(self._pending) + len(self._dirs_added) + len(self._dirs_gone)
-                    + len(self._reconcile) + int(self._in_hand))
-
-    def _ready_batch(self) -> Batch:
-        batch = Batch(dirs_added=list(self._dirs_added.items()), dirs_gone=self._dirs_gone,
-                      reconcile=self._reconcile)
-        self._dirs_added, self._dirs_gone, self._reconcile = {}, [], []
-        now = self._clock()
-        while self._due and self._due[0][0] <= now:
-            due, path = heapq.heappop(self._due)
-            entry = self._pending.get(path)
-            if entry is None or entry.due != due:
-                continue  # taken already, or touched again since
-            if not self._settled(path, entry, now):
-                heapq.heappush(self._due, (entry.due, path))
-                continue
-            entry.settled = True
-            group = [g for g in (entry.group or {path}) if g in self._pending]
-            if all(self._pending[g].settled for g in group):
-                for g in group:
-                    del self._pending[g]
-                batch.paths.extend(sorted(group))
-        return batch
-
-    def _settled(self, path: str, entry: _Pending, now: float) -> bool:
-        if entry.complete:
-            return True
-        # No sign that the write ended: wait until size and mtime hold still for a window.
-        current = self._stat(path)
-        if entry.snapshot is not _UNSET and entry.snapshot == current:
-            return True
-        entry.snapshot = current
-        entry.due = now + self.debounce
-        return False
-
-
 class WatchHandler(FileSystemEventHandler):
     """Turns watchdog events into `PathCollector` calls. Runs on watchdog's one dispatcher
     thread, so it only records paths and never raises."""

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import sqlalchemy as sa
 from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
@@ -32,12 +32,12 @@ from watchdog.events import (
 )
 
 from daemon.config import Config, WatchConfig, parse_config
+from daemon.debounce import PathCollector
 from daemon.files import PathFilter
 from daemon.service import Service
 from daemon.systemd import SystemdNotifier
 from daemon.watch import (
     FolderWatcher,
-    PathCollector,
     WatchHandler,
     count_folders,
     plan_observer,
