@@ -46,8 +46,8 @@ def build_corpus(dest: Path, n_files: int) -> int:
                 break
             data = src.read_bytes()
             if copy:
-                data = URL_RE.sub(lambda m: m.group(1) + m.group(2) + f"/copy-{copy}/".encode(),
-                                  data, count=1)
+                suffix = f"/copy-{copy}/".encode()
+                data = URL_RE.sub(lambda m, s=suffix: m.group(1) + m.group(2) + s, data, count=1)
             out = dest / f"copy{copy:02d}" / src.relative_to(source)
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_bytes(data)

@@ -1,4 +1,5 @@
-"""The one error hierarchy: each says what is wrong and what to do; the CLI maps it to an exit code."""
+"""The one error hierarchy: each says what is wrong and what to do; the CLI maps it to an
+exit code."""
 
 
 class RedlineError(Exception):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
-import re
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-
 from conftest import write_config
+
 from daemon.cli import cli
 from daemon.store.engine import make_engine
 
@@ -103,7 +103,8 @@ def _big_folder(sample: Path, dest: Path, copies: int) -> None:
     for i in range(copies):
         for src in (sample / "current").rglob("*.md"):
             data = src.read_bytes()
-            data = re.sub(rb"^(source_url: \S+?)/?$", lambda m: m.group(1) + f"/c{i}/".encode(),
+            suffix = f"/c{i}/".encode()
+            data = re.sub(rb"^(source_url: \S+?)/?$", lambda m, s=suffix: m.group(1) + s,
                           data, count=1, flags=re.M)
             out = dest / f"c{i}" / src.relative_to(sample / "current")
             out.parent.mkdir(parents=True, exist_ok=True)
