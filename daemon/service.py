@@ -1,11 +1,10 @@
-"""The daemon's life: start-up order, the live worker, signals, reload and stop.
+"""The daemon's life: start-up order, signals, reload, health and stop.
 
 Start-up: migrate, start the watcher (collecting events), reconcile what changed while we
-were down, start the worker and the scheduler, and only then READY=1. The worker is the
-one thread that writes live changes: it takes settled paths from the watcher and calls the
-same `Ingestor` as `redline ingest`; reconciles run on it too, so a rescan and a live move
-never interleave. The main thread handles signals (as requests), polls for missing watched
-folders and dead watches, and keeps systemd's STATUS= line current.
+were down, start the live worker (daemon.live: the one thread that writes live changes,
+with the same `Ingestor` as `redline ingest`) and the scheduler, and only then READY=1.
+The main thread handles signals (as requests), polls for missing watched folders and dead
+watches, and keeps systemd's STATUS= line current.
 """
 
 from __future__ import annotations
@@ -26,9 +25,8 @@ import structlog
 
 from daemon import reader
 from daemon.config import Config, LogConfig
-from daemon.debounce import Batch, PathCollector
+from daemon.debounce import PathCollector
 from daemon.errors import DatabaseError, RedlineError
-from daemon.files import walk
 from daemon.ingest import IngestCounts, Ingestor
 from daemon.jobs import (
     Heartbeat,
@@ -38,24 +36,18 @@ from daemon.jobs import (
     default_dispatch,
     write_heartbeat,
 )
+from daemon.live import MAX_BACKOFF, STOP_BUDGET, TICK, LiveWorker, short, transient
 from daemon.notify.outbox import DeliveryOutbox
 from daemon.store import migrate
 from daemon.store.engine import make_engine
-from daemon.store.schema import events, files
+from daemon.store.schema import events
 from daemon.systemd import SystemdNotifier, Watchdog
 from daemon.watch import FolderWatcher, inotify_limits, inotify_watches, make_observer
 
 log = structlog.get_logger(__name__)
 
-TICK = 1.0  # the main loop's period: root polling, health, STATUS
 VERIFY_SECONDS = 60.0  # how often the inotify watches are counted (FolderWatcher.verify)
 STARTUP_DB_WAIT = 60.0  # seconds to wait for an unreachable database at start
-MAX_BACKOFF = 30.0
-STOP_BUDGET = 8.0  # SIGTERM to exit, leaving systemd's 10 s some headroom
-# A deletion waits until it is GONE_SETTLE old and the watcher is quiet (watchdog holds
-# every event for 0.5 s while it tries to pair a rename's two halves), at most GONE_GRACE.
-GONE_SETTLE = 1.0
-GONE_GRACE = 5.0
 
 
 class _Stopped(Exception):
@@ -64,18 +56,6 @@ class _Stopped(Exception):
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _transient(exc: BaseException) -> bool:
-    """The database is unreachable or busy (worth retrying), not a bug."""
-    return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError) or (
-        isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
-
-
-def _short(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    lines = str(orig).strip().splitlines()
-    return lines[0] if lines else type(orig).__name__
 
 
 class SignalInbox:
@@ -129,9 +109,9 @@ class Service:
         self.inbox = inbox or SignalInbox()
         self.stop_requested = self.inbox.stop
         self._reload_requested = self.inbox.reload
-        self._wake = self.inbox.wake
-        self._worker_stop = threading.Event()
-        self._ingest_lock = threading.RLock()
+        self.wake_main = self.inbox.wake
+        self.worker_stop = threading.Event()
+        self.ingest_lock = threading.RLock()
         self.collector = PathCollector(config.watch.debounce_ms)
         self.engine: sa.Engine | None = None
         self.ingestor: Ingestor | None = None
@@ -142,14 +122,13 @@ class Service:
         self._watchdog_stop = threading.Event()
         self._main_tick = time.monotonic()
         self._verified = time.monotonic() - VERIFY_SECONDS + 2 * TICK  # first look soon
-        self._db_error: str | None = None
-        self._folder_errors: dict[str, str] = {}
+        self.folder_errors: dict[str, str] = {}
         self._reload_error: str | None = None
         self._last_change: dt.datetime | None = None
         self._status = ""
         self.reconciles = 0
         self._changes = 0  # events committed since start
-        self._gone: dict[str, float] = {}  # paths found gone -> when; see _ingest_paths
+        self.live = LiveWorker(self)
         self.ready = False
         self._stopped = False
 
@@ -174,7 +153,7 @@ class Service:
         self._say(f"starting: reconciling {len(self.watcher.roots)} watched folder(s)")
         self._until_database(lambda: self.reconcile("start-up", startup=True))
         reader.start()  # a burst's first batches are read beside the writer too
-        self._worker = threading.Thread(target=self._work, name="redline-live", daemon=True)
+        self._worker = threading.Thread(target=self.live.run, name="redline-live", daemon=True)
         self._worker.start()
         self.jobs = Jobs(self.config, self.engine, instance_id=self.instance_id,
                          request_reconcile=self.collector.request_reconcile,
@@ -219,12 +198,12 @@ class Service:
             try:
                 return step()
             except sa.exc.DBAPIError as exc:
-                if not _transient(exc) or time.monotonic() + delay > give_up:
-                    raise DatabaseError(f"{_hide(self.config.database.url)}: {_short(exc)}"
+                if not transient(exc) or time.monotonic() + delay > give_up:
+                    raise DatabaseError(f"{_hide(self.config.database.url)}: {short(exc)}"
                                         ) from None
-                self._say(f"starting: database unreachable ({_short(exc)}); retrying in "
+                self._say(f"starting: database unreachable ({short(exc)}); retrying in "
                           f"{delay:.0f} s")
-                log.warning("database_unreachable", error=_short(exc), retry_in=delay)
+                log.warning("database_unreachable", error=short(exc), retry_in=delay)
                 self.stop_requested.wait(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
 
@@ -243,172 +222,15 @@ class Service:
         if self.jobs is not None:
             self.jobs.wake_dispatch()
 
-    # ---- the live worker -------------------------------------------------------------------
-
-    def _work(self) -> None:
-        retry: Batch | None = None
-        delay = 1.0
-        while not self._worker_stop.is_set():
-            batch = retry or self.collector.take(timeout=0.1 if self._gone else TICK)
-            if not batch:
-                if self._gone:
-                    self._attempt(Batch())
-                continue
-            outcome = self._attempt(batch)
-            if outcome == "retry":
-                retry = batch
-                self._worker_stop.wait(delay)
-                delay = min(delay * 2, MAX_BACKOFF)
-                continue
-            self.collector.done()
-            retry, delay = None, 1.0
-            if outcome == "ok" and self._db_error is not None:
-                log.info("database_reachable", detail="reconciling what may have been missed")
-                self._db_error = None
-                self._wake.set()
-                self.collector.request_reconcile("database reachable again")
-        if retry is not None:
-            self.collector.done()  # left to the next start's reconcile
-        self._drain()
-
-    def _attempt(self, batch: Batch) -> str:
-        """Handle one batch: "ok", "retry" (database unreachable) or "failed" (a bug,
-        logged; the batch is dropped and the next reconcile covers it)."""
-        try:
-            self._handle(batch)
-        except Exception as exc:  # noqa: BLE001 - the worker must outlive any one batch
-            if not _transient(exc):
-                log.exception("live_ingest_failed", paths=len(batch.paths))
-                return "failed"
-            if self._db_error is None:
-                log.error("database_unreachable", error=_short(exc),
-                          detail="live changes are held and retried")
-            self._db_error = _short(exc)
-            self._wake.set()
-            return "retry"
-        return "ok"
-
-    def _handle(self, batch: Batch) -> None:
-        watcher = self.watcher
-        assert watcher is not None
-        with self._ingest_lock:
-            if batch.reconcile:
-                self.reconcile("; ".join(batch.reconcile))
-            for folder in batch.dirs_gone:
-                for path in self._known_under(folder):
-                    self.collector.touch(path, complete=True)
-            for folder, moved in batch.dirs_added:
-                if watcher.folder_ok(folder):
-                    for found in walk(folder, watcher.accept, watcher.watch.recursive):
-                        self.collector.notice(found.path, complete=moved)
-            if batch.paths:
-                self._ingest_paths(batch.paths)
-            else:
-                self._release_gone()
-
-    def _known_under(self, folder: str) -> list[str]:
-        assert self.engine is not None
-        prefix = folder.rstrip(os.sep) + os.sep
-        with self.engine.connect() as conn:
-            return list(conn.execute(sa.select(files.c.path).where(
-                sa.func.substr(files.c.path, 1, len(prefix)) == prefix)).scalars())
-
-    def _ingest_paths(self, paths: list[str], budget: float | None = None) -> IngestCounts:
-        """Ingest the present paths now; a path that is gone waits until the watcher is
-        quiet (see GONE_SETTLE), so a file that went away and shows up elsewhere (moved
-        into a folder inotify was not watching yet) is seen at its new place first and
-        never recorded as deleted."""
-        now = time.monotonic()
-        present = []
-        for path in dict.fromkeys(paths):
-            if os.path.exists(path):
-                present.append(path)
-                self._gone.pop(path, None)
-            else:
-                self._gone.setdefault(path, now)
-        counts = self._process(present, budget)
-        counts.merge(self._release_gone(force=budget is not None))
-        return counts
-
-    def _release_gone(self, force: bool = False) -> IngestCounts:
-        """Apply the deletions that waited, once they settled and nothing else is pending
-        (or they waited GONE_GRACE). Deletions under a watched folder that is missing or
-        suddenly empty are held, never applied."""
-        if not self._gone:
-            return IngestCounts()
-        now = time.monotonic()
-        settled = (now - max(self._gone.values()) >= GONE_SETTLE
-                   and self.collector.waiting() == 0)
-        if not (force or settled or now - min(self._gone.values()) > GONE_GRACE):
-            return IngestCounts()
-        watcher = self.watcher
-        assert watcher is not None
-        paths = list(self._gone)  # cleared only once applied: idle() stays False until then
-        present = [p for p in paths if os.path.exists(p)]
-        gone: list[str] = []
-        held: dict[str, int] = {}
-        healthy: dict[str, bool] = {}
-        for path in paths:
-            root = watcher.root_of(path)
-            if root is None or path in present:
-                continue
-            if root not in healthy:
-                healthy[root] = os.path.isdir(root) and next(
-                    walk(root, watcher.accept, watcher.watch.recursive), None) is not None
-            if healthy[root]:
-                gone.append(path)
-            else:
-                held[root] = held.get(root, 0) + 1
-        for root, n in held.items():
-            reason = "missing" if not os.path.isdir(root) else "suddenly empty (unmounted?)"
-            self._folder_errors[root] = f"{root} is {reason}: {n} deletion(s) held"
-            log.error("deletions_held", path=root, files=n, reason=reason,
-                      detail="statements are kept; a reconcile runs when the folder is back")
-        counts = self._process(present + gone)
-        for path in paths:
-            self._gone.pop(path, None)
-        return counts
-
-    def _process(self, todo: list[str], budget: float | None = None) -> IngestCounts:
-        """`Ingestor.process_paths` in one stream (the reader keeps reading ahead across
-        its transactions), stopping between transactions once a stop is requested or the
-        drain's `budget` is spent: a stop is never stuck behind a burst."""
-        ingestor = self.ingestor
-        assert ingestor is not None
-        started = time.monotonic()
-
-        def stop() -> bool:
-            if budget is not None:
-                return time.monotonic() - started > budget
-            return self._worker_stop.is_set()
-
-        counts = ingestor.process_paths(todo, stop=stop)
-        if counts.left:
-            log.warning("ingest_interrupted", left=counts.left,
-                        detail="the rest is picked up by the next start's reconcile")
-        return counts
-
-    def _drain(self) -> None:
-        """At stop: ingest every path whose write is complete, without the debounce."""
-        paths = self.collector.flush()
-        if not paths and not self._gone:
-            return
-        try:
-            counts = self._ingest_paths(paths, budget=STOP_BUDGET / 2)
-            log.info("drained", paths=len(paths), **counts.as_dict())
-        except Exception as exc:  # noqa: BLE001
-            log.error("drain_failed", paths=len(paths), error=_short(exc),
-                      detail="the next start's reconcile picks them up")
-
     def reconcile(self, reason: str, startup: bool = False) -> IngestCounts:
         """A full rescan of the watched folders with the one-shot ingest's code."""
         assert self.ingestor is not None
         progress = self._startup_progress if startup else None
         started = time.monotonic()
-        with self._ingest_lock:
+        with self.ingest_lock:
             counts = self.ingestor.scan(progress=progress)
         self.reconciles += 1
-        self._folder_errors = {e.split(":", 1)[0]: e for e in counts.folder_errors}
+        self.folder_errors = {e.split(":", 1)[0]: e for e in counts.folder_errors}
         for err in counts.folder_errors:
             log.error("watched_folder_error", detail=err)
         log.info("reconciled", reason=reason, seconds=round(time.monotonic() - started, 2),
@@ -427,8 +249,8 @@ class Service:
     def serve(self) -> None:
         """Handle reload/stop requests, poll roots and health, until a stop is requested."""
         while not self.stop_requested.is_set():
-            self._wake.wait(TICK)
-            self._wake.clear()
+            self.wake_main.wait(TICK)
+            self.wake_main.clear()
             self._main_tick = time.monotonic()
             if self.stop_requested.is_set():
                 break
@@ -484,7 +306,7 @@ class Service:
             new = replace(new, database=old.database)
         if self._configure_logs is not None:
             self._configure_logs(new.log)
-        with self._ingest_lock:
+        with self.ingest_lock:
             self.ingestor = self._make_ingestor(new)
         if new.watch != old.watch:
             self.collector.debounce = new.watch.debounce_ms / 1000
@@ -502,7 +324,7 @@ class Service:
 
     def idle(self) -> bool:
         """Nothing pending in the watcher and no batch in the worker's hands."""
-        return self.collector.pending_count() == 0 and not self._gone
+        return self.collector.pending_count() == 0 and not self.live.gone
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait (checking every 10 ms, up to `timeout`) until idle()."""
@@ -534,11 +356,11 @@ class Service:
         if watcher.missing:
             parts.append("MISSING: " + ", ".join(sorted(watcher.missing))
                          + " (statements kept)")
-        for root, err in sorted(self._folder_errors.items()):
+        for root, err in sorted(self.folder_errors.items()):
             if root not in watcher.missing:
                 parts.append(err)
-        if self._db_error:
-            parts.append(f"DATABASE UNREACHABLE: {self._db_error}; retrying")
+        if self.live.db_error:
+            parts.append(f"DATABASE UNREACHABLE: {self.live.db_error}; retrying")
         if self._reload_error:
             parts.append(f"reload failed, previous configuration kept: {self._reload_error}")
         if self._last_change:
@@ -557,7 +379,7 @@ class Service:
         try:
             write_heartbeat(self.engine, self.heartbeat())
         except sa.exc.DBAPIError as exc:
-            log.warning("heartbeat_failed", error=_short(exc))
+            log.warning("heartbeat_failed", error=short(exc))
 
     def _say(self, status: str) -> None:
         log.info("status", status=status)
@@ -576,7 +398,7 @@ class Service:
         self._watchdog_stop.set()
         if self.watcher is not None:
             self.watcher.stop()
-        self._worker_stop.set()
+        self.worker_stop.set()
         self.collector.wake()
         if self._worker is not None:
             self._worker.join(STOP_BUDGET * 0.75)
