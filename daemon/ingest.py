@@ -124,8 +124,10 @@ class Ingestor:
     # ---- full passes: `redline ingest` and reconcile ---------------------------------
 
     def scan(self, roots: Iterable[str] | None = None,
-             progress: Callable[[int, int], None] | None = None) -> IngestCounts:
-        """One pass over the watched folders: ingest what changed, notice what is gone."""
+             progress: Callable[[int, int], None] | None = None,
+             stop: Callable[[], bool] | None = None) -> IngestCounts:
+        """One pass over the watched folders: ingest what changed, notice what is gone.
+        `stop` is asked between transactions, as in process_paths."""
         counts = IngestCounts()
         root_list = [os.path.abspath(r) for r in (roots or [str(p) for p in self.watch.paths])]
         known, known_rejected = self._known_state()
@@ -166,7 +168,9 @@ class Ingestor:
         jobs = [(f.path, self.watch.max_file_bytes, known.get(f.path, (None,) * 4)[3])
                 for f in todo]
         self._apply_stream(prepare_many(jobs), counts, gone, len(todo) + len(gone),
-                           progress)
+                           progress, stop)
+        if counts.left:
+            return counts
         if stale:
             with self.engine.begin() as conn:
                 conn.execute(rejected_files.delete().where(rejected_files.c.path.in_(stale)))

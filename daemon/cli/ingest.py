@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
+from typing import Any
 
 import click
 
@@ -23,7 +26,7 @@ def ingest(app: App, paths: tuple[str, ...], as_json: bool) -> None:
     """One pass over the watched folders (or PATHs): record every change.
 
     Exit status: 0 all ingested, 1 a folder is missing or emptied, 3 some files were
-    rejected (see `redline errors`).
+    rejected (see `redline errors`), 130 stopped by Ctrl-C after a whole transaction.
 
     \b
     Example:
@@ -41,11 +44,16 @@ def ingest(app: App, paths: tuple[str, ...], as_json: bool) -> None:
     missing = [p for p in singles if not os.path.exists(p)]
     if missing and not os.path.lexists(missing[0]):
         raise WatchedFolderError(f"{missing[0]}: no such file or folder")
-    with _progress(not as_json and sys.stderr.isatty()) as progress:
+    with _progress(not as_json and sys.stderr.isatty()) as progress, _CtrlC() as ctrl_c:
         if singles:
-            counts.merge(ingestor.process_paths(singles))
-        if dirs or not paths:
-            counts.merge(ingestor.scan(dirs or None, progress=progress))
+            counts.merge(ingestor.process_paths(singles, stop=ctrl_c.pressed.is_set))
+        if (dirs or not paths) and not ctrl_c.pressed.is_set():
+            counts.merge(ingestor.scan(dirs or None, progress=progress,
+                                       stop=ctrl_c.pressed.is_set))
+    if ctrl_c.pressed.is_set():
+        click.echo("redline: interrupted after a whole transaction; the next ingest takes "
+                   "up the rest", err=True)
+        click.get_current_context().exit(130)
     elapsed = time.monotonic() - started
     if as_json:
         echo_json(counts.as_dict())
@@ -94,6 +102,33 @@ class _progress:
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.__exit__(*exc)
+
+
+class _CtrlC:
+    """Ctrl-C (SIGINT): the first press stops the ingest after its current transaction, the
+    second aborts at once. A flag rather than KeyboardInterrupt, because an exception
+    raised by a signal handler is lost when the handler happens to run inside a garbage
+    collector callback (seen: the ingest ran on to the end). Left alone where SIGINT is
+    ignored (a background job)."""
+
+    def __init__(self) -> None:
+        self.pressed = threading.Event()
+        self._previous: Any = None
+
+    def __enter__(self) -> _CtrlC:
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, _signum: int, _frame: object) -> None:
+        if self.pressed.is_set():
+            raise KeyboardInterrupt
+        self.pressed.set()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 @click.group("config")
