@@ -131,8 +131,8 @@ class _Worker:
             try:
                 for _ in chunks:
                     answers.put(pickle.load(stdout))
-            except (EOFError, OSError, ValueError, pickle.UnpicklingError):
-                answers.put(None)
+            except Exception:  # noqa: BLE001 - whatever broke, the caller must not wait
+                answers.put(None)  # forever: it reads the rest itself
 
         threads = [threading.Thread(target=f, name=f"redline-reader-{f.__name__}",
                                     daemon=True) for f in (feed, read)]
