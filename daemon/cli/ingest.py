@@ -26,7 +26,7 @@ def ingest(app: App, paths: tuple[str, ...], as_json: bool) -> None:
     """One pass over the watched folders (or PATHs): record every change.
 
     Exit status: 0 all ingested, 1 a folder is missing or emptied, 3 some files were
-    rejected (see `redline errors`), 130 stopped by Ctrl-C after a whole transaction.
+    rejected (see `redline errors`); Ctrl-C stops after a whole transaction with 1.
 
     \b
     Example:
@@ -53,7 +53,7 @@ def ingest(app: App, paths: tuple[str, ...], as_json: bool) -> None:
     if ctrl_c.pressed.is_set():
         click.echo("redline: interrupted after a whole transaction; the next ingest takes "
                    "up the rest", err=True)
-        click.get_current_context().exit(130)
+        click.get_current_context().exit(1)  # SPEC §6: 1 failure
     elapsed = time.monotonic() - started
     if as_json:
         echo_json(counts.as_dict())
