@@ -200,26 +200,18 @@ class DigestRunnerLike(Protocol):
 
 
 def default_dispatch(engine: Engine, config: Config, clock: Callable[[], dt.datetime],
-                     instance_id: str) -> DispatchRunner | None:
-    """daemon.notify.dispatch.Dispatcher, or None if that module is not there."""
-    try:
-        from daemon.notify.dispatch import Dispatcher
-    except ModuleNotFoundError as exc:
-        if exc.name != "daemon.notify.dispatch":
-            raise
-        return None
+                     instance_id: str) -> DispatchRunner:
+    """The deliveries' runner: daemon.notify.dispatch.Dispatcher."""
+    from daemon.notify.dispatch import Dispatcher
+
     return Dispatcher(engine, config, clock=clock, instance_id=instance_id)
 
 
 def default_digest(engine: Engine, config: Config, clock: Callable[[], dt.datetime],
-                   instance_id: str) -> DigestRunnerLike | None:
-    """daemon.notify.digest.DigestRunner, or None if that module is not there."""
-    try:
-        from daemon.notify.digest import DigestRunner
-    except ModuleNotFoundError as exc:
-        if exc.name != "daemon.notify.digest":
-            raise
-        return None
+                   instance_id: str) -> DigestRunnerLike:
+    """The digests' runner: daemon.notify.digest.DigestRunner."""
+    from daemon.notify.digest import DigestRunner
+
     # the same reading of the crontab as the digest job's trigger (0 and 7 are Sunday)
     return DigestRunner(engine, config, clock=clock, trigger=digest_trigger(config.schedule))
 
@@ -277,12 +269,11 @@ class Jobs:
     def _build_runners(self, config: Config) -> None:
         old = self.dispatch
         args = (self.engine, config, self.clock, self.instance_id)
-        self.dispatch = self._dispatch_factory(*args)
+        self.dispatch = self._dispatch_factory(*args)  # a factory may give None
         self.digest = self._digest_factory(*args)
         if self.dispatch is None or self.digest is None:
             log.warning("notifications_unavailable",
-                        detail="daemon.notify.dispatch/digest are not installed; "
-                               "deliveries stay pending")
+                        detail="no dispatcher or digest runner: deliveries stay pending")
         if old is not None:
             _close(old, 0)
 
