@@ -39,10 +39,9 @@ from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
-SOURCES = [REPO.parent / "shared" / "corpus" / "current",
-           REPO / "tests" / "fixtures" / "corpus" / "current"]
-URL_RE = re.compile(rb"^(source_url: )(\S+?)/?$", re.M)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ingest import build_corpus  # noqa: E402  the same copies of the real corpus
+
 DEBOUNCE_MS = 200  # the configuration default
 PYTHON = sys.executable
 
@@ -57,24 +56,6 @@ title: Latency probe {n}
 Probe number {n}: a short statement written by the latency benchmark so that every
 write is a new revision with words of its own, as a steady trickle of edits would be.
 """
-
-
-def build_corpus(dest: Path, n_files: int) -> None:
-    source = next(s for s in SOURCES if s.is_dir())
-    originals = sorted(source.rglob("*.md"))
-    count = copy = 0
-    while count < n_files:
-        for src in originals:
-            if count >= n_files:
-                break
-            suffix = f"/burst-{copy}/".encode()
-            data = URL_RE.sub(lambda m, s=suffix: m.group(1) + m.group(2) + s,
-                              src.read_bytes(), count=1)
-            out = dest / f"copy{copy:02d}" / src.relative_to(source)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(data)
-            count += 1
-        copy += 1
 
 
 def write_config(folder: Path, db: Path, watched: Path) -> Path:

@@ -137,6 +137,17 @@ def one_word_changed(text: str, scratch: Path) -> str | None:
     return scratch.read_text(encoding="utf-8")
 
 
+def pick_edits(statements: list[tuple[str, str]], n: int,
+               scratch: Path) -> list[tuple[str, str]]:
+    """The first `n` statements that have a word to change, each with that one-word edit."""
+    edits: list[tuple[str, str]] = []
+    for name, text in statements:
+        changed = one_word_changed(text, scratch)
+        if changed is not None and len(edits) < n:
+            edits.append((name, changed))
+    return edits
+
+
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -158,28 +169,26 @@ def settled(engine: sa.Engine, folders: list[Path]) -> bool:
     return recorded_files(engine) == disk_state(folders)
 
 
-def revision_numbers(engine: sa.Engine) -> dict[str, list[int]]:
-    """source_url -> its revision numbers in order (statement_revisions)."""
-    out: dict[str, list[int]] = {}
+def _per_url(engine: sa.Engine, column: str) -> dict[str, list[Any]]:
+    """source_url -> one statement_revisions column of its revisions, in order."""
+    out: dict[str, list[Any]] = {}
     with engine.connect() as conn:
-        for url, n in conn.execute(sa.text(
-                "SELECT c.source_url, r.revision_number FROM statement_revisions r "
+        for url, value in conn.execute(sa.text(
+                f"SELECT c.source_url, r.{column} FROM statement_revisions r "
                 "JOIN current_statements c ON c.statement_id = r.statement_id "
                 "ORDER BY c.source_url, r.revision_number")):
-            out.setdefault(url, []).append(n)
+            out.setdefault(url, []).append(value)
     return out
+
+
+def revision_numbers(engine: sa.Engine) -> dict[str, list[int]]:
+    """source_url -> its revision numbers in order (statement_revisions)."""
+    return _per_url(engine, "revision_number")
 
 
 def revision_kinds(engine: sa.Engine) -> dict[str, list[str]]:
     """source_url -> the kinds of its revisions in order."""
-    out: dict[str, list[str]] = {}
-    with engine.connect() as conn:
-        for url, kind in conn.execute(sa.text(
-                "SELECT c.source_url, r.kind FROM statement_revisions r "
-                "JOIN current_statements c ON c.statement_id = r.statement_id "
-                "ORDER BY c.source_url, r.revision_number")):
-            out.setdefault(url, []).append(kind)
-    return out
+    return _per_url(engine, "kind")
 
 
 def events_per_revision(engine: sa.Engine) -> Counter[tuple[int, int]]:

@@ -24,7 +24,7 @@ from multi_support import (
     event_ids,
     events_per_revision,
     observer_engine,
-    one_word_changed,
+    pick_edits,
     revision_keys,
     revision_kinds,
     revision_numbers,
@@ -98,11 +98,7 @@ def test_two_daemons_share_one_record_and_deliver_each_event_once(
     daemons exit 0 within 10 s of SIGTERM."""
     folders = [tmp_path / "a" / "statements", tmp_path / "b" / "statements"]
     statements = distinct_statements(sample, 50)
-    edits: list[tuple[str, str]] = []
-    for name, text in statements:
-        changed = one_word_changed(text, tmp_path / "scratch.md")
-        if changed is not None and len(edits) < 10:
-            edits.append((name, changed))
+    edits = pick_edits(statements, 10, tmp_path / "scratch.md")
     assert len(edits) == 10
     engine = observer_engine(pg_url)
     daemons: list[DaemonProcess] = []
@@ -162,11 +158,7 @@ def test_connection_kills_during_a_burst_lose_and_duplicate_nothing(
     and one delivery row each, and it exits 0 on SIGTERM."""
     folder = tmp_path / "statements"
     statements = distinct_statements(sample, 100)
-    edits: list[tuple[str, str]] = []
-    for name, text in statements:
-        changed = one_word_changed(text, tmp_path / "scratch.md")
-        if changed is not None and len(edits) < 20:
-            edits.append((name, changed))
+    edits = pick_edits(statements, 20, tmp_path / "scratch.md")
     assert len(edits) == 20
     engine = observer_engine(pg_url)
     admin = observer_engine(pg_url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
