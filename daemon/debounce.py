@@ -45,7 +45,7 @@ class Batch:
     """What the worker should look at now."""
 
     paths: list[str] = field(default_factory=list)
-    dirs_added: list[tuple[str, bool]] = field(default_factory=list)  # (folder, moved in)
+    dirs_added: list[str] = field(default_factory=list)  # folders moved in
     dirs_gone: list[str] = field(default_factory=list)
     reconcile: list[str] = field(default_factory=list)  # reasons
 
@@ -64,7 +64,7 @@ class PathCollector:
         self._cond = threading.Condition()
         self._pending: dict[str, _Pending] = {}
         self._due: list[tuple[float, str]] = []  # heap; stale items are skipped
-        self._dirs_added: dict[str, bool] = {}
+        self._dirs_added: dict[str, None] = {}
         self._dirs_gone: list[str] = []
         self._reconcile: list[str] = []
         self._woken = False
@@ -113,10 +113,10 @@ class PathCollector:
             self._woken = True
             self._cond.notify_all()
 
-    def folder_added(self, path: str, moved: bool) -> None:
-        """A folder appeared (created, or moved in: its files are complete)."""
+    def folder_moved_in(self, path: str) -> None:
+        """A folder was moved in from elsewhere in the tree: its files are complete."""
         with self._cond:
-            self._dirs_added[path] = self._dirs_added.get(path, False) or moved
+            self._dirs_added[path] = None
             self._cond.notify()
 
     def folder_gone(self, path: str) -> None:
@@ -151,6 +151,15 @@ class PathCollector:
                     wait = min(wait, self._due[0][0] - now)
                 self._cond.wait(max(wait, 0.001))
 
+    def take_paths(self) -> list[str]:
+        """Settled paths, now, without waiting: more for a stream of them already under
+        way. None while folder changes or a reconcile wait: those go first, through
+        `take`, before any path that came after them."""
+        with self._cond:
+            if self._dirs_added or self._dirs_gone or self._reconcile:
+                return []
+            return self._ready_batch().paths
+
     def flush(self) -> list[str]:
         """Every pending path whose write is known to be complete, without waiting out the
         debounce (at stop). Paths still being written are left to the next start."""
@@ -177,7 +186,7 @@ class PathCollector:
                     + len(self._reconcile) + int(self._in_hand))
 
     def _ready_batch(self) -> Batch:
-        batch = Batch(dirs_added=list(self._dirs_added.items()), dirs_gone=self._dirs_gone,
+        batch = Batch(dirs_added=list(self._dirs_added), dirs_gone=self._dirs_gone,
                       reconcile=self._reconcile)
         self._dirs_added, self._dirs_gone, self._reconcile = {}, [], []
         now = self._clock()

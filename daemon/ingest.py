@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 import os
 import time
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -23,7 +23,7 @@ from daemon.changes import Change, Version, classify_change
 from daemon.config import WatchConfig
 from daemon.files import FoundFile, PathFilter, walk
 from daemon.notify.outbox import DeliveryOutbox
-from daemon.reader import Prepared, prepare_many
+from daemon.reader import Job, Prepared, prepare_many
 from daemon.store import records
 from daemon.store.engine import Checkpointer
 from daemon.store.schema import files, rejected_files
@@ -97,19 +97,42 @@ class Ingestor:
     # ---- single paths: the watcher's entry point -------------------------------------
 
     def process_paths(self, paths: Sequence[str],
-                      stop: Callable[[], bool] | None = None) -> IngestCounts:
+                      stop: Callable[[], bool] | None = None,
+                      more: Callable[[], Sequence[str]] | None = None) -> IngestCounts:
         """Look at these paths now: present ones first and oldest first (so a move is never
         a deletion, and the newest of several files carrying one URL wins). `stop` is asked
         between transactions; once it says yes, the paths not yet applied are left (to the
-        next reconcile) and `counts.left` says how many."""
+        next reconcile) and `counts.left` says how many. `more`, when given, is asked for
+        further paths each time the reading runs out of them (the daemon's settled paths
+        during a burst): they join the same stream, so reading never stops and starts
+        again between the batches of a burst; an empty answer ends the stream."""
         counts = IngestCounts()
-        wanted = list(dict.fromkeys(os.path.abspath(p) for p in paths))
-        known = self._known_hashes(wanted)
-        wanted.sort(key=_present_oldest_first)
-        self._apply_stream(prepare_many([(p, self.watch.max_file_bytes, known.get(p))
-                                         for p in wanted]), counts, stop=stop,
-                           total=len(wanted))
+        first = self._jobs(paths, with_known=True)
+        if more is None:
+            self._apply_stream(prepare_many(first), counts, stop=stop,
+                               total=lambda: len(first))
+            return counts
+        taken = [len(first)]
+
+        def stream() -> Iterator[Job]:
+            # further paths are read on the reader's feeding thread, which must not wait
+            # for the write lock: their stored hashes are not looked up (a file touched
+            # but unchanged is parsed, then found unchanged by its hash)
+            jobs = first
+            while jobs:
+                yield from jobs
+                jobs = self._jobs(more(), with_known=False)
+                taken[0] += len(jobs)
+
+        self._apply_stream(prepare_many(stream(), stream_size=len(first)), counts, stop=stop,
+                           total=lambda: taken[0])
         return counts
+
+    def _jobs(self, paths: Sequence[str], with_known: bool) -> list[Job]:
+        wanted = list(dict.fromkeys(os.path.abspath(p) for p in paths))
+        known = self._known_hashes(wanted) if with_known else {}
+        wanted.sort(key=_present_oldest_first)
+        return [(p, self.watch.max_file_bytes, known.get(p)) for p in wanted]
 
     def _known_hashes(self, paths: list[str]) -> dict[str, str]:
         """The stored SHA-256 of these paths, in one query per 500 paths."""
@@ -167,8 +190,8 @@ class Ingestor:
                  and any(_is_under(p, r) for r in healthy) and not os.path.exists(p)]
         jobs = [(f.path, self.watch.max_file_bytes, known.get(f.path, (None,) * 4)[3])
                 for f in todo]
-        self._apply_stream(prepare_many(jobs), counts, gone, len(todo) + len(gone),
-                           progress, stop)
+        total = len(todo) + len(gone)
+        self._apply_stream(prepare_many(jobs), counts, gone, lambda: total, progress, stop)
         if counts.left:
             return counts
         if stale:
@@ -190,7 +213,7 @@ class Ingestor:
     # ---- applying ----------------------------------------------------------------------
 
     def _apply_stream(self, prepared: Generator[Prepared, None, None], counts: IngestCounts,
-                      gone: Sequence[str] = (), total: int = 0,
+                      gone: Sequence[str] = (), total: Callable[[], int] = lambda: 0,
                       progress: Callable[[int, int], None] | None = None,
                       stop: Callable[[], bool] | None = None) -> None:
         """Apply files as they are read, in transactions of up to BATCH_FILES files or
@@ -203,18 +226,18 @@ class Ingestor:
                 batch.append(item)
                 if len(batch) >= BATCH_FILES or time.monotonic() - started > BATCH_SECONDS:
                     if stop is not None and stop():
-                        counts.left = total - done
+                        counts.left = total() - done
                         return
                     self._apply_batch(batch, counts)
                     done += len(batch)
                     batch = []
                     started = time.monotonic()
                     if progress:
-                        progress(done, total)
+                        progress(done, total())
         batch.extend(Prepared(p, None) for p in gone)
         self._apply_batch(batch, counts)
         if progress:
-            progress(total, total)
+            progress(total(), total())
 
     def _apply_batch(self, batch: list[Prepared], counts: IngestCounts) -> None:
         if not batch:

@@ -34,6 +34,7 @@ STOP_BUDGET = 8.0  # SIGTERM to exit, leaving systemd's 10 s some headroom
 # every event for 0.5 s while it tries to pair a rename's two halves), at most GONE_GRACE.
 GONE_SETTLE = 1.0
 GONE_GRACE = 5.0
+STREAM_SECONDS = 5.0  # the longest that settled paths keep joining one live stream
 
 
 def transient(exc: BaseException) -> bool:
@@ -109,10 +110,10 @@ class LiveWorker:
             for folder in batch.dirs_gone:
                 for path in self._known_under(folder):
                     self.service.collector.touch(path, complete=True)
-            for folder, moved in batch.dirs_added:
+            for folder in batch.dirs_added:
                 if watcher.folder_ok(folder):
                     for found in walk(folder, watcher.accept, watcher.watch.recursive):
-                        self.service.collector.notice(found.path, complete=moved)
+                        self.service.collector.notice(found.path, complete=True)
             if batch.paths:
                 self.ingest_paths(batch.paths)
             else:
@@ -130,6 +131,13 @@ class LiveWorker:
         quiet (see GONE_SETTLE), so a file that went away and shows up elsewhere (moved
         into a folder inotify was not watching yet) is seen at its new place first and
         never recorded as deleted."""
+        present = self._present(paths)
+        counts = self._process(present, budget, stream=budget is None)
+        counts.merge(self._release_gone(force=budget is not None))
+        return counts
+
+    def _present(self, paths: list[str]) -> list[str]:
+        """The paths that exist; the others join `gone` (see ingest_paths)."""
         now = time.monotonic()
         present = []
         for path in dict.fromkeys(paths):
@@ -138,9 +146,7 @@ class LiveWorker:
                 self.gone.pop(path, None)
             else:
                 self.gone.setdefault(path, now)
-        counts = self._process(present, budget)
-        counts.merge(self._release_gone(force=budget is not None))
-        return counts
+        return present
 
     def _release_gone(self, force: bool = False) -> IngestCounts:
         """Apply the deletions that waited, once they settled and nothing else is pending
@@ -181,10 +187,13 @@ class LiveWorker:
             self.gone.pop(path, None)
         return counts
 
-    def _process(self, todo: list[str], budget: float | None = None) -> IngestCounts:
+    def _process(self, todo: list[str], budget: float | None = None,
+                 stream: bool = False) -> IngestCounts:
         """`Ingestor.process_paths` in one stream (the reader keeps reading ahead across
         its transactions), stopping between transactions once a stop is requested or the
-        drain's `budget` is spent: a stop is never stuck behind a burst."""
+        drain's `budget` is spent: a stop is never stuck behind a burst. With `stream`,
+        paths that settle meanwhile join it (for at most STREAM_SECONDS, so that folder
+        work and reconciles, which wait for the stream to end, never wait long)."""
         ingestor = self.service.ingestor
         assert ingestor is not None
         started = time.monotonic()
@@ -194,7 +203,16 @@ class LiveWorker:
                 return time.monotonic() - started > budget
             return self.service.worker_stop.is_set()
 
-        counts = ingestor.process_paths(todo, stop=stop)
+        def more() -> list[str]:
+            while not stop() and time.monotonic() - started < STREAM_SECONDS:
+                paths = self.service.collector.take_paths()
+                if not paths:
+                    return []
+                if present := self._present(paths):
+                    return present
+            return []
+
+        counts = ingestor.process_paths(todo, stop=stop, more=more if stream else None)
         if counts.left:
             log.warning("ingest_interrupted", left=counts.left,
                         detail="the rest is picked up by the next start's reconcile")

@@ -9,7 +9,9 @@ next ones (the daemon's bursts and reconciles); `shutdown()` ends it, and so doe
 from __future__ import annotations
 
 import atexit
+import collections
 import hashlib
+import itertools
 import os
 import pickle
 import queue
@@ -18,9 +20,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from daemon.changes import Version
 from daemon.document import Rejection, parse_document
@@ -32,6 +35,7 @@ _CHUNK = 64
 _WINDOW = 8  # chunks in flight: more than a batch, so the writer rarely waits; bounds memory
 
 Job = tuple[str, int, "str | None"]  # path, max_bytes, the stored sha256 if known
+_END = object()  # the reader thread's last answer: every chunk sent was answered
 
 
 @dataclass(frozen=True)
@@ -107,30 +111,42 @@ class _Worker:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self.busy = threading.Lock()  # one pass at a time
 
-    def run(self, chunks: list[list[Job]]) -> Generator[list[Prepared] | None, None, None]:
-        """Each chunk's prepared files, in order; None from the first chunk the process
-        could not answer (it died), after which the caller reads the rest itself."""
+    def run(self, chunks: Iterator[list[Job]]) -> Generator[list[Prepared], None, None]:
+        """Each chunk's prepared files, in order. `chunks` may still be growing (the
+        daemon's live stream): a thread sends them as they come, at most _WINDOW ahead of
+        the caller. If the process dies, the chunks it did not answer, and the rest, are
+        prepared here; an error raised by `chunks` itself reaches the caller."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
         stdin, stdout = self.proc.stdin, self.proc.stdout
         slots = threading.Semaphore(_WINDOW)
-        answers: queue.SimpleQueue[list[Prepared] | None] = queue.SimpleQueue()
+        inflight: collections.deque[list[Job]] = collections.deque()  # sent, not answered
+        sent: queue.SimpleQueue[bool] = queue.SimpleQueue()  # True per chunk sent; False: end
+        answers: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        failure: list[BaseException] = []
         stop = threading.Event()
 
         def feed() -> None:
             try:
                 for chunk in chunks:
                     slots.acquire()
+                    inflight.append(chunk)  # before it is sent: the answer may come at once
                     if stop.is_set():
                         return
                     pickle.dump(chunk, stdin, protocol=pickle.HIGHEST_PROTOCOL)
                     stdin.flush()
+                    sent.put(True)
             except (OSError, ValueError):  # the process died: the reading side says so
                 pass
+            except BaseException as exc:  # noqa: BLE001 - raised by `chunks`: for the caller
+                failure.append(exc)
+            finally:
+                sent.put(False)
 
         def read() -> None:
             try:
-                for _ in chunks:
+                while sent.get():
                     answers.put(pickle.load(stdout))
+                answers.put(_END)
             except Exception:  # noqa: BLE001 - whatever broke, the caller must not wait
                 answers.put(None)  # forever: it reads the rest itself
 
@@ -138,18 +154,25 @@ class _Worker:
                                     daemon=True) for f in (feed, read)]
         for t in threads:
             t.start()
-        answered = 0
+        finished = False
         try:
-            for _ in chunks:
-                answer = answers.get()
+            while (answer := answers.get()) is not _END:
+                if answer is None:  # the process died (OOM, a signal): read the rest here
+                    stop.set()
+                    slots.release()
+                    threads[0].join()
+                    for chunk in itertools.chain(list(inflight), chunks):
+                        yield _prepare_chunk(chunk)
+                    break
+                inflight.popleft()
                 yield answer
-                if answer is None:
-                    return
-                answered += 1
                 slots.release()
+            finished = True
+            if failure:
+                raise failure[0]
         finally:
-            if answered < len(chunks):  # died, or the caller stopped early: answers
-                stop.set()              # still on their way would be out of step
+            if not finished:  # the caller stopped early: answers still on their way
+                stop.set()    # would be out of step with the next pass
                 slots.release()
                 self.kill()
             for t in threads:
@@ -227,25 +250,42 @@ def shutdown() -> None:
 atexit.register(shutdown)
 
 
-def prepare_many(jobs: list[Job]) -> Generator[Prepared, None, None]:
+def prepare_many(jobs: Sequence[Job] | Iterable[Job],
+                 stream_size: int | None = None) -> Generator[Prepared, None, None]:
     """Prepare files, in order. A large pass reads and parses in the reader process while
-    the caller writes what came back, with a bounded number of chunks read ahead."""
+    the caller writes what came back, with a bounded number of chunks read ahead. `jobs`
+    may instead be a stream that keeps producing jobs while earlier ones are written (the
+    daemon's live batches); `stream_size` says how many it has so far, and a stream uses
+    the reader process whenever that one is running."""
     two_cores = (os.cpu_count() or 1) >= 2
+    size = len(jobs) if stream_size is None else stream_size  # type: ignore[arg-type]
     worker = None
-    if len(jobs) >= WARM_MIN_FILES:
-        worker = _take_worker(start=two_cores and len(jobs) >= PARALLEL_MIN_FILES)
+    if stream_size is not None or size >= WARM_MIN_FILES:
+        worker = _take_worker(start=two_cores and size >= PARALLEL_MIN_FILES)
     if worker is None:
         yield from (prepare(*job) for job in jobs)
         return
-    chunks = [jobs[i:i + _CHUNK] for i in range(0, len(jobs), _CHUNK)]
-    answers = worker.run(chunks)
+    answers = worker.run(_chunked(iter(jobs)))
     try:
-        for index, answer in enumerate(answers):
-            if answer is None:  # the process died (OOM, a signal): read the rest here
-                for chunk in chunks[index:]:
-                    yield from _prepare_chunk(chunk)
-                return
+        for answer in answers:
             yield from answer
     finally:
         answers.close()  # a pass left early ends the process: its answers are out of step
         worker.busy.release()
+
+
+def _chunked(jobs: Iterator[Job]) -> Iterator[list[Job]]:
+    """Chunks of _CHUNK jobs; should `jobs` raise, the jobs before it still go out first."""
+    chunk: list[Job] = []
+    try:
+        for job in jobs:
+            chunk.append(job)
+            if len(chunk) == _CHUNK:
+                yield chunk
+                chunk = []
+    except Exception:
+        if chunk:
+            yield chunk
+        raise
+    if chunk:
+        yield chunk

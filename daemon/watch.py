@@ -10,6 +10,7 @@ watched folders watched.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import warnings
@@ -20,7 +21,6 @@ from typing import Any
 
 import structlog
 from watchdog.events import (
-    DirCreatedEvent,
     DirDeletedEvent,
     DirMovedEvent,
     FileAttribEvent,
@@ -40,9 +40,13 @@ from daemon.files import PathFilter
 log = structlog.get_logger(__name__)
 
 # Only what says a file changed: opens and read-only closes (our own reads!) never arrive.
+# Not DirCreatedEvent: for a new folder (created, or moved in from outside the tree)
+# watchdog itself reports every file in it: "created" for what was there before its watch
+# was added, real events for what comes after. Listing it again here cost a `cp -r` of
+# 900 folders a walk per folder, each finding again the files already queued.
 EVENT_TYPES: list[type[FileSystemEvent]] = [
     FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileAttribEvent, FileDeletedEvent,
-    FileMovedEvent, DirCreatedEvent, DirDeletedEvent, DirMovedEvent,
+    FileMovedEvent, DirDeletedEvent, DirMovedEvent,
 ]
 # Leave this share of the inotify watch limit to the other programs of the same user.
 WATCH_LIMIT_MARGIN = 0.1
@@ -71,10 +75,7 @@ class WatchHandler(FileSystemEventHandler):
             if src and self.folder_ok(src):
                 c.folder_gone(src)
             if dest and self.folder_ok(dest):
-                c.folder_added(dest, moved=True)
-        elif isinstance(event, DirCreatedEvent):
-            if self.folder_ok(src):
-                c.folder_added(src, moved=False)
+                c.folder_moved_in(dest)
         elif isinstance(event, DirDeletedEvent):
             c.folder_gone(src)
         elif isinstance(event, FileMovedEvent):
@@ -206,6 +207,7 @@ class FolderWatcher:
         self.collector = collector
         self.roots = [os.path.abspath(p) for p in watch.paths]
         self.accept = PathFilter(watch.patterns, watch.ignore)
+        self._folder_ok = functools.lru_cache(maxsize=4096)(self._folder_ok_uncached)
         self.handler = WatchHandler(collector, self.accepts, self.folder_ok)
         self._observer_factory = observer_factory
         self._limits = limits
@@ -225,6 +227,11 @@ class FolderWatcher:
         return None
 
     def folder_ok(self, path: str) -> bool:
+        """Whether files in this folder are watched (roots, recursion, ignored folders).
+        Asked for every event of a burst, mostly about the same few folders: cached."""
+        return self._folder_ok(path)
+
+    def _folder_ok_uncached(self, path: str) -> bool:
         root = self.root_of(path)
         if root is None:
             return False

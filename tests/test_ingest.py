@@ -414,6 +414,44 @@ def test_process_paths_stops_between_transactions(engine: sa.Engine, sample: Pat
     assert q(engine, "SELECT count(*) FROM files")[0][0] == len(paths)
 
 
+def test_process_paths_streams_more_paths_and_counts_them_if_stopped(
+        engine: sa.Engine, sample: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's burst: `more` is asked for further paths whenever the reading runs out,
+    and they join the same pass until it answers nothing. Stopped, the paths taken but not
+    applied count as left."""
+    from daemon import ingest as ingest_mod
+
+    root = tmp_path / "current"
+    shutil.copytree(sample / "current", root)
+    paths = sorted(str(p) for p in root.rglob("*.md"))
+    parts = [paths[:3], paths[3:4], [], paths[4:]]  # the empty answer ends the stream
+    asked = []
+
+    def more() -> list[str]:
+        asked.append(1)
+        return parts[len(asked)]
+
+    counts = make(engine, root).process_paths(parts[0], more=more)
+    assert len(asked) == 2 and counts.files == 4 and counts.added + counts.revised + \
+        counts.metadata == 4
+    assert q(engine, "SELECT count(*) FROM files")[0][0] == 4
+
+    monkeypatch.setattr(ingest_mod, "BATCH_FILES", 5)
+    stops = []
+
+    def stop() -> bool:
+        stops.append(1)
+        return len(stops) > 1  # one transaction, then stop
+
+    later = iter([paths[5:9], paths[9:], []])
+    counts = make(engine, root).process_paths(paths[4:5], stop=stop, more=lambda: next(later))
+    assert counts.files == 5 and counts.left == len(paths) - 9, "taken, not applied: left"
+    assert q(engine, "SELECT count(*) FROM files")[0][0] == 9
+    assert q(engine, "SELECT count(*) FROM statement_revisions")[0][0] == \
+        q(engine, "SELECT count(*) FROM change_log")[0][0]
+
+
 def test_sqlite_checkpoints_run_beside_the_writer(tmp_path: Path, sample: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """After an ingest the checkpointer thread copies the WAL back into the database file:

@@ -137,11 +137,75 @@ def test_started_ahead_the_worker_takes_a_small_pass(files: list[str]) -> None:
     seen: list[int] = []
     real_run = reader._Worker.run
 
-    def run(self: reader._Worker, chunks: list[list[tuple[str, int, str | None]]]):  # type: ignore[no-untyped-def]
-        seen.append(sum(map(len, chunks)))
-        return real_run(self, chunks)
+    def run(self: reader._Worker, chunks: Iterator[list[tuple[str, int, str | None]]]):  # type: ignore[no-untyped-def]
+        def counted() -> Iterator[list[tuple[str, int, str | None]]]:
+            for chunk in chunks:
+                seen.append(len(chunk))
+                yield chunk
+        return real_run(self, counted())
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(reader._Worker, "run", run)
         assert [_key(p) for p in prepare_many(jobs(small))] == expected(small)
-    assert seen == [len(small)]
+    assert sum(seen) == len(small)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: everything is read in-process")
+def test_a_stream_that_grows_while_it_is_read(files: list[str]) -> None:
+    """The daemon's live stream: jobs keep coming (asked for on the reader's feeding
+    thread) while earlier answers are written; all come back, in order, through the
+    running reader process."""
+    reader.start()
+    worker = reader._worker
+    parts = [files[i:i + 37] for i in range(0, len(files), 37)]  # uneven: chunks mix parts
+    asked: list[str] = []
+
+    def stream() -> Iterator[tuple[str, int, str | None]]:
+        for part in parts:
+            asked.append(threading.current_thread().name)
+            yield from jobs(part)
+
+    got = [_key(p) for p in prepare_many(stream(), stream_size=len(parts[0]))]
+    assert got == expected(files)
+    assert set(asked) == {"redline-reader-feed"}, "the reader process was used"
+    assert reader._worker is worker and worker is not None and worker.alive()
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: everything is read in-process")
+def test_an_error_in_a_stream_reaches_the_caller_after_what_came_before(
+        files: list[str]) -> None:
+    """A stream that raises (its database query failed, say): the files before it are
+    given, then the error is raised in the caller's thread, and the reader stays usable."""
+    reader.start()
+
+    def stream() -> Iterator[tuple[str, int, str | None]]:
+        yield from jobs(files[:100])
+        raise RuntimeError("lookup failed")
+
+    got = []
+    with pytest.raises(RuntimeError, match="lookup failed"):
+        for p in prepare_many(stream(), stream_size=100):
+            got.append(_key(p))
+    assert got == expected(files[:100])
+    assert [_key(p) for p in prepare_many(jobs(files[:200]))] == expected(files[:200])
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: everything is read in-process")
+def test_killed_worker_mid_stream_loses_no_file(files: list[str]) -> None:
+    """The reader process dies while a stream is still growing: what it had not answered,
+    and what the stream gives after, are read in-process, in order."""
+    reader.start()
+    worker = reader._worker
+    assert worker is not None
+
+    def stream() -> Iterator[tuple[str, int, str | None]]:
+        yield from jobs(files[:300])
+        yield from jobs(files[300:])
+
+    got = []
+    for i, p in enumerate(prepare_many(stream(), stream_size=300)):
+        got.append(_key(p))
+        if i == 70:
+            os.kill(worker.proc.pid, signal.SIGKILL)
+    assert got == expected(files)
+    assert not worker.alive()
