@@ -4,7 +4,8 @@ The watcher's handler `touch`es the paths an event named; the daemon's worker `t
 batches of paths that have settled and hands them to `Ingestor.process_paths`. A path is
 ready when its write is complete (IN_CLOSE_WRITE, a rename or a delete was the last thing
 seen) and no event came for `debounce_ms`, or, without such a signal, when its size and
-mtime stayed the same across a further debounce window. A move's two ends are one batch.
+mtime also stayed the same from its last event until then (else it waits a further
+window, and so on). A move's two ends are one batch.
 """
 
 from __future__ import annotations
@@ -84,7 +85,10 @@ class PathCollector:
             elif complete is not None:
                 entry.complete = complete
             entry.due = due
-            entry.snapshot = _UNSET
+            # a write not known to be complete must then hold still until `due`: its size
+            # and mtime now are the first look (files found by watchdog's listing of a new
+            # folder come only as "created", and would otherwise wait two windows)
+            entry.snapshot = _UNSET if entry.complete else self._stat(path)
             entry.settled = False
             heapq.heappush(self._due, (due, path))
             if link is not None and link in self._pending:
@@ -151,14 +155,22 @@ class PathCollector:
                     wait = min(wait, self._due[0][0] - now)
                 self._cond.wait(max(wait, 0.001))
 
-    def take_paths(self) -> list[str]:
-        """Settled paths, now, without waiting: more for a stream of them already under
-        way. None while folder changes or a reconcile wait: those go first, through
-        `take`, before any path that came after them."""
+    def take_paths(self, timeout: float = 0.0) -> list[str]:
+        """Settled paths for a stream of them already under way: those ready now, else
+        the first to settle within `timeout` while paths are pending. None at once when
+        nothing is pending, when asked to wake, or while folder changes or a reconcile
+        wait: those go first, through `take`, before any path that came after them."""
+        deadline = self._clock() + timeout
         with self._cond:
-            if self._dirs_added or self._dirs_gone or self._reconcile:
-                return []
-            return self._ready_batch().paths
+            while True:
+                if self._dirs_added or self._dirs_gone or self._reconcile or self._woken:
+                    return []
+                paths = self._ready_batch().paths
+                now = self._clock()
+                if paths or not self._pending or now >= deadline:
+                    return paths
+                due = self._due[0][0] if self._due else deadline
+                self._cond.wait(max(min(due, deadline) - now, 0.001))
 
     def flush(self) -> list[str]:
         """Every pending path whose write is known to be complete, without waiting out the

@@ -114,13 +114,14 @@ class Ingestor:
             return counts
         taken = [len(first)]
 
-        def stream() -> Iterator[Job]:
+        def stream() -> Iterator[Job | None]:
             # further paths are read on the reader's feeding thread, which must not wait
             # for the write lock: their stored hashes are not looked up (a file touched
             # but unchanged is parsed, then found unchanged by its hash)
             jobs = first
             while jobs:
                 yield from jobs
+                yield None  # `more` may wait: what was read so far goes on meanwhile
                 jobs = self._jobs(more(), with_known=False)
                 taken[0] += len(jobs)
 
@@ -212,28 +213,34 @@ class Ingestor:
 
     # ---- applying ----------------------------------------------------------------------
 
-    def _apply_stream(self, prepared: Generator[Prepared, None, None], counts: IngestCounts,
-                      gone: Sequence[str] = (), total: Callable[[], int] = lambda: 0,
+    def _apply_stream(self, prepared: Generator[Prepared | None, None, None],
+                      counts: IngestCounts, gone: Sequence[str] = (),
+                      total: Callable[[], int] = lambda: 0,
                       progress: Callable[[int, int], None] | None = None,
                       stop: Callable[[], bool] | None = None) -> None:
         """Apply files as they are read, in transactions of up to BATCH_FILES files or
-        BATCH_SECONDS; then the `gone` paths (deleted since the last pass)."""
+        BATCH_SECONDS, or of what was read when the reading has nothing ready (None);
+        then the `gone` paths (deleted since the last pass)."""
         done = 0
         batch: list[Prepared] = []
         started = time.monotonic()
         with contextlib.closing(prepared):  # an error or Ctrl-C here ends the reading now
             for item in prepared:
-                batch.append(item)
-                if len(batch) >= BATCH_FILES or time.monotonic() - started > BATCH_SECONDS:
-                    if stop is not None and stop():
-                        counts.left = total() - done
-                        return
-                    self._apply_batch(batch, counts)
-                    done += len(batch)
-                    batch = []
-                    started = time.monotonic()
-                    if progress:
-                        progress(done, total())
+                if item is not None:
+                    batch.append(item)
+                    if len(batch) < BATCH_FILES and time.monotonic() - started <= BATCH_SECONDS:
+                        continue
+                elif not batch:
+                    continue
+                if stop is not None and stop():
+                    counts.left = total() - done
+                    return
+                self._apply_batch(batch, counts)
+                done += len(batch)
+                batch = []
+                started = time.monotonic()
+                if progress:
+                    progress(done, total())
         batch.extend(Prepared(p, None) for p in gone)
         self._apply_batch(batch, counts)
         if progress:

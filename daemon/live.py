@@ -205,7 +205,8 @@ class LiveWorker:
 
         def more() -> list[str]:
             while not stop() and time.monotonic() - started < STREAM_SECONDS:
-                paths = self.service.collector.take_paths()
+                collector = self.service.collector
+                paths = collector.take_paths(timeout=collector.debounce)
                 if not paths:
                     return []
                 if present := self._present(paths):

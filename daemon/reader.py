@@ -156,7 +156,14 @@ class _Worker:
             t.start()
         finished = False
         try:
-            while (answer := answers.get()) is not _END:
+            while True:
+                try:
+                    answer = answers.get_nowait()
+                except queue.Empty:
+                    yield []  # nothing answered yet: the caller may use the wait
+                    answer = answers.get()
+                if answer is _END:
+                    break
                 if answer is None:  # the process died (OOM, a signal): read the rest here
                     stop.set()
                     slots.release()
@@ -250,37 +257,48 @@ def shutdown() -> None:
 atexit.register(shutdown)
 
 
-def prepare_many(jobs: Sequence[Job] | Iterable[Job],
-                 stream_size: int | None = None) -> Generator[Prepared, None, None]:
+def prepare_many(jobs: Sequence[Job] | Iterable[Job | None],
+                 stream_size: int | None = None) -> Generator[Prepared | None, None, None]:
     """Prepare files, in order. A large pass reads and parses in the reader process while
     the caller writes what came back, with a bounded number of chunks read ahead. `jobs`
     may instead be a stream that keeps producing jobs while earlier ones are written (the
     daemon's live batches); `stream_size` says how many it has so far, and a stream uses
-    the reader process whenever that one is running."""
+    the reader process whenever that one is running. A stream gives None where it may
+    wait for more jobs; prepare_many then yields None whenever the next file is not ready
+    yet: a moment for the caller to commit what it has rather than hold it meanwhile."""
     two_cores = (os.cpu_count() or 1) >= 2
     size = len(jobs) if stream_size is None else stream_size  # type: ignore[arg-type]
     worker = None
     if stream_size is not None or size >= WARM_MIN_FILES:
         worker = _take_worker(start=two_cores and size >= PARALLEL_MIN_FILES)
     if worker is None:
-        yield from (prepare(*job) for job in jobs)
+        for job in jobs:
+            if job is not None:
+                yield prepare(*job)
+            elif stream_size is not None:
+                yield None
         return
     answers = worker.run(_chunked(iter(jobs)))
     try:
         for answer in answers:
-            yield from answer
+            if answer:
+                yield from answer
+            elif stream_size is not None:
+                yield None
     finally:
         answers.close()  # a pass left early ends the process: its answers are out of step
         worker.busy.release()
 
 
-def _chunked(jobs: Iterator[Job]) -> Iterator[list[Job]]:
-    """Chunks of _CHUNK jobs; should `jobs` raise, the jobs before it still go out first."""
+def _chunked(jobs: Iterator[Job | None]) -> Iterator[list[Job]]:
+    """Chunks of up to _CHUNK jobs, a shorter one where the stream may wait (None); should
+    `jobs` raise, the jobs before it still go out first."""
     chunk: list[Job] = []
     try:
         for job in jobs:
-            chunk.append(job)
-            if len(chunk) == _CHUNK:
+            if job is not None:
+                chunk.append(job)
+            if len(chunk) == _CHUNK or (job is None and chunk):
                 yield chunk
                 chunk = []
     except Exception:

@@ -165,7 +165,7 @@ def test_a_stream_that_grows_while_it_is_read(files: list[str]) -> None:
             asked.append(threading.current_thread().name)
             yield from jobs(part)
 
-    got = [_key(p) for p in prepare_many(stream(), stream_size=len(parts[0]))]
+    got = [_key(p) for p in prepare_many(stream(), stream_size=len(parts[0])) if p]
     assert got == expected(files)
     assert set(asked) == {"redline-reader-feed"}, "the reader process was used"
     assert reader._worker is worker and worker is not None and worker.alive()
@@ -185,7 +185,8 @@ def test_an_error_in_a_stream_reaches_the_caller_after_what_came_before(
     got = []
     with pytest.raises(RuntimeError, match="lookup failed"):
         for p in prepare_many(stream(), stream_size=100):
-            got.append(_key(p))
+            if p is not None:
+                got.append(_key(p))
     assert got == expected(files[:100])
     assert [_key(p) for p in prepare_many(jobs(files[:200]))] == expected(files[:200])
 
@@ -203,9 +204,39 @@ def test_killed_worker_mid_stream_loses_no_file(files: list[str]) -> None:
         yield from jobs(files[300:])
 
     got = []
-    for i, p in enumerate(prepare_many(stream(), stream_size=300)):
+    for p in prepare_many(stream(), stream_size=300):
+        if p is None:
+            continue
         got.append(_key(p))
-        if i == 70:
+        if len(got) == 70:
             os.kill(worker.proc.pid, signal.SIGKILL)
     assert got == expected(files)
     assert not worker.alive()
+
+
+@pytest.mark.parametrize("started", [True, False], ids=["reader-process", "in-process"])
+def test_a_stream_that_may_wait_gives_what_it_has_first(files: list[str],
+                                                          started: bool) -> None:
+    """Where a stream may wait for more (None), the files before it reach the caller
+    first, followed by None (a moment to commit them): a live edit is never held back
+    behind the next one."""
+    if started:
+        reader.start()
+    release = threading.Event()
+
+    def stream() -> Iterator[tuple[str, int, str | None] | None]:
+        yield from jobs(files[:3])
+        yield None
+        if not release.wait(10):
+            raise AssertionError("the files before the wait were held back")
+        yield from jobs(files[3:5])
+
+    got: list[object] = []
+    for p in prepare_many(stream(), stream_size=3):
+        if p is None:
+            if len(got) == 3:
+                got.append(None)
+                release.set()
+            continue
+        got.append(_key(p))
+    assert got == [*expected(files[:3]), None, *expected(files[3:5])]

@@ -112,17 +112,23 @@ def test_every_event_restarts_the_debounce(collector: PathCollector, clock: Cloc
 
 def test_write_without_close_waits_for_a_stable_size_and_mtime(
         collector: PathCollector, clock: Clock, stats: Stats) -> None:
-    """Without a close event the path must keep its size and mtime across one more
-    window (polling observers, writers that keep the file open)."""
+    """Without a close event the path must keep its size and mtime from its last event
+    through a debounce window, and through a further one each time it did not (polling
+    observers, writers that keep the file open)."""
     stats.values["/w/a.md"] = (10, 1)
-    collector.touch("/w/a.md", complete=False)
-    clock.advance(0.21)
-    assert collector.take(0).paths == []  # first look: snapshot taken
+    collector.touch("/w/a.md", complete=False)  # first look: at the event
     stats.values["/w/a.md"] = (20, 2)  # still growing, no event seen
+    clock.advance(0.21)
+    assert collector.take(0).paths == []
+    stats.values["/w/a.md"] = (30, 3)
     clock.advance(0.21)
     assert collector.take(0).paths == []
     clock.advance(0.21)
     assert collector.take(0).paths == ["/w/a.md"]
+    stats.values["/w/b.md"] = (10, 1)
+    collector.touch("/w/b.md", complete=False)
+    clock.advance(0.21)
+    assert collector.take(0).paths == ["/w/b.md"], "held still since its event: one window"
 
 
 def test_move_ends_come_out_together(collector: PathCollector, clock: Clock) -> None:
