@@ -493,3 +493,43 @@ def test_sqlite_checkpoints_run_beside_the_writer(tmp_path: Path, sample: Path,
     finally:
         conn.close()
     engine.dispose()
+
+
+def test_insert_many_stores_what_sqlalchemys_insert_stores(engine: sa.Engine) -> None:
+    """records.insert_many applies the columns' own bind processing itself on SQLite
+    (datetimes, dates, JSON): every stored value equals what SQLAlchemy's insert stores."""
+    import datetime as dt
+
+    from daemon.store import records
+    from daemon.store.schema import revisions, statements
+
+    when = dt.datetime(2025, 7, 25, 16, 5, 19, 123456, tzinfo=dt.timezone(dt.timedelta(hours=-4)))
+    statement = dict(source_url="https://example.org/a/", head_revision=1, first_seen_at=when,
+                     last_changed_at=when, deleted_at=None)
+    revision = dict(number=1, kind="revised", changed_fields=["title", "tags"],
+                    source_url="https://example.org/a/", title="Tarif “quotes” — ünïcode",
+                    date=dt.date(2025, 7, 25), published_time=when, modified_time=None,
+                    tags=["a", "b"], extra={"k": [1, "x"], "z": None}, body="**Body**",
+                    body_text="Body", content_sha256="0" * 64, path="/w/a.md",
+                    observed_at=when)
+    stored = []
+    with engine.begin() as conn:
+        for way in ("sqlalchemy", "insert_many"):
+            url = f"https://example.org/{way}/"
+            s_row = {**statement, "source_url": url}
+            if way == "sqlalchemy":
+                sid = conn.execute(statements.insert().values(s_row)
+                                   .returning(statements.c.id)).scalar_one()
+                conn.execute(revisions.insert(), [{**revision, "statement_id": sid}])
+            else:
+                sid = records._insert_with_ids(conn, statements, [s_row])[0]
+                records.insert_many(conn, revisions, [{**revision, "statement_id": sid}])
+            raw = conn.exec_driver_sql(
+                "SELECT s.head_revision, s.first_seen_at, s.last_changed_at, s.deleted_at, "
+                "r.number, r.kind, r.changed_fields, r.title, r.date, r.published_time, "
+                "r.modified_time, r.tags, r.extra, r.body, r.body_text, r.observed_at "
+                "FROM statements s JOIN revisions r ON r.statement_id = s.id "
+                f"WHERE s.source_url = '{url}'").one()
+            stored.append(tuple(raw))
+    assert stored[0] == stored[1]
+    assert stored[0][1] is not None and stored[0][8] is not None

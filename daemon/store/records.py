@@ -10,6 +10,7 @@ the batch commit together. The decision of what changed is not made here
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import zlib
 from collections.abc import Iterable
@@ -359,8 +360,9 @@ class ChangeSet:
         if self.conn.dialect.name == "sqlite":
             self.conn.execute(sa.text("DELETE FROM statement_search WHERE rowid = :b_id"),
                               [{"b_id": r["b_id"]} for r in rows])
-            self.conn.execute(sa.text("INSERT INTO statement_search(rowid, title, body_text) "
-                                      "VALUES (:b_id, :b_title, :b_body)"), rows)
+            self.conn.exec_driver_sql(
+                "INSERT INTO statement_search(rowid, title, body_text) VALUES (?, ?, ?)",
+                [(r["b_id"], r["b_title"], r["b_body"]) for r in rows])
         else:
             self.conn.execute(sa.text(
                 "INSERT INTO statement_search(statement_id, title, body_text) "
@@ -396,8 +398,7 @@ class ChangeSet:
                               .values({k: sa.bindparam(f"b_{k}") for k in (
                                   "statement_id", "source_url", "size", "mtime_ns", "inode",
                                   "file_sha256", "seen_at")}), updates)
-        for chunk in _chunks(inserts):
-            self.conn.execute(files.insert(), chunk)
+        insert_many(self.conn, files, inserts)
 
 
 def _insert_with_ids(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> list[int]:
@@ -414,8 +415,37 @@ def _insert_with_ids(conn: Connection, table: sa.Table, rows: list[dict[str, Any
     ids = list(range(first, first + len(rows)))
     for row, new_id in zip(rows, ids, strict=True):
         row["id"] = new_id
-    conn.execute(table.insert(), rows)
+    insert_many(conn, table, rows)
     return ids
+
+
+def insert_many(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """INSERT rows that all have the same keys, in one executemany.
+
+    On SQLite the columns' own bind processing (the same functions SQLAlchemy would call)
+    is applied here and the rows go to the driver as tuples: SQLAlchemy's generic per-row
+    parameter handling was about a sixth of the writer's time in a large ingest. On
+    PostgreSQL, SQLAlchemy's executemany (psycopg's pipeline)."""
+    if not rows:
+        return
+    if conn.dialect.name != "sqlite":
+        for chunk in _chunks(rows):
+            conn.execute(table.insert(), chunk)
+        return
+    sql, processors = _insert_plan(table, tuple(rows[0]), conn.dialect)
+    conn.exec_driver_sql(sql, [tuple(row[name] if proc is None else proc(row[name])
+                                     for name, proc in processors) for row in rows])
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_plan(table: sa.Table, names: tuple[str, ...], dialect: sa.Dialect,
+                 ) -> tuple[str, list[tuple[str, Any]]]:
+    quote = dialect.identifier_preparer.quote
+    sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) "
+           f"VALUES ({', '.join('?' for _ in names)})")
+    processors = [(n, table.c[n].type.dialect_impl(dialect).bind_processor(dialect))
+                  for n in names]
+    return sql, processors
 
 
 def _rest(f: FileRecord) -> tuple[Any, ...]:
