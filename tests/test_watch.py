@@ -584,11 +584,26 @@ def test_burst_of_a_thousand_files(live: tuple[Live, Path], tmp_path: Path) -> N
                     )[0][0] == 1000
 
 
-def test_nested_tree_copied_in_arrives_whole(live: tuple[Live, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("polling", [False, True], ids=["inotify", "polling"])
+def test_nested_tree_copied_in_arrives_whole(tmp_path: Path, db_url: str,
+                                             polling: bool) -> None:
     """A tree of nested folders copied in (cp -r): files written into a folder before its
     watch exists and after both arrive, each once, though created folders are not listed
-    by redline itself (watchdog reports what they hold)."""
-    daemon, root = live
+    by redline itself (either observer reports what they hold)."""
+    root = tmp_path / "watched"
+    (root / "keep").mkdir(parents=True)
+    (root / "keep" / "keep.md").write_text(doc("keep"))
+    daemon = Live(live_config(tmp_path, db_url, [root],
+                              extra={"watch": {"polling": polling}})).start()
+    try:
+        assert daemon.service.watcher is not None
+        assert daemon.service.watcher.plan.mode == ("polling" if polling else "inotify")
+        _copy_tree_in(daemon, root, tmp_path)
+    finally:
+        daemon.stop()
+
+
+def _copy_tree_in(daemon: Live, root: Path, tmp_path: Path) -> None:
     source = tmp_path / "tree"
     for i in range(300):
         folder = source / f"y{i % 3}" / f"m{i % 5}" / f"d{i % 4}"
