@@ -124,6 +124,7 @@ class _Worker:
         answers: queue.SimpleQueue[Any] = queue.SimpleQueue()
         failure: list[BaseException] = []
         stop = threading.Event()
+        broken = threading.Event()  # a chunk could not be sent: the process is gone
 
         def feed() -> None:
             try:
@@ -136,7 +137,7 @@ class _Worker:
                     stdin.flush()
                     sent.put(True)
             except (OSError, ValueError):  # the process died: the reading side says so
-                pass
+                broken.set()
             except BaseException as exc:  # noqa: BLE001 - raised by `chunks`: for the caller
                 failure.append(exc)
             finally:
@@ -146,7 +147,9 @@ class _Worker:
             try:
                 while sent.get():
                     answers.put(pickle.load(stdout))
-                answers.put(_END)
+                # every chunk sent was answered; if one could not be sent, it and the
+                # rest are the caller's to read
+                answers.put(None if broken.is_set() else _END)
             except Exception:  # noqa: BLE001 - whatever broke, the caller must not wait
                 answers.put(None)  # forever: it reads the rest itself
 

@@ -240,3 +240,20 @@ def test_a_stream_that_may_wait_gives_what_it_has_first(files: list[str],
             continue
         got.append(_key(p))
     assert got == [*expected(files[:3]), None, *expected(files[3:5])]
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: everything is read in-process")
+def test_a_reader_that_ends_between_chunks_loses_no_file(files: list[str]) -> None:
+    """The reader process ends right after answering every chunk sent to it, and the next
+    chunk cannot be sent: that chunk and the rest are read in-process, none is dropped."""
+    reader.start()
+    worker = reader._worker
+    assert worker is not None and worker.proc.stdin is not None
+
+    def stream() -> Iterator[tuple[str, int, str | None]]:
+        yield from jobs(files[:reader._CHUNK])  # exactly one chunk, sent and answered
+        worker.proc.stdin.close()  # type: ignore[union-attr]  # the process ends after it
+        yield from jobs(files[reader._CHUNK:200])
+
+    got = [_key(p) for p in prepare_many(stream(), stream_size=reader._CHUNK) if p]
+    assert got == expected(files[:200])
