@@ -170,6 +170,7 @@ class _Worker:
                 if answer is None:  # the process died (OOM, a signal): read the rest here
                     stop.set()
                     slots.release()
+                    self.kill()  # if it was alive but out of step, it must not be reused
                     threads[0].join()
                     for chunk in itertools.chain(list(inflight), chunks):
                         yield _prepare_chunk(chunk)

@@ -257,3 +257,30 @@ def test_a_reader_that_ends_between_chunks_loses_no_file(files: list[str]) -> No
 
     got = [_key(p) for p in prepare_many(stream(), stream_size=reader._CHUNK) if p]
     assert got == expected(files[:200])
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: everything is read in-process")
+def test_an_answer_that_cannot_be_read_ends_the_process(files: list[str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An answer this process cannot read leaves the reader process alive but out of
+    step: it is ended (never reused), and the rest is read in-process."""
+    import pickle as real_pickle
+    import types
+
+    calls = []
+
+    def load(stream: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise real_pickle.UnpicklingError("garbled")
+        return real_pickle.load(stream)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(reader, "pickle", types.SimpleNamespace(
+        load=load, dump=real_pickle.dump, HIGHEST_PROTOCOL=real_pickle.HIGHEST_PROTOCOL))
+    got = [_key(p) for p in prepare_many(jobs(files))]
+    assert got == expected(files)
+    worker = reader._worker
+    assert worker is not None and worker.proc.wait(timeout=5) is not None
+    monkeypatch.undo()
+    assert [_key(p) for p in prepare_many(jobs(files))] == expected(files)
+    assert reader._worker is not worker, "a new reader process took the next pass"
