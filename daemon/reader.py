@@ -174,6 +174,7 @@ class _Worker:
                     threads[0].join()
                     for chunk in itertools.chain(list(inflight), chunks):
                         yield _prepare_chunk(chunk)
+                        yield []  # the next chunk may wait for a stream: commit meanwhile
                     break
                 inflight.popleft()
                 yield answer

@@ -204,14 +204,17 @@ def test_killed_worker_mid_stream_loses_no_file(files: list[str]) -> None:
         yield from jobs(files[300:])
 
     got = []
+    marks_after_kill = 0
     for p in prepare_many(stream(), stream_size=300):
         if p is None:
+            marks_after_kill += not worker.alive()
             continue
         got.append(_key(p))
         if len(got) == 70:
             os.kill(worker.proc.pid, signal.SIGKILL)
     assert got == expected(files)
     assert not worker.alive()
+    assert marks_after_kill >= 3, "read in-process, it still offers a commit between chunks"
 
 
 @pytest.mark.parametrize("started", [True, False], ids=["reader-process", "in-process"])
