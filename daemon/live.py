@@ -10,6 +10,7 @@ so a rescan and a live move never interleave. At stop it drains what is complete
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import TYPE_CHECKING
@@ -55,6 +56,7 @@ class LiveWorker:
     def __init__(self, service: Service) -> None:
         self.service = service
         self.gone: dict[str, float] = {}  # paths found gone -> when; see ingest_paths
+        self.streamed: list[str] = []  # paths the batch's stream took beyond the batch
         self.db_error: str | None = None  # the last error while the database is unreachable
 
     def run(self) -> None:
@@ -68,8 +70,9 @@ class LiveWorker:
                     self._attempt(Batch())
                 continue
             outcome = self._attempt(batch)
-            if outcome == "retry":
-                retry = batch
+            if outcome == "retry":  # held with what its stream had taken from the collector
+                retry = dataclasses.replace(batch, paths=list(dict.fromkeys(
+                    batch.paths + self.streamed)))
                 self.service.worker_stop.wait(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
                 continue
@@ -87,11 +90,13 @@ class LiveWorker:
     def _attempt(self, batch: Batch) -> str:
         """Handle one batch: "ok", "retry" (database unreachable) or "failed" (a bug,
         logged; the batch is dropped and the next reconcile covers it)."""
+        self.streamed = []
         try:
             self._handle(batch)
         except Exception as exc:  # noqa: BLE001 - the worker must outlive any one batch
             if not transient(exc):
-                log.exception("live_ingest_failed", paths=len(batch.paths))
+                log.exception("live_ingest_failed",
+                              paths=len(batch.paths) + len(self.streamed))
                 return "failed"
             if self.db_error is None:
                 log.error("database_unreachable", error=short(exc),
@@ -203,13 +208,15 @@ class LiveWorker:
                 return time.monotonic() - started > budget
             return self.service.worker_stop.is_set()
 
+        collector = self.service.collector
+
         def more() -> list[str]:
             while not stop() and time.monotonic() - started < STREAM_SECONDS:
-                collector = self.service.collector
                 paths = collector.take_paths(timeout=collector.debounce)
                 if not paths:
                     return []
                 if present := self._present(paths):
+                    self.streamed += present  # a retry of the batch must include them
                     return present
             return []
 

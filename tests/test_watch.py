@@ -416,6 +416,15 @@ class Live:
     def errors(self) -> list[Any]:
         return self.q("SELECT path, reason FROM ingest_errors")
 
+    def wait_for_statements(self, root: Path, prefix: str, n: int) -> None:
+        """Wait until n statements written by doc(f"{prefix}...") are current, let the
+        daemon settle, and check that no file was rejected."""
+        self.wait_for(lambda: self.q(
+            "SELECT count(*) FROM current_statements WHERE source_url LIKE :u",
+            u=f"%/s{prefix}%")[0][0] == n, f"{n} statements")
+        self.settle(root)
+        assert self.errors() == []
+
     def deleted(self) -> list[Any]:
         return self.q("SELECT source_url FROM statement_revisions WHERE kind = 'deleted'")
 
@@ -575,11 +584,7 @@ def test_burst_of_a_thousand_files(live: tuple[Live, Path], tmp_path: Path) -> N
     (root / "burst").mkdir()
     for i in range(1000):
         shutil.copyfile(source / f"b{i}.md", root / "burst" / f"b{i}.md")
-    daemon.wait_for(lambda: daemon.q(
-        "SELECT count(*) FROM current_statements WHERE source_url LIKE '%/sb%'")[0][0] == 1000,
-        "1,000 statements")
-    daemon.settle(root)
-    assert daemon.errors() == []
+    daemon.wait_for_statements(root, "b", 1000)
     assert daemon.q("SELECT count(*) FROM statement_revisions WHERE source_url LIKE '%/sb%'"
                     )[0][0] == 1000
 
@@ -610,15 +615,49 @@ def _copy_tree_in(daemon: Live, root: Path, tmp_path: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"t{i}.md").write_text(doc(f"t{i}"))
     shutil.copytree(source, root / "tree")
-    daemon.wait_for(lambda: daemon.q(
-        "SELECT count(*) FROM current_statements WHERE source_url LIKE '%/st%'")[0][0] == 300,
-        "300 statements")
-    daemon.settle(root)
-    assert daemon.errors() == []
+    daemon.wait_for_statements(root, "t", 300)
     assert daemon.q("SELECT count(*), count(DISTINCT source_url) FROM statement_revisions "
                     "WHERE source_url LIKE '%/st%'")[0] == (300, 300)
     assert daemon.q("SELECT count(*) FROM files WHERE path LIKE :p",
                     p=f"{root}/tree/%")[0][0] == 300
+
+
+def test_a_database_error_mid_stream_holds_what_the_stream_took(
+        live: tuple[Live, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database fails while a live stream is under way: the batch is held and
+    retried together with the paths the stream had already taken from the collector, not
+    left to a reconcile (stubbed out here, so only the retry can ingest them)."""
+    from daemon.ingest import IngestCounts
+
+    daemon, root = live
+    ingestor = daemon.service.ingestor
+    assert ingestor is not None
+    real = ingestor.process_paths
+    reconciles: list[str] = []
+    monkeypatch.setattr(daemon.service, "reconcile",
+                        lambda reason, startup=False: reconciles.append(reason) or IngestCounts())
+    calls: list[list[str]] = []
+
+    def fails_once(paths: list[str], stop: Any = None, more: Any = None) -> IngestCounts:
+        calls.append(list(paths))
+        if len(calls) > 1:
+            return real(paths, stop=stop, more=more)
+        (root / "late.md").write_text(doc("late"))  # settles while the stream is open
+        assert more is not None, "a live batch is a stream"
+        taken: list[str] = []
+        deadline = time.monotonic() + TIMEOUT
+        while not taken and time.monotonic() < deadline:
+            taken = list(more())
+        assert taken == [str(root / "late.md")]
+        raise sa.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(ingestor, "process_paths", fails_once)
+    (root / "early.md").write_text(doc("early"))
+    daemon.wait_for(lambda: bool(daemon.revisions("early") and daemon.revisions("late")),
+                    "both files, through the retry")
+    assert sorted(calls[1]) == sorted([str(root / "early.md"), str(root / "late.md")])
+    assert daemon.revisions("late") == [(1, "added")]
+    assert reconciles == ["database reachable again"]
 
 
 def test_watched_folder_that_disappears_is_not_a_deletion(
