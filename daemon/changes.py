@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from daemon.document import Document
-from daemon.text import markdown_to_text, title_text, word_key
+from daemon.text import count_words, markdown_to_text, title_text, word_key
 
 METADATA_FIELDS = ("date", "published_time", "modified_time", "tags", "source_url")
 
@@ -47,7 +47,7 @@ class Version:
     @cached_property
     def word_count(self) -> int:
         """Words in the title and the text (an added statement's `words_added`)."""
-        return len(self.body_text.split()) + len(self.title.split())
+        return count_words(self.body_text) + len(self.title.split())
 
     def extra_fields(self) -> dict[str, object]:
         return json.loads(self.extra)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.text import markdown_to_text, normalize_text
+from daemon.document import Document, parse_document
+from daemon.text import count_words, markdown_to_text, normalize_text
 
 _INVISIBLE_RE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069"
                            "\ufeff\ufffc]")
@@ -35,6 +37,14 @@ def test_normalize_text_matches_reference(text: str) -> None:
     assert normalize_text(text) == reference_normalize(text)
 
 
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(_CHARS), max_size=40).map("".join))
+def test_count_words_of_normalized_text(text: str) -> None:
+    """count_words counts what str.split() would, on any normalized text."""
+    for normalized in (normalize_text(text), markdown_to_text(text)):
+        assert count_words(normalized) == len(normalized.split())
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("x\u00a0 y\u00a0\u00a0z  ", "x y z"),
     (" a  b \n\n\n  c\u202fd\te \n", "a b\n\nc d e"),
@@ -57,3 +67,15 @@ def test_normalize_text_examples(text: str, expected: str) -> None:
 ])
 def test_markdown_to_text_examples(md: str, expected: str) -> None:
     assert markdown_to_text(md) == expected
+
+
+def test_count_words_of_real_statements(sample: Path) -> None:
+    """On the real sample's rendered texts too (the word counts of added events)."""
+    counted = 0
+    for path in sorted(sample.rglob("*.md")):
+        doc = parse_document(path.read_bytes(), 5_000_000)
+        if isinstance(doc, Document):
+            text = markdown_to_text(doc.body)
+            assert count_words(text) == len(text.split()), path
+            counted += 1
+    assert counted >= 20

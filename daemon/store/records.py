@@ -286,7 +286,7 @@ class ChangeSet:
                 [{"b_id": h.statement_id, "b_url": h.source_url, "b_head": h.head_revision,
                   "b_deleted": last.get(h.statement_id) if h.deleted else None,
                   "b_last": last.get(h.statement_id)} for h in touched])
-        self._write_search(real)
+        self._write_search(real, fresh=set(temp_to_real.values()))
         self._write_files(real)
         if self._cleared:
             conn.execute(rejected_files.delete().where(
@@ -351,15 +351,19 @@ class ChangeSet:
                             tuple(row["changed_fields"]), row["to_revision"])
                 for row, eid in zip(event_rows, event_ids, strict=True)]
 
-    def _write_search(self, real: Any) -> None:
+    def _write_search(self, real: Any, fresh: set[int]) -> None:
+        """Index the current title and text of each statement whose words changed;
+        `fresh`: the statements this batch created, which have no entry to replace."""
         dirty = [h for h in self.heads.values() if h.search_dirty]
         if not dirty:
             return
         rows = [{"b_id": real(h.statement_id), "b_title": h.version.title,
                  "b_body": h.version.body_text} for h in dirty]
         if self.conn.dialect.name == "sqlite":
-            self.conn.execute(sa.text("DELETE FROM statement_search WHERE rowid = :b_id"),
-                              [{"b_id": r["b_id"]} for r in rows])
+            replaced = [{"b_id": r["b_id"]} for r in rows if r["b_id"] not in fresh]
+            if replaced:
+                self.conn.execute(sa.text("DELETE FROM statement_search WHERE rowid = :b_id"),
+                                  replaced)
             self.conn.exec_driver_sql(
                 "INSERT INTO statement_search(rowid, title, body_text) VALUES (?, ?, ?)",
                 [(r["b_id"], r["b_title"], r["b_body"]) for r in rows])
