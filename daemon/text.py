@@ -44,9 +44,13 @@ _QUOTES = str.maketrans({
     "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2015": "-",
     "\u2212": "-", "\ufe58": "-", "\ufe63": "-", "\uff0d": "-",
 })
+_QUOTE_CHARS_RE = re.compile("[" + "".join(map(chr, _QUOTES)) + "]")
 # A dash style includes its spacing: "a—b", "a — b" and "a -- b" read the same.
-_DASH_RE = re.compile(r"\s*-+\s*")
-_WS_RE = re.compile(r"\s+")
+_DASHES_RE = re.compile("-+")
+
+
+def _fold_quote(match: re.Match[str]) -> str:
+    return match.group().translate(_QUOTES)
 
 
 def _html_text(fragment: str) -> str:
@@ -142,14 +146,27 @@ def _normalize_text_slow(text: str) -> str:
 
 def fold_words(text: str) -> str:
     """Fold quote and dash styles (with the spacing around dashes) for word comparison."""
-    text = _INVISIBLE_RE.sub("", text).translate(_QUOTES)
-    text = _DASH_RE.sub("-", text)
-    return text
+    if text.isascii():  # the commonest case, a plain word of a diff: nothing to fold
+        if "`" in text:
+            text = text.replace("`", "'")
+    else:
+        if _INVISIBLE_RE.search(text):
+            text = _INVISIBLE_RE.sub("", text)
+        # a few curly quotes in a long text: replacing the matches is far faster than
+        # str.translate, which looks up every character
+        text = _QUOTE_CHARS_RE.sub(_fold_quote, text)
+    if "-" not in text:
+        return text
+    # each run of dashes with the white space around it becomes one "-" (what a regex
+    # \s*-+\s* does, without trying that pattern at every space of the text)
+    parts = _DASHES_RE.split(text)
+    inner = [p.strip() for p in parts[1:-1]]
+    return "-".join([parts[0].rstrip(), *inner, parts[-1].lstrip()])
 
 
 def word_key(text: str) -> str:
     """The comparison key of a text: folded words separated by single spaces."""
-    return _WS_RE.sub(" ", fold_words(text)).strip()
+    return " ".join(fold_words(text).split())
 
 
 def title_text(title: str) -> str:

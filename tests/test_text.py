@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daemon.document import Document, parse_document
-from daemon.text import count_words, markdown_to_text, normalize_text
+from daemon.text import _QUOTES, count_words, fold_words, markdown_to_text, normalize_text, word_key
 
 _INVISIBLE_RE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069"
                            "\ufeff\ufffc]")
@@ -79,3 +79,35 @@ def test_count_words_of_real_statements(sample: Path) -> None:
             assert count_words(text) == len(text.split()), path
             counted += 1
     assert counted >= 20
+
+
+def reference_word_key(text: str) -> str:
+    """The plain definition word_key must match: drop invisibles, fold quote and dash
+    characters, a run of dashes with the spaces around it is one "-", spaces fold to one."""
+    text = _INVISIBLE_RE.sub("", text).translate(_QUOTES)
+    text = re.sub(r"\s*-+\s*", "-", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+_WORD_CHARS = ["a", "b", "é", " ", " ", "\n", "\u00a0", "\t", "\u3000", "\u2028", "\x85", "\x1f",
+               "-", "-", "`", "'", "\u2014", "\u2013", "\u2212", "\u2019", "\u201c", "\u00ab",
+               "\u200b", "\u00ad", "\ufeff"]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(_WORD_CHARS), max_size=30).map("".join))
+def test_word_key_matches_reference(text: str) -> None:
+    """The fast paths of fold_words (ASCII, quotes by match, dashes by split) change no key."""
+    assert word_key(text) == reference_word_key(text)
+    assert " ".join(fold_words(text).split()) == reference_word_key(text)
+
+
+def test_word_key_of_real_statements(sample: Path) -> None:
+    checked = 0
+    for path in sorted(sample.rglob("*.md")):
+        doc = parse_document(path.read_bytes(), 5_000_000)
+        if isinstance(doc, Document):
+            text = markdown_to_text(doc.body)
+            assert word_key(text) == reference_word_key(text), path
+            checked += 1
+    assert checked >= 20
