@@ -25,6 +25,7 @@ from daemon.diffs import DiffStats, summarize, word_diff
 from daemon.store.schema import (
     events,
     files,
+    pg_statement_search,
     rejected_files,
     revisions,
     statement_urls,
@@ -367,10 +368,15 @@ class ChangeSet:
                 "INSERT INTO statement_search(rowid, title, body_text) VALUES (?, ?, ?)",
                 [(r["b_id"], r["b_title"], r["b_body"]) for r in rows])
         else:
-            self.conn.execute(sa.text(
-                "INSERT INTO statement_search(statement_id, title, body_text) "
-                "VALUES (:b_id, :b_title, :b_body) ON CONFLICT (statement_id) DO UPDATE "
-                "SET title = excluded.title, body_text = excluded.body_text"), rows)
+            insert_many(self.conn, pg_statement_search, [
+                {"statement_id": r["b_id"], "title": r["b_title"], "body_text": r["b_body"]}
+                for r in rows if r["b_id"] in fresh])
+            replaced = [r for r in rows if r["b_id"] not in fresh]
+            if replaced:
+                self.conn.execute(sa.text(
+                    "INSERT INTO statement_search(statement_id, title, body_text) "
+                    "VALUES (:b_id, :b_title, :b_body) ON CONFLICT (statement_id) DO UPDATE "
+                    "SET title = excluded.title, body_text = excluded.body_text"), replaced)
 
     def _write_files(self, real: Any) -> None:
         if not self._file_writes:
