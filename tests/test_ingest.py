@@ -496,8 +496,9 @@ def test_sqlite_checkpoints_run_beside_the_writer(tmp_path: Path, sample: Path,
 
 
 def test_insert_many_stores_what_sqlalchemys_insert_stores(engine: sa.Engine) -> None:
-    """records.insert_many applies the columns' own bind processing itself on SQLite
-    (datetimes, dates, JSON): every stored value equals what SQLAlchemy's insert stores."""
+    """records.insert_many applies the columns' own bind processing itself (datetimes,
+    dates, JSON; by executemany on SQLite, binary COPY on PostgreSQL): every stored value
+    equals what SQLAlchemy's insert stores."""
     import datetime as dt
 
     from daemon.store import records
@@ -533,3 +534,31 @@ def test_insert_many_stores_what_sqlalchemys_insert_stores(engine: sa.Engine) ->
             stored.append(tuple(raw))
     assert stored[0] == stored[1]
     assert stored[0][1] is not None and stored[0][8] is not None
+
+
+def test_insert_many_errors_are_sqlalchemys(engine: sa.Engine) -> None:
+    """A failed bulk insert raises what SQLAlchemy raises for a statement, which the retry
+    logic relies on: a constraint violation is an IntegrityError, and on PostgreSQL a
+    connection dropped under a COPY is an OperationalError marked as invalidated."""
+    from daemon.store import records
+    from daemon.store.schema import statement_urls
+
+    row = {"url": "https://example.org/x/", "statement_id": 999_999}  # no such statement
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        records.insert_many(conn, statement_urls, [row])
+    if engine.dialect.name != "postgresql":
+        return
+    admin = sa.create_engine(engine.url, isolation_level="AUTOCOMMIT")
+    try:
+        with pytest.raises(sa.exc.OperationalError) as caught, engine.begin() as conn:
+            records._column_oids(conn, "statement_urls")  # known: the COPY is the next query
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            with admin.connect() as other:
+                other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+            records.insert_many(conn, statement_urls, [row])
+    finally:
+        admin.dispose()
+    assert caught.value.connection_invalidated
+    assert "COPY" in str(caught.value)  # the COPY's own error, not a failed rollback's
+    with engine.connect() as conn:  # the pool replaced the dropped connection
+        assert conn.exec_driver_sql("SELECT 1").scalar_one() == 1

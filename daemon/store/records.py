@@ -450,14 +450,26 @@ def insert_many(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -
         conn.exec_driver_sql(f"INSERT INTO {columns} VALUES "
                              f"({', '.join('?' for _ in processors)})", tuples)
         return
+    sql = f"COPY {columns} FROM STDIN (FORMAT BINARY)"
     driver = conn.connection.driver_connection
     assert driver is not None
     oids = _column_oids(conn, table.name)
-    with driver.cursor() as cur, cur.copy(f"COPY {columns} FROM STDIN (FORMAT BINARY)") as copy:
-        # binary: the statements' texts go as they are, not escaped and parsed again
-        copy.set_types([oids[name] for name, _proc in processors])
-        for values in tuples:
-            copy.write_row(values)
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    try:
+        with driver.cursor() as cur, cur.copy(sql) as copy:
+            # binary: the statements' texts go as they are, not escaped and parsed again
+            copy.set_types([oids[name] for name, _proc in processors])
+            for values in tuples:
+                copy.write_row(values)
+    except dbapi_error as exc:
+        # The driver's own error, as SQLAlchemy would have raised it for a statement
+        # (OperationalError, IntegrityError, ... with connection_invalidated): callers
+        # retry conflicts and outages by those, and must not see a bare psycopg error.
+        lost = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None)
+        if lost:  # as SQLAlchemy does: the pool drops it, and no rollback is tried on it
+            conn.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(sql, None, exc, dbapi_error,
+                                         connection_invalidated=lost) from exc
 
 
 def _column_oids(conn: Connection, table: str) -> dict[str, int]:
