@@ -310,3 +310,56 @@ def test_close_lets_the_attempt_in_flight_finish_and_gives_back_the_rest(
         claimed = conn.execute(sa.text(
             "SELECT count(*) FROM deliveries WHERE claimed_by IS NOT NULL")).scalar_one()
     assert claimed == 0
+
+
+def test_a_delivery_sent_while_the_database_goes_away_is_recorded_when_it_is_back(
+        pg_url: str, sample: Path, tmp_path: Path) -> None:
+    """The receiver takes the POST; before the dispatcher can record it, PostgreSQL stops
+    accepting connections to the database. Once it accepts them again, the next dispatch
+    records the delivery as delivered at the time it was sent — it is not left claimed
+    until the claim expires and then sent a second time."""
+    from daemon.store import migrate
+    from daemon.store.engine import make_engine
+
+    engine = make_engine(pg_url)
+    migrate.upgrade(engine)
+    database = engine.url.database
+    admin = sa.create_engine(engine.url.set(database="postgres"), isolation_level="AUTOCOMMIT",
+                             poolclass=sa.pool.NullPool)
+    clock = FakeClock()
+    try:
+        with HttpReceiver(hold=True) as rx:
+            config = config_for(tmp_path, pg_url, webhook("hook", rx.url))
+            (path,) = copy_statements(sample, tmp_path / "statements", 1)
+            ingestor(engine, config, clock).process_paths([str(path)])
+            sent_at = clock.now
+            d = Dispatcher(engine, config, clock=clock, instance_id="test:1")
+            try:
+                d.dispatch_due()
+                rx.wait_for(1)  # sent, not yet answered: the database goes away now
+                with admin.connect() as conn:
+                    conn.exec_driver_sql(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+                    conn.exec_driver_sql(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        f"WHERE datname = '{database}'")
+                rx.release()
+                assert d.wait_idle(10)
+                clock.advance(5)
+                assert d.dispatch_due(wait=10) == 0  # still away: nothing claimed or sent
+                with admin.connect() as conn:
+                    conn.exec_driver_sql(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+                clock.advance(5)
+                assert d.dispatch_due(wait=10) == 0  # recorded, not sent again
+            finally:
+                d.close()
+            assert len(rx.requests) == 1
+        (row,) = status_of(engine, "hook")
+        assert (row.status, row.attempts, row.delivered_at) == ("delivered", 1, sent_at)
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM deliveries "
+                                        "WHERE claimed_by IS NOT NULL")).scalar_one() == 0
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        admin.dispose()
+        engine.dispose()

@@ -76,6 +76,8 @@ class Dispatcher:
         self._attempts = 0
         self._stopping = threading.Event()
         self._recovered = False
+        # channel -> (delivery id, sent at) sent but not yet recorded (the database was away)
+        self._unrecorded: dict[str, list[tuple[int, dt.datetime]]] = {}
 
     # ---- the public surface: wake, dispatch_due, wait_idle, close ---------------------
 
@@ -128,6 +130,9 @@ class Dispatcher:
         self._pool.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             idle = [name for name in self._senders if name not in self._running]
+            unrecorded = [name for name in self._unrecorded if name not in self._running]
+        for name in unrecorded:  # a last try; if the database is still away, the claims
+            self._record_delivered(name, [])  # expire and those are sent again (at least once)
         for name in idle:
             self._close_sender(name)
 
@@ -182,6 +187,8 @@ class Dispatcher:
             if now < paused:
                 return False
             del self._paused_until[ch.name]
+        if not self._record_delivered(ch.name, []):
+            return False  # the database is still away: claim nothing until it answers
         lease = dt.timedelta(seconds=ch.timeout_seconds * self.batch_size + 60)
         with self.engine.begin() as conn:
             claimed = ledger.claim(conn, ch.name, self.instance_id, now, lease, self.batch_size)
@@ -204,8 +211,31 @@ class Dispatcher:
             # recorded once per batch: a crash before this line re-sends at most one batch,
             # with the same delivery ids (at least once)
             if delivered:
-                with self.engine.begin() as conn:
-                    ledger.record_delivered(conn, delivered, self.clock(), self.instance_id)
+                self._record_delivered(ch.name, delivered)
+
+    def _record_delivered(self, channel: str, ids: list[int]) -> bool:
+        """Record sent deliveries as delivered, with any that an earlier batch of the
+        channel could not record; False if the database did not answer. Those are kept
+        and recorded by the channel's next batch: left claimed, they would be sent again
+        once their claim expired, minutes later."""
+        now = self.clock()
+        with self._lock:
+            pending = self._unrecorded.pop(channel, []) + [(i, now) for i in ids]
+        if not pending:
+            return True
+        try:
+            with self.engine.begin() as conn:
+                for when in sorted({w for _i, w in pending}):
+                    ledger.record_delivered(conn, [i for i, w in pending if w == when], when,
+                                            self.instance_id)
+        except Exception as exc:  # noqa: BLE001 - above all a database outage: kept for later
+            with self._lock:
+                self._unrecorded[channel] = pending + self._unrecorded.get(channel, [])
+            log.warning("delivered_not_recorded", channel=channel, count=len(pending),
+                        error=str(exc).strip().splitlines()[0][:200],
+                        detail="sent; recorded when the database answers again")
+            return False
+        return True
 
     def _send_batch(self, ch: ChannelConfig, sender: Sender,
                     claimed: Sequence[ledger.ClaimedDelivery], bodies: dict[int, dict[str, Any]],
