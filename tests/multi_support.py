@@ -253,3 +253,17 @@ def waiting_on_a_lock(admin: sa.Engine, query_part: str) -> bool:
             "AND application_name <> :app AND wait_event_type = 'Lock' "
             "AND strpos(query, :part) > 0"),
             {"app": TEST_APP, "part": query_part}).scalar_one())
+
+
+PG_RESTART_ENV = "REDLINE_TEST_PG_RESTART"
+
+
+def restart_postgres() -> float:
+    """Restart the local PostgreSQL cluster (fast shutdown: every connection is dropped and
+    new ones are refused until it is up again); the seconds the restart took."""
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    started = time.monotonic()
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+                   check=True, capture_output=True, timeout=120)
+    return time.monotonic() - started
+

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
 import signal
 import threading
 import time
@@ -18,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import write_config
 from multi_support import (
+    PG_RESTART_ENV,
     DaemonProcess,
     delivery_statuses,
     distinct_statements,
@@ -25,6 +28,7 @@ from multi_support import (
     events_per_revision,
     observer_engine,
     pick_edits,
+    restart_postgres,
     revision_keys,
     revision_kinds,
     revision_numbers,
@@ -213,6 +217,76 @@ def test_connection_kills_during_a_burst_lose_and_duplicate_nothing(
     assert {json.loads(r.body)["event_id"] for r in received} <= set(ids)
     # each time live ingest lost its connection it said so, and said when it was back
     assert len(outages[0]) == len(outages[1])
+    assert stopped[0] == 0, daemon.tail()
+    assert stopped[1] < STOP_SECONDS
+
+
+def test_a_postgres_restart_during_a_burst_loses_and_duplicates_nothing(
+        pg_url: str, sample: Path, tmp_path: Path) -> None:
+    """PostgreSQL restarts (every connection dropped, new ones refused until it is up) while
+    60 statements arrive, and again while 15 of them are revised: the daemon keeps running,
+    logs when the database went away and when it was back, every file ends in the record
+    with exactly the expected revisions and one event each, and the webhook gets every
+    event exactly once."""
+    if not os.environ.get(PG_RESTART_ENV):
+        pytest.skip(f"restarting the PostgreSQL server drops everyone's connections: it runs "
+                    f"where {PG_RESTART_ENV}=1 (.ci/run sets it)")
+    if shutil.which("pg_ctlcluster") is None or not os.path.isdir("/etc/postgresql"):
+        pytest.fail(f"{PG_RESTART_ENV} is set but pg_ctlcluster is not here to restart with")
+    folder = tmp_path / "statements"
+    statements = distinct_statements(sample, 60)
+    edits = pick_edits(statements, 15, tmp_path / "scratch.md")
+    assert len(edits) == 15
+    engine = observer_engine(pg_url)
+    daemon: DaemonProcess | None = None
+    restarts: list[float] = []
+
+    def burst(files: list[tuple[str, str]], restart_at: int, pause: float) -> None:
+        restarter = threading.Thread(target=lambda: restarts.append(restart_postgres()))
+        for i, (name, text) in enumerate(files):
+            if i == restart_at:
+                restarter.start()  # the writes go on while the server is down
+            write_like_an_editor(folder / name, text)
+            time.sleep(pause)
+        restarter.join(150)
+
+    try:
+        with HttpReceiver() as rx:
+            daemon = DaemonProcess(daemon_config(tmp_path, pg_url, folder, rx.url))
+            daemon.wait_ready(60)
+            burst(statements, 20, 0.05)
+            wait_for(lambda: settled(engine, [folder]), 90, "the 60 files in the record")
+            assert daemon.alive(), daemon.tail()
+            burst(edits, 5, 0.1)
+            wait_for(lambda: settled(engine, [folder]), 90, "the 15 edits in the record")
+            assert daemon.alive(), daemon.tail()
+            wait_for(lambda: set(delivery_statuses(engine, "hook").values()) == {"delivered"}
+                     and len(rx.requests) >= 75, 60, "every delivery delivered")
+            outages = (daemon.events("database_unreachable"),
+                       daemon.events("database_reachable"))
+            (stopped,) = stop_all([daemon])
+            received = list(rx.requests)
+
+        kinds = revision_kinds(engine)
+        numbers = revision_numbers(engine)
+        per_revision = events_per_revision(engine)
+        keys = revision_keys(engine)
+        ids = event_ids(engine)
+    finally:
+        if daemon is not None:
+            daemon.kill()
+        engine.dispose()
+
+    assert len(restarts) == 2  # both restarts happened, during the bursts
+    assert len(kinds) == 60
+    assert all(ns == list(range(1, len(ns) + 1)) for ns in numbers.values())
+    assert sorted(Counter(tuple(k) for k in kinds.values()).items()) == [
+        (("added",), 45), (("added", "revised"), 15)]
+    assert set(per_revision) == keys and set(per_revision.values()) == {1}
+    assert len(ids) == 75
+    assert Counter(json.loads(r.body)["event_id"] for r in received) == Counter(ids)
+    # it noticed the database going away and said when it was back, as often
+    assert len(outages[0]) >= 1 and len(outages[0]) == len(outages[1]), daemon.tail()
     assert stopped[0] == 0, daemon.tail()
     assert stopped[1] < STOP_SECONDS
 
