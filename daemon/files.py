@@ -48,19 +48,45 @@ class PathFilter:
 
 
 class _Patterns:
-    """Patterns on the file name, joined into one compiled regex (a scan tests every file
-    against all of them); patterns with a "/" are matched against the path one by one."""
+    """Patterns on the file name, tested together (a scan tests every file against all of
+    them): the common shapes without a regex — "*.md" as a suffix, ".*" as a prefix, "4913"
+    as a whole name — the others joined into one compiled regex; patterns with a "/" are
+    matched against the path one by one."""
 
     def __init__(self, patterns: tuple[str, ...]) -> None:
         names = [p for p in patterns if "/" not in p]
-        self._names = re.compile("|".join(fnmatch.translate(p) for p in names)).match \
-            if names else None
+        shapes = {p: _shape(p) for p in names}
+        self._suffixes = tuple(p[1:] for p in names if shapes[p] == "suffix")
+        self._prefixes = tuple(p[:-1] for p in names if shapes[p] == "prefix")
+        self._exact = frozenset(p for p in names if shapes[p] == "exact")
+        rest = [p for p in names if shapes[p] is None]
+        self._names = re.compile("|".join(fnmatch.translate(p) for p in rest)).match \
+            if rest else None
         self._paths = [p for p in patterns if "/" in p]
 
     def matches(self, path: str, name: str) -> bool:
+        if name.endswith(self._suffixes) or name.startswith(self._prefixes) or \
+                name in self._exact:
+            return True
         if self._names is not None and self._names(name):
             return True
         return any(_match(path, name, p) for p in self._paths)
+
+
+def _magic(pattern: str) -> bool:
+    """Whether fnmatch would read anything in `pattern` other than as itself."""
+    return "*" in pattern or "?" in pattern or "[" in pattern
+
+
+def _shape(pattern: str) -> str | None:
+    """"suffix" for *literal, "prefix" for literal*, "exact" for a literal, else None."""
+    if not _magic(pattern):
+        return "exact"
+    if pattern[0] == "*" and not _magic(pattern[1:]):
+        return "suffix"
+    if pattern[-1] == "*" and not _magic(pattern[:-1]):
+        return "prefix"
+    return None
 
 
 def _match(path: str, name: str, pattern: str) -> bool:
