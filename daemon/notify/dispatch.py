@@ -231,9 +231,11 @@ class Dispatcher:
         except Exception as exc:  # noqa: BLE001 - above all a database outage: kept for later
             with self._lock:
                 self._unrecorded[channel] = pending + self._unrecorded.get(channel, [])
-            log.warning("delivered_not_recorded", channel=channel, count=len(pending),
-                        error=str(exc).strip().splitlines()[0][:200],
-                        detail="sent; recorded when the database answers again")
+            # said once per batch sent; the retries at each wake meanwhile are quiet
+            (log.warning if ids else log.debug)(
+                "delivered_not_recorded", channel=channel, count=len(pending),
+                error=str(exc).strip().splitlines()[0][:200],
+                detail="sent; recorded when the database answers again")
             return False
         return True
 
