@@ -8,7 +8,6 @@ import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 
 NAMING_CONVENTION = {
@@ -42,7 +41,22 @@ class UTCDateTime(sa.TypeDecorator[dt.datetime]):
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+class _JSON(sa.TypeDecorator[Any]):
+    """JSON on SQLite, jsonb on PostgreSQL. The PostgreSQL dialect is imported only when a
+    PostgreSQL database is used: a SQLite command need not load it (30 ms of start-up)."""
+
+    impl = sa.JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB
+
+            return dialect.type_descriptor(JSONB())
+        return dialect.type_descriptor(sa.JSON())
+
+
+JSONType = _JSON()
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
