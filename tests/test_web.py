@@ -16,6 +16,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
@@ -854,6 +855,38 @@ def test_unreachable_database_is_a_503_with_one_line(pg_url: str) -> None:
     assert api.status_code == 503
     assert api.json() == {"error": "the database is not reachable right now; try again "
                                    "shortly"}
+
+
+def test_the_site_answers_503_while_the_database_is_away_and_recovers(
+        pg_url: str, record_templates: RecordTemplates) -> None:
+    """PostgreSQL stops accepting connections to the database (its existing ones killed):
+    pages and the API answer 503 meanwhile; once it accepts them again the same running
+    site answers 200 with the record, without a restart."""
+    record_templates.clone_into(pg_url)
+    database = sa.engine.make_url(pg_url).database
+    ro = read_only_engine(pg_url)
+    try:
+        with TestClient(create_app(ro)) as c:
+            assert c.get("/").status_code == 200
+            events = c.get("/api/events").json()
+            with _admin(pg_url) as admin:
+                admin.exec_driver_sql(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+                admin.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                      f"WHERE datname = '{database}'")
+            time.sleep(0.3)  # past the site's record-version check interval (0.1 s)
+            away = (c.get("/"), c.get("/api/events"))
+            with _admin(pg_url) as admin:
+                admin.exec_driver_sql(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+            time.sleep(0.3)
+            back = (c.get("/"), c.get("/api/events"))
+    finally:
+        with _admin(pg_url) as admin:
+            admin.exec_driver_sql(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        ro.dispose()
+    assert [r.status_code for r in away] == [503, 503]
+    assert "Database unavailable" in away[0].text and "Traceback" not in away[0].text
+    assert [r.status_code for r in back] == [200, 200]
+    assert back[1].json() == events and events
 
 
 def test_loopback_addresses() -> None:
