@@ -270,6 +270,36 @@ def test_sigterm_exits_zero_within_ten_seconds_and_nothing_is_lost(
     assert again.wait_exit() == 0
 
 
+def test_a_sqlite_write_lock_held_by_another_program_delays_but_loses_nothing(
+        tmp_path: Path, run_daemon: Callable[..., Daemon]) -> None:
+    """Another program (here the sqlite3 module, as a user's `sqlite3 redline.db` shell
+    would) holds the database's write lock for 3 s while 20 statements arrive: the daemon
+    waits for the lock (busy timeout) and then records every one, once."""
+    import sqlite3
+
+    path = tmp_path / "r.db"
+    db = f"sqlite:///{path}"
+    root = tmp_path / "statements"
+    cfg = write_config(tmp_path, db, [root])
+    d = run_daemon(cfg)
+    d.wait_message("READY=1")
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # the write lock, as a shell's open transaction
+        for i in range(20):
+            (root / f"s{i}.md").write_text(doc(i))
+        time.sleep(3)
+        assert statements(db) == 0  # nothing could be written meanwhile (readers still read)
+        other.execute("COMMIT")
+    finally:
+        other.close()
+    wait_until(lambda: statements(db) == 20, "the 20 statements after the lock was released")
+    assert count(db, "SELECT count(*) FROM change_log") == 20
+    assert d.proc.poll() is None
+    d.send(signal.SIGTERM)
+    assert d.wait_exit() == 0
+
+
 def test_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
     """`redline run` with an invalid configuration exits 2 naming the key."""
     cfg = write_config(tmp_path, f"sqlite:///{tmp_path / 'r.db'}",
