@@ -6,10 +6,11 @@ source_url; tests/fixtures/corpus/current when the shared corpus is absent), the
   cold      `redline ingest` into an empty SQLite database (subprocess; its peak RSS)
   no-change a second `redline ingest` over the same files
   FTS5      indexing the same titles and texts in an FTS5 table alone (a part of ingest)
-and prints each as a rate and as a ratio to the floor. Absolute times are not comparable
-across runs on a noisy machine; the ratios are.
+and prints each as a rate and as a ratio to the floor. The floor and the cold ingest
+alternate, three times each by default, and their medians are compared. Absolute times are
+not comparable across runs on a noisy machine; the ratios are.
 
-    .venv/bin/python bench/ingest.py [--files 13000] [--keep DIR]
+    .venv/bin/python bench/ingest.py [--files 13000] [--keep DIR] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import re
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -140,6 +142,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--files", type=int, default=13000)
     ap.add_argument("--keep", type=Path, help="build the corpus here and keep it")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs of the floor, the cold and the no-change ingest (medians)")
     args = ap.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="redline-bench-"))
     corpus = work / "corpus"
@@ -148,24 +152,40 @@ def main() -> None:
     else:
         n = sum(1 for _ in corpus.rglob("*.md"))
     print(f"corpus: {n} files under {corpus}")
-    for f in ("floor.db", "fts5.db", "fts5.db-wal", "fts5.db-shm", "redline.db",
-              "redline.db-wal", "redline.db-shm"):
+    for f in ("fts5.db", "fts5.db-wal", "fts5.db-shm"):
         (work / f).unlink(missing_ok=True)
     config = work / "config.toml"
     config.write_text(f'[watch]\npaths = ["{corpus}"]\n[database]\nurl = '
                       f'"sqlite:///{work / "redline.db"}"\n[log]\nlevel = "warning"\n')
-    t_floor = floor(corpus, work / "floor.db")
-    t_cold, counts, peak = run_ingest(config)
-    t_again, counts2, _ = run_ingest(config)
+    # floor and cold ingest alternate, --repeat times each, and their medians are compared:
+    # on a shared machine one run of either can be off by half
+    floors, colds, peaks = [], [], []
+    for _ in range(args.repeat):
+        for f in ("floor.db", "redline.db", "redline.db-wal", "redline.db-shm"):
+            (work / f).unlink(missing_ok=True)
+        floors.append(floor(corpus, work / "floor.db"))
+        t_cold, counts, peak = run_ingest(config)
+        assert counts["files"] == n and counts["rejected"] == 0, counts
+        colds.append(t_cold)
+        peaks.append(peak)
+    agains = []
+    for _ in range(args.repeat):
+        t_again, counts2, _ = run_ingest(config)
+        assert counts2["unchanged"] == n, counts2
+        agains.append(t_again)
     t_fts = fts5_alone(corpus, work / "fts5.db")
-    assert counts["files"] == n and counts["rejected"] == 0, counts
-    assert counts2["unchanged"] == n, counts2
-    print(f"floor       {t_floor:7.2f} s  {n / t_floor:8.0f} files/s")
-    print(f"cold ingest {t_cold:7.2f} s  {n / t_cold:8.0f} files/s  ratio to floor "
-          f"{t_floor / t_cold:.2f} (target >= 0.5)  peak RSS {peak / 1024:.0f} MB "
-          "(target <= 150 MB; process + worker, sampled every 50 ms)")
-    print(f"no-change   {t_again:7.2f} s  (target <= 1 s for 13,000 files; includes "
-          "interpreter start-up)")
+    t_floor, t_cold, t_again = (statistics.median(x) for x in (floors, colds, agains))
+
+    def spread(xs: list[float]) -> str:
+        return f"(runs {', '.join(f'{x:.2f}' for x in xs)})" if len(xs) > 1 else ""
+
+    print(f"floor       {t_floor:7.2f} s  {n / t_floor:8.0f} files/s  {spread(floors)}")
+    print(f"cold ingest {t_cold:7.2f} s  {n / t_cold:8.0f} files/s  {spread(colds)}")
+    print(f"  ratio to floor {t_floor / t_cold:.2f} (target >= 0.5; medians)  peak RSS "
+          f"{max(peaks) / 1024:.0f} MB (target <= 150 MB; process + worker, sampled every "
+          "50 ms, the largest of the runs)")
+    print(f"no-change   {t_again:7.2f} s  {spread(agains)} (target <= 1 s for 13,000 files; "
+          "includes interpreter start-up)")
     print(f"FTS5 alone  {t_fts:7.2f} s  = {t_fts / t_floor:.2f} x the floor: indexing the "
           "same texts for search, one required part of an ingest, timed by itself")
     if not args.keep:
