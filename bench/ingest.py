@@ -111,6 +111,11 @@ def fts5_alone(root: Path, db: Path) -> float:
     return elapsed
 
 
+def runs_text(seconds: list[float]) -> str:
+    """Every run's time, printed beside a median."""
+    return f"(runs {', '.join(f'{x:.2f}' for x in seconds)} s)" if len(seconds) > 1 else ""
+
+
 def run_ingest(config: Path) -> tuple[float, dict[str, int], int]:
     """Run `redline ingest --json` as a subprocess; return seconds, counts, peak RSS (KiB)."""
     import psutil
@@ -175,16 +180,12 @@ def main() -> None:
         agains.append(t_again)
     t_fts = fts5_alone(corpus, work / "fts5.db")
     t_floor, t_cold, t_again = (statistics.median(x) for x in (floors, colds, agains))
-
-    def spread(xs: list[float]) -> str:
-        return f"(runs {', '.join(f'{x:.2f}' for x in xs)})" if len(xs) > 1 else ""
-
-    print(f"floor       {t_floor:7.2f} s  {n / t_floor:8.0f} files/s  {spread(floors)}")
-    print(f"cold ingest {t_cold:7.2f} s  {n / t_cold:8.0f} files/s  {spread(colds)}")
+    print(f"floor       {t_floor:7.2f} s  {n / t_floor:8.0f} files/s  {runs_text(floors)}")
+    print(f"cold ingest {t_cold:7.2f} s  {n / t_cold:8.0f} files/s  {runs_text(colds)}")
     print(f"  ratio to floor {t_floor / t_cold:.2f} (target >= 0.5; medians)  peak RSS "
           f"{max(peaks) / 1024:.0f} MB (target <= 150 MB; process + worker, sampled every "
           "50 ms, the largest of the runs)")
-    print(f"no-change   {t_again:7.2f} s  {spread(agains)} (target <= 1 s for 13,000 files; "
+    print(f"no-change   {t_again:7.2f} s  {runs_text(agains)} (target <= 1 s for 13,000 files; "
           "includes interpreter start-up)")
     print(f"FTS5 alone  {t_fts:7.2f} s  = {t_fts / t_floor:.2f} x the floor: indexing the "
           "same texts for search, one required part of an ingest, timed by itself")

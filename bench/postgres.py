@@ -29,7 +29,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import build_corpus  # noqa: E402
+from ingest import build_corpus, runs_text  # noqa: E402
 
 
 def fresh_pg(admin_url: str) -> str:
@@ -132,18 +132,15 @@ def main() -> None:
         t_sqlite, t_pg, t_two, t_vectors = (statistics.median(x) for x in (
             sqlite_runs, pg_runs, two_runs, vector_runs))
 
-        def runs(xs: list[float]) -> str:
-            return f"(runs {', '.join(f'{x:.2f}' for x in xs)} s)" if len(xs) > 1 else ""
-
         r_sqlite, r_pg = n_half[0] / t_sqlite, n_half[0] / t_pg
-        print(f"SQLite      {r_sqlite:7.0f} files/s   {runs(sqlite_runs)}")
-        print(f"PostgreSQL  {r_pg:7.0f} files/s   {runs(pg_runs)}")
+        print(f"SQLite      {r_sqlite:7.0f} files/s   {runs_text(sqlite_runs)}")
+        print(f"PostgreSQL  {r_pg:7.0f} files/s   {runs_text(pg_runs)}")
         print(f"  ratio to SQLite {r_pg / r_sqlite:.2f} (target >= 0.7; medians)")
         print(f"tsvectors alone {t_vectors:5.2f} s = {t_vectors / t_sqlite:.2f} x the whole "
               "SQLite ingest: the server computing the same statements' search vectors, "
               "one required part of a PostgreSQL ingest, timed by itself")
         r_two = (n_half[0] + n_half[1]) / t_two
-        print(f"two instances {r_two:5.0f} files/s combined   {runs(two_runs)}")
+        print(f"two instances {r_two:5.0f} files/s combined   {runs_text(two_runs)}")
         print(f"  ratio to one instance {r_two / r_pg:.2f} (target >= 1.4; medians)")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,32 @@ def revision_keys(engine: sa.Engine) -> set[tuple[int, int]]:
     with engine.connect() as conn:
         return {(sid, n) for sid, n in conn.execute(sa.text(
             "SELECT statement_id, revision_number FROM statement_revisions"))}
+
+
+@dataclass(frozen=True)
+class RecordState:
+    """What the record holds after a test's writes, read through the SPEC §4 views."""
+
+    numbers: dict[str, list[int]]
+    kinds: dict[str, list[str]]
+    per_revision: Counter[tuple[int, int]]
+    keys: set[tuple[int, int]]
+    ids: list[int]
+
+    @classmethod
+    def read(cls, engine: sa.Engine) -> RecordState:
+        return cls(revision_numbers(engine), revision_kinds(engine),
+                   events_per_revision(engine), revision_keys(engine), event_ids(engine))
+
+    def assert_added_and_revised(self, statements: int, revised: int) -> None:
+        """Exactly `statements` statements, `revised` of them revised once and the rest only
+        added: revision numbers 1..n without gaps or duplicates, one event per revision."""
+        assert len(self.numbers) == statements
+        assert all(ns == list(range(1, len(ns) + 1)) for ns in self.numbers.values())
+        assert sorted(Counter(tuple(k) for k in self.kinds.values()).items()) == [
+            (("added",), statements - revised), (("added", "revised"), revised)]
+        assert set(self.per_revision) == self.keys and set(self.per_revision.values()) == {1}
+        assert len(self.ids) == statements + revised
 
 
 def delivery_statuses(engine: sa.Engine, channel: str) -> dict[int, str]:

@@ -22,16 +22,13 @@ from conftest import write_config
 from multi_support import (
     PG_RESTART_ENV,
     DaemonProcess,
+    RecordState,
     delivery_statuses,
     distinct_statements,
     event_ids,
-    events_per_revision,
     observer_engine,
     pick_edits,
     restart_postgres,
-    revision_keys,
-    revision_kinds,
-    revision_numbers,
     settled,
     terminate_backends,
     wait_for,
@@ -126,27 +123,18 @@ def test_two_daemons_share_one_record_and_deliver_each_event_once(
             stopped = stop_all(daemons)
             received = list(rx.requests)
 
-        numbers = revision_numbers(engine)
-        kinds = revision_kinds(engine)
-        per_revision = events_per_revision(engine)
-        keys = revision_keys(engine)
-        ids = event_ids(engine)
+        record = RecordState.read(engine)
     finally:
         for d in daemons:
             d.kill()
         engine.dispose()
 
-    assert len(numbers) == 50
-    assert all(ns == list(range(1, len(ns) + 1)) for ns in numbers.values())
-    edited_urls = {u for u, k in kinds.items() if k == ["added", "revised"]}
+    record.assert_added_and_revised(50, 10)
+    edited_urls = {u for u, k in record.kinds.items() if k == ["added", "revised"]}
     assert len(edited_urls) == 10
-    assert sorted(Counter(tuple(k) for k in kinds.values()).items()) == [
-        (("added",), 40), (("added", "revised"), 10)]
-    assert set(per_revision) == keys and set(per_revision.values()) == {1}
-    assert len(ids) == 60
 
     got = Counter(json.loads(r.body)["event_id"] for r in received)
-    assert got == Counter(ids)  # each event id exactly once, none missing
+    assert got == Counter(record.ids)  # each event id exactly once, none missing
     assert len({r.headers["X-Redline-Delivery"] for r in received}) == 60
     assert all(r.headers["X-Redline-Event"] == json.loads(r.body)["kind"] for r in received)
 
@@ -193,11 +181,7 @@ def test_connection_kills_during_a_burst_lose_and_duplicate_nothing(
             (stopped,) = stop_all([daemon])
             received = list(rx.requests)
 
-        kinds = revision_kinds(engine)
-        numbers = revision_numbers(engine)
-        per_revision = events_per_revision(engine)
-        keys = revision_keys(engine)
-        ids = event_ids(engine)
+        record = RecordState.read(engine)
     finally:
         if daemon is not None:
             daemon.kill()
@@ -205,16 +189,11 @@ def test_connection_kills_during_a_burst_lose_and_duplicate_nothing(
         admin.dispose()
 
     assert len(killed) == 6 and all(n >= 1 for n in killed)  # the daemon's connections died
-    assert len(kinds) == 100
-    assert all(ns == list(range(1, len(ns) + 1)) for ns in numbers.values())
-    assert sorted(Counter(tuple(k) for k in kinds.values()).items()) == [
-        (("added",), 80), (("added", "revised"), 20)]
-    assert set(per_revision) == keys and set(per_revision.values()) == {1}
-    assert len(ids) == 120
+    record.assert_added_and_revised(100, 20)
     # every event got its delivery row in its own transaction: nothing lost to the outbox
     # (whether each is sent soon after is the next test's question)
-    assert sorted(outbox) == sorted(ids)
-    assert {json.loads(r.body)["event_id"] for r in received} <= set(ids)
+    assert sorted(outbox) == sorted(record.ids)
+    assert {json.loads(r.body)["event_id"] for r in received} <= set(record.ids)
     # each time live ingest lost its connection it said so, and said when it was back
     assert len(outages[0]) == len(outages[1])
     assert stopped[0] == 0, daemon.tail()
@@ -267,24 +246,15 @@ def test_a_postgres_restart_during_a_burst_loses_and_duplicates_nothing(
             (stopped,) = stop_all([daemon])
             received = list(rx.requests)
 
-        kinds = revision_kinds(engine)
-        numbers = revision_numbers(engine)
-        per_revision = events_per_revision(engine)
-        keys = revision_keys(engine)
-        ids = event_ids(engine)
+        record = RecordState.read(engine)
     finally:
         if daemon is not None:
             daemon.kill()
         engine.dispose()
 
     assert len(restarts) == 2  # both restarts happened, during the bursts
-    assert len(kinds) == 60
-    assert all(ns == list(range(1, len(ns) + 1)) for ns in numbers.values())
-    assert sorted(Counter(tuple(k) for k in kinds.values()).items()) == [
-        (("added",), 45), (("added", "revised"), 15)]
-    assert set(per_revision) == keys and set(per_revision.values()) == {1}
-    assert len(ids) == 75
-    assert Counter(json.loads(r.body)["event_id"] for r in received) == Counter(ids)
+    record.assert_added_and_revised(60, 15)
+    assert Counter(json.loads(r.body)["event_id"] for r in received) == Counter(record.ids)
     # it noticed the database going away and said when it was back, as often
     assert len(outages[0]) >= 1 and len(outages[0]) == len(outages[1]), daemon.tail()
     assert stopped[0] == 0, daemon.tail()

@@ -69,16 +69,21 @@ def test_markdown_to_text_examples(md: str, expected: str) -> None:
     assert markdown_to_text(md) == expected
 
 
-def test_count_words_of_real_statements(sample: Path) -> None:
-    """On the real sample's rendered texts too (the word counts of added events)."""
-    counted = 0
+def real_texts(sample: Path) -> list[tuple[Path, str]]:
+    """Each statement of the real sample (every revision too) with its rendered text."""
+    texts = []
     for path in sorted(sample.rglob("*.md")):
         doc = parse_document(path.read_bytes(), 5_000_000)
         if isinstance(doc, Document):
-            text = markdown_to_text(doc.body)
-            assert count_words(text) == len(text.split()), path
-            counted += 1
-    assert counted >= 20
+            texts.append((path, markdown_to_text(doc.body)))
+    assert len(texts) >= 20
+    return texts
+
+
+def test_count_words_of_real_statements(sample: Path) -> None:
+    """On the real sample's rendered texts too (the word counts of added events)."""
+    for path, text in real_texts(sample):
+        assert count_words(text) == len(text.split()), path
 
 
 def reference_word_key(text: str) -> str:
@@ -103,11 +108,5 @@ def test_word_key_matches_reference(text: str) -> None:
 
 
 def test_word_key_of_real_statements(sample: Path) -> None:
-    checked = 0
-    for path in sorted(sample.rglob("*.md")):
-        doc = parse_document(path.read_bytes(), 5_000_000)
-        if isinstance(doc, Document):
-            text = markdown_to_text(doc.body)
-            assert word_key(text) == reference_word_key(text), path
-            checked += 1
-    assert checked >= 20
+    for path, text in real_texts(sample):
+        assert word_key(text) == reference_word_key(text), path

@@ -359,24 +359,23 @@ class ChangeSet:
             return
         rows = [{"b_id": real(h.statement_id), "b_title": h.version.title,
                  "b_body": h.version.body_text} for h in dirty]
+        replaced = [r for r in rows if r["b_id"] not in fresh]
         if self.conn.dialect.name == "sqlite":
-            replaced = [{"b_id": r["b_id"]} for r in rows if r["b_id"] not in fresh]
             if replaced:
                 self.conn.execute(sa.text("DELETE FROM statement_search WHERE rowid = :b_id"),
-                                  replaced)
+                                  [{"b_id": r["b_id"]} for r in replaced])
             self.conn.exec_driver_sql(
                 "INSERT INTO statement_search(rowid, title, body_text) VALUES (?, ?, ?)",
                 [(r["b_id"], r["b_title"], r["b_body"]) for r in rows])
-        else:
-            insert_many(self.conn, pg_statement_search, [
-                {"statement_id": r["b_id"], "title": r["b_title"], "body_text": r["b_body"]}
-                for r in rows if r["b_id"] in fresh])
-            replaced = [r for r in rows if r["b_id"] not in fresh]
-            if replaced:
-                self.conn.execute(sa.text(
-                    "INSERT INTO statement_search(statement_id, title, body_text) "
-                    "VALUES (:b_id, :b_title, :b_body) ON CONFLICT (statement_id) DO UPDATE "
-                    "SET title = excluded.title, body_text = excluded.body_text"), replaced)
+            return
+        insert_many(self.conn, pg_statement_search, [
+            {"statement_id": r["b_id"], "title": r["b_title"], "body_text": r["b_body"]}
+            for r in rows if r["b_id"] in fresh])
+        if replaced:
+            self.conn.execute(sa.text(
+                "INSERT INTO statement_search(statement_id, title, body_text) "
+                "VALUES (:b_id, :b_title, :b_body) ON CONFLICT (statement_id) DO UPDATE "
+                "SET title = excluded.title, body_text = excluded.body_text"), replaced)
 
     def _write_files(self, real: Any) -> None:
         if not self._file_writes:
