@@ -50,14 +50,14 @@ def drop_pg(admin_url: str, url: str) -> None:
 
 
 def vectors_alone(url: str) -> float:
-    """Seconds the server takes to compute every stored statement's weighted tsvector (the
-    expression of statement_search.tsv), with nothing else to do."""
+    """Seconds the server takes to compute every current statement's weighted tsvector (what
+    the writer stores in statement_search.tsv), with nothing else to do."""
     engine = sa.create_engine(url)
     with engine.connect() as conn:
         t0 = time.perf_counter()
         conn.exec_driver_sql(
             "SELECT sum(length(setweight(to_tsvector('english', title), 'A') || "
-            "setweight(to_tsvector('english', body_text), 'B'))) FROM statement_search"
+            "setweight(to_tsvector('english', body_text), 'B'))) FROM current_statements"
         ).scalar()
         elapsed = time.perf_counter() - t0
     engine.dispose()

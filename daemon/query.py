@@ -289,7 +289,7 @@ def search(conn: Connection, text: str, limit: int | str = 20, offset: int = 0
         fts5_query(text)  # the same rule for an empty search on both databases
         sql = sa.text(f"""
             SELECT s.statement_id, c.source_url, c.title, c.deleted_at,
-                   ts_headline('english', s.body_text, q,
+                   ts_headline('english', c.body_text, q,
                                'StartSel="{MARK_START}", StopSel="{MARK_END}", MaxWords=30,
                                 MinWords=12, MaxFragments=1, FragmentDelimiter=" … "')
                      AS snippet,

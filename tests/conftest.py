@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -124,6 +125,35 @@ def write_config(tmp_path: Path, db_url: str, watch: list[Path] | None = None,
     cfg.write_text(f'[watch]\npaths = [{paths}]\ndebounce_ms = 50\n\n'
                    f'[database]\nurl = "{db_url}"\n\n{extra}')
     return cfg
+
+
+def search_index_drift(conn: sa.Connection) -> list[Any]:
+    """What the search index holds that indexing the current statements afresh would not
+    hold, and the reverse: empty when every change of words reached the index exactly."""
+    if conn.dialect.name == "sqlite":
+        for sql_text in (
+                "CREATE VIRTUAL TABLE temp.fresh USING fts5(title, body_text, "
+                "tokenize = 'unicode61 remove_diacritics 2')",
+                "INSERT INTO temp.fresh(rowid, title, body_text) "
+                "SELECT statement_id, title, body_text FROM current_statements",
+                "CREATE VIRTUAL TABLE temp.live_words USING "
+                "fts5vocab('main', 'statement_search', 'instance')",
+                "CREATE VIRTUAL TABLE temp.fresh_words USING "
+                "fts5vocab('temp', 'fresh', 'instance')"):
+            conn.exec_driver_sql(sql_text)
+        words = "SELECT term, doc, col, offset FROM temp.{} EXCEPT SELECT term, doc, col, " \
+                "offset FROM temp.{}"
+        drift = [*conn.exec_driver_sql(words.format("live_words", "fresh_words")).all(),
+                 *conn.exec_driver_sql(words.format("fresh_words", "live_words")).all()]
+        for name in ("fresh_words", "live_words", "fresh"):
+            conn.exec_driver_sql(f"DROP TABLE temp.{name}")
+        return drift
+    return conn.exec_driver_sql("""
+        SELECT statement_id, s.tsv FROM current_statements c
+        FULL JOIN statement_search s USING (statement_id)
+        WHERE s.tsv IS DISTINCT FROM setweight(to_tsvector('english', c.title), 'A') ||
+                                     setweight(to_tsvector('english', c.body_text), 'B')
+        """).all()
 
 
 @pytest.fixture(autouse=True)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import sqlalchemy as sa
+from conftest import FIXTURES, search_index_drift
 
+from daemon import query
+from daemon.config import WatchConfig
+from daemon.ingest import Ingestor
 from daemon.store import migrate
 from daemon.store.engine import make_engine
 from daemon.store.schema import VIEW_NAMES
@@ -69,6 +75,40 @@ def test_downgrade_then_upgrade_round_trips(db_url: str) -> None:
     assert migrate.upgrade(engine) == migrate.SCHEMA_HEAD
 
 
+def test_0003_indexes_the_revisions_text_instead_of_a_copy_and_back(db_url: str) -> None:
+    """Upgrading a database that holds statements rebuilds its search index over the
+    revisions' own text; downgrading brings the copy back: the same searches find the same
+    statements, ranked alike, both ways."""
+    from alembic import command
+
+    engine = make_engine(db_url)
+    migrate.upgrade(engine)
+    Ingestor(engine, WatchConfig(paths=(FIXTURES / "corpus" / "current",))).scan()
+    words = ("President", "trade", "America -China", '"United States"', "energy OR oil")
+
+    def searches() -> list[list[dict[str, Any]]]:
+        with engine.connect() as conn:
+            return [query.search(conn, w, limit=100) for w in words]
+
+    before = searches()
+    assert all(before) and len({h["statement_id"] for hits in before for h in hits}) > 10
+    copy = {"sqlite": "SELECT rowid, title, body_text FROM statement_search ORDER BY rowid",
+            "postgresql": "SELECT statement_id, title, body_text FROM statement_search "
+                          "ORDER BY statement_id"}[engine.dialect.name]
+    current = "SELECT statement_id, title, body_text FROM current_statements ORDER BY 1"
+    cfg = migrate._alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0002")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql(copy).all() == conn.exec_driver_sql(current).all()
+    assert searches() == before
+    assert migrate.upgrade(engine) == "0003"
+    with engine.connect() as conn:
+        assert search_index_drift(conn) == []
+    assert searches() == before
+
+
 def test_large_text_compresses_with_lz4_on_postgresql(pg_url: str) -> None:
     """Revision and search text use lz4 where the server has it (0002); downgrade undoes it."""
     from alembic import command
@@ -86,8 +126,15 @@ def test_large_text_compresses_with_lz4_on_postgresql(pg_url: str) -> None:
             pytest.skip("this PostgreSQL server was built without lz4")
         methods = dict(conn.execute(query).all())
     assert methods == {"revisions.body": "l", "revisions.body_text": "l",
-                       "statement_search.body_text": "l", "statement_search.tsv": "l"}
+                       "statement_search.tsv": "l"}  # 0003: the search table has no text
     cfg = migrate._alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0002")
+    with engine.connect() as conn:
+        assert dict(conn.execute(query).all()) == {
+            "revisions.body": "l", "revisions.body_text": "l",
+            "statement_search.body_text": "l", "statement_search.tsv": "l"}
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, "0001")

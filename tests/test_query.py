@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import os
 import shutil
 import sqlite3
 import uuid
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import FIXTURES, PG_ADMIN_URL
+from conftest import FIXTURES, PG_ADMIN_URL, search_index_drift
 
 from daemon import query
 from daemon.config import WatchConfig
@@ -309,6 +310,66 @@ def test_search_ranks_the_statement_with_a_distinctive_word_first(record: Record
         assert sid not in [h["statement_id"] for h in query.search(conn, "Mexican -Guadalupe")]
         assert len(query.search(conn, "Mexican", limit=1)) == 1
         assert query.search(conn, "zzyzx-nowhere") == []
+
+
+def test_the_search_index_holds_exactly_the_current_words(record: Record) -> None:
+    """After the real revision chains, the index equals one built afresh from the current
+    statements: each revision replaced its statement's words, none left stale."""
+    with record.reader.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM current_statements")).scalar() > 10
+        assert search_index_drift(conn) == []
+
+
+def test_search_follows_revisions_deletions_and_restorations(engine: sa.Engine,
+                                                             tmp_path: Path) -> None:
+    """The index follows every way a statement's words change, also several changes of one
+    statement in one transaction (two files carrying its URL): a deleted statement stays
+    findable by its last words, a restored one by its new words only."""
+    originals = sorted((FIXTURES / "corpus" / "current").rglob("*.md"))[:3]
+    root = tmp_path / "watched"
+    root.mkdir()
+    a, b1, b2, c = (root / n for n in ("a.md", "b1.md", "b2.md", "c.md"))
+
+    def write(path: Path, original: Path, words: str) -> None:
+        path.write_bytes(original.read_bytes() + f"\n\n{words}\n".encode())
+
+    def found(text: str) -> set[str]:
+        with engine.connect() as conn:
+            return {h["source_url"] for h in query.search(conn, text, limit=50)}
+
+    def scan_and_check() -> None:
+        assert ingestor.scan().rejected == 0
+        with engine.connect() as conn:
+            assert search_index_drift(conn) == []
+
+    ingestor = Ingestor(engine, WatchConfig(paths=(root,)), clock=StepClock())
+    write(a, originals[0], "quokkafirst")
+    write(b1, originals[1], "wombatfirst")
+    shutil.copyfile(b1, b2)
+    write(c, originals[2], "numbatfirst")
+    scan_and_check()
+    url_a, url_b, url_c = (found(w) for w in ("quokkafirst", "wombatfirst", "numbatfirst"))
+    assert all(len(u) == 1 for u in (url_a, url_b, url_c)) and len(url_a | url_b | url_c) == 3
+
+    write(a, originals[0], "quokkasecond")
+    write(b1, originals[1], "wombatsecond")
+    os.utime(b1, ns=(1, 1))  # older: b2 is read after it, so both revise the statement
+    write(b2, originals[1], "wombatthird")
+    c.unlink()
+    scan_and_check()
+    with engine.connect() as conn:
+        kinds = [k for (k,) in conn.execute(sa.text(
+            "SELECT kind FROM change_log ORDER BY event_id")).all()]
+    assert kinds[3:] == ["revised", "revised", "revised", "deleted"]
+    assert found("quokkafirst") == found("wombatfirst") == found("wombatsecond") == set()
+    assert found("quokkasecond") == url_a and found("wombatthird") == url_b
+    assert found("numbatfirst") == url_c  # deleted: findable by its last words
+
+    write(c, originals[2], "numbatsecond")
+    write(a, originals[0], "quokkafirst")
+    scan_and_check()
+    assert found("numbatsecond") == url_c and found("numbatfirst") == set()
+    assert found("quokkafirst") == url_a and found("quokkasecond") == set()
 
 
 def test_search_syntax_is_never_a_database_error(engine: sa.Engine) -> None:

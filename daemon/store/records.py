@@ -25,7 +25,6 @@ from daemon.diffs import DiffStats, summarize, word_diff
 from daemon.store.schema import (
     events,
     files,
-    pg_statement_search,
     rejected_files,
     revisions,
     statement_urls,
@@ -61,6 +60,9 @@ class Head:
     is_new: bool = False
     touched: bool = False
     search_dirty: bool = False
+    # the title and text its search entry holds (SQLite's external-content FTS5 index must be
+    # given them to remove the entry); None for a statement new in this batch, which has none
+    indexed: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,15 @@ class _PendingRevision:
 
 _LOCK_MANY = sa.text("SELECT count(pg_advisory_xact_lock(k)) FROM "
                      "(SELECT unnest(CAST(:keys AS bigint[])) AS k ORDER BY 1) AS ks")
+
+
+_PG_INDEX = sa.text("""
+    INSERT INTO statement_search (statement_id, tsv)
+    SELECT s.id, setweight(to_tsvector('english', r.title), 'A') ||
+                 setweight(to_tsvector('english', r.body_text), 'B')
+    FROM statements s JOIN revisions r ON r.statement_id = s.id AND r.number = s.head_revision
+    WHERE s.id = ANY(CAST(:ids AS integer[]))
+    ON CONFLICT (statement_id) DO UPDATE SET tsv = excluded.tsv""")
 
 
 def _url_key(url: str) -> int:
@@ -166,9 +177,13 @@ class ChangeSet:
                 .where(statements.c.id.in_(chunk)))
             for r in rrows:
                 s = srows[r.statement_id]
+                version = version_from_row(r)
+                # the search entry holds the head revision's words: every change of them is
+                # indexed in the transaction that makes it head (`_write_search`)
                 self.heads[s.id] = Head(s.id, s.source_url, s.head_revision,
-                                        s.deleted_at is not None, version_from_row(r),
-                                        r.content_sha256, r.path, s.first_seen_at)
+                                        s.deleted_at is not None, version,
+                                        r.content_sha256, r.path, s.first_seen_at,
+                                        indexed=(version.title, version.body_text))
             counts = dict(self.conn.execute(
                 sa.select(files.c.statement_id, sa.func.count()).where(
                     files.c.statement_id.in_(chunk)).group_by(files.c.statement_id)).all())
@@ -286,7 +301,7 @@ class ChangeSet:
                 [{"b_id": h.statement_id, "b_url": h.source_url, "b_head": h.head_revision,
                   "b_deleted": last.get(h.statement_id) if h.deleted else None,
                   "b_last": last.get(h.statement_id)} for h in touched])
-        self._write_search(real, fresh=set(temp_to_real.values()))
+        self._write_search(real)
         self._write_files(real)
         if self._cleared:
             conn.execute(rejected_files.delete().where(
@@ -351,31 +366,26 @@ class ChangeSet:
                             tuple(row["changed_fields"]), row["to_revision"])
                 for row, eid in zip(event_rows, event_ids, strict=True)]
 
-    def _write_search(self, real: Any, fresh: set[int]) -> None:
-        """Index the current title and text of each statement whose words changed;
-        `fresh`: the statements this batch created, which have no entry to replace."""
+    def _write_search(self, real: Any) -> None:
+        """Index the current title and text of each statement whose words changed."""
         dirty = [h for h in self.heads.values() if h.search_dirty]
         if not dirty:
             return
-        rows = [{"b_id": real(h.statement_id), "b_title": h.version.title,
-                 "b_body": h.version.body_text} for h in dirty]
-        replaced = [r for r in rows if r["b_id"] not in fresh]
         if self.conn.dialect.name == "sqlite":
+            replaced = [("delete", real(h.statement_id), *h.indexed) for h in dirty
+                        if h.indexed is not None]
             if replaced:
-                self.conn.execute(sa.text("DELETE FROM statement_search WHERE rowid = :b_id"),
-                                  [{"b_id": r["b_id"]} for r in replaced])
+                self.conn.exec_driver_sql(
+                    "INSERT INTO statement_search(statement_search, rowid, title, body_text) "
+                    "VALUES (?, ?, ?, ?)", replaced)
             self.conn.exec_driver_sql(
                 "INSERT INTO statement_search(rowid, title, body_text) VALUES (?, ?, ?)",
-                [(r["b_id"], r["b_title"], r["b_body"]) for r in rows])
-            return
-        insert_many(self.conn, pg_statement_search, [
-            {"statement_id": r["b_id"], "title": r["b_title"], "body_text": r["b_body"]}
-            for r in rows if r["b_id"] in fresh])
-        if replaced:
-            self.conn.execute(sa.text(
-                "INSERT INTO statement_search(statement_id, title, body_text) "
-                "VALUES (:b_id, :b_title, :b_body) ON CONFLICT (statement_id) DO UPDATE "
-                "SET title = excluded.title, body_text = excluded.body_text"), replaced)
+                [(real(h.statement_id), h.version.title, h.version.body_text) for h in dirty])
+        else:  # the server reads the words from the head revision just written
+            self.conn.execute(_PG_INDEX, {"ids": [real(h.statement_id) for h in dirty]})
+        for h in dirty:
+            h.indexed = (h.version.title, h.version.body_text)
+            h.search_dirty = False
 
     def _write_files(self, real: Any) -> None:
         if not self._file_writes:

@@ -179,12 +179,3 @@ heartbeats = sa.Table(
 
 VIEW_NAMES = ("current_statements", "statement_revisions", "change_log", "ingest_errors",
               "delivery_status")
-
-# PostgreSQL's search table, as the migration creates it (its tsv column is generated from
-# these); on SQLite the table is FTS5. Declared outside `metadata`, for bulk inserts only.
-pg_statement_search = sa.Table(
-    "statement_search", sa.MetaData(),
-    sa.Column("statement_id", sa.Integer, primary_key=True),
-    sa.Column("title", sa.Text, nullable=False),
-    sa.Column("body_text", sa.Text, nullable=False),
-)
