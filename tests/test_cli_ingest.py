@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import write_config
+from conftest import search_index_drift, write_config
 
 from daemon.cli import cli
 from daemon.store.engine import make_engine
@@ -169,6 +169,10 @@ def test_kill_9_mid_ingest_then_ingest_again_equals_an_uninterrupted_run(
     ref_cfg = write_config(tmp_path / "ref", ref_url, [folder])
     assert run(ref_cfg, "--json")[0] == 0
     assert interrupted == _snapshot(ref_url)
+    engine = make_engine(db_url)
+    with engine.connect() as conn:  # the search index too: exactly the current words
+        assert search_index_drift(conn) == []
+    engine.dispose()
 
 
 def test_ctrl_c_first_asks_to_stop_second_aborts() -> None:
