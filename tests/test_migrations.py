@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import FIXTURES, search_index_drift
+from conftest import FIXTURES, search_index_drift, write_config
 
 from daemon import query
 from daemon.config import WatchConfig
+from daemon.errors import DatabaseError
 from daemon.ingest import Ingestor
 from daemon.store import migrate
 from daemon.store.engine import make_engine
@@ -107,6 +111,36 @@ def test_0003_indexes_the_revisions_text_instead_of_a_copy_and_back(db_url: str)
     with engine.connect() as conn:
         assert search_index_drift(conn) == []
     assert searches() == before
+
+
+def test_a_database_upgraded_by_a_newer_redline_is_refused_clearly(
+        db_url: str, tmp_path: Path) -> None:
+    """An older redline (or a rolled-back upgrade, or an old instance beside upgraded ones)
+    meeting a schema it does not know says so in one line, exits 1 and changes nothing; it
+    does not ask for `redline db upgrade`, which cannot help."""
+    engine = make_engine(db_url)
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
+    for step in (migrate.upgrade, migrate.require_current):
+        with pytest.raises(DatabaseError, match=r"^database schema is at 0099, newer than "
+                           r"this redline knows \(up to 0003\)"):
+            step(engine)
+    cfg = write_config(tmp_path, db_url)
+    for args, code in ((["ingest"], 1), (["db", "upgrade"], 1), (["db", "current"], 0)):
+        proc = subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg), *args],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == code, proc.stderr
+        assert "Traceback" not in proc.stderr
+        if code:
+            assert proc.stderr.strip().splitlines() == [
+                "redline: error: database schema is at 0099, newer than this redline knows "
+                "(up to 0003): a newer redline has upgraded it; run that version, or point "
+                "this one at another database"]
+        else:
+            assert "current: 0099  head: 0003  (newer than this redline" in proc.stdout
+    assert migrate.current_revision(engine) == "0099"
+    engine.dispose()
 
 
 def test_large_text_compresses_with_lz4_on_postgresql(pg_url: str) -> None:

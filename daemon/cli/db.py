@@ -44,5 +44,10 @@ def current(app: App) -> None:
     """
     engine = make_engine(app.config.database.url, readonly=True)
     have, want = migrate.current_revision(engine), migrate.head_revision(engine)
-    state = "up to date" if have == want else "needs `redline db upgrade`"
+    if have == want:
+        state = "up to date"
+    elif have is not None and migrate.is_newer(engine, have):
+        state = "newer than this redline: run the redline that upgraded it"
+    else:
+        state = "needs `redline db upgrade`"
     click.echo(f"current: {have or 'none'}  head: {want}  ({state})")

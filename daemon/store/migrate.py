@@ -38,6 +38,25 @@ def head_revision(engine: Engine) -> str | None:
     return ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
 
 
+def is_newer(engine: Engine, revision: str) -> bool:
+    """True when `revision` is not among this redline's migrations: a newer redline put
+    the database there (an older one, or a rolled-back upgrade, now meets it)."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    try:
+        ScriptDirectory.from_config(_alembic_config(engine)).get_revision(revision)
+    except CommandError:
+        return True
+    return False
+
+
+def _newer_schema(have: str) -> DatabaseError:
+    return DatabaseError(f"database schema is at {have}, newer than this redline knows "
+                         f"(up to {SCHEMA_HEAD}): a newer redline has upgraded it; run that "
+                         "version, or point this one at another database")
+
+
 def current_revision(engine: Engine) -> str | None:
     """The schema revision the database is at (None for an empty database)."""
     try:
@@ -51,10 +70,13 @@ def current_revision(engine: Engine) -> str | None:
 
 def upgrade(engine: Engine) -> str | None:
     """Bring the schema to the newest migration; return the revision reached."""
-    if current_revision(engine) == SCHEMA_HEAD:  # the common case: nothing to do
+    have = current_revision(engine)
+    if have == SCHEMA_HEAD:  # the common case: nothing to do
         return SCHEMA_HEAD
     from alembic import command
 
+    if have is not None and is_newer(engine, have):
+        raise _newer_schema(have)
     cfg = _alembic_config(engine)
     try:
         with engine.begin() as conn:
@@ -71,6 +93,8 @@ def upgrade(engine: Engine) -> str | None:
 def require_current(engine: Engine) -> None:
     """Fail clearly when the schema is not at head (auto_migrate = false)."""
     have = current_revision(engine)
+    if have is not None and have != SCHEMA_HEAD and is_newer(engine, have):
+        raise _newer_schema(have)
     if have != SCHEMA_HEAD:
         raise DatabaseError(f"database schema is at {have or 'nothing'}, this redline needs "
                             f"{SCHEMA_HEAD}: run `redline db upgrade`")
