@@ -25,6 +25,7 @@ _LIBRARIES = {
     "apscheduler": logging.WARNING,
     "sqlalchemy": logging.WARNING,
     "alembic": logging.INFO,
+    "alembic.runtime.plugins": logging.WARNING,  # "setup plugin ..." at every migration check
     "httpx": logging.WARNING,
     "httpcore": logging.WARNING,
 }

@@ -538,11 +538,15 @@ def test_logs_are_json_lines_when_not_a_terminal(logging_reset: None) -> None:
     logging.getLogger("apscheduler.scheduler").warning("Run time of job was missed")
     logging.getLogger("apscheduler.scheduler").info("Added job")
     logging.getLogger("watchdog.observers.inotify_c").warning("Inotify queue overflowed")
+    # Alembic's migrations are shown; its "setup plugin" lines at every schema check are not
+    logging.getLogger("alembic.runtime.migration").info("Running upgrade 0002 -> 0003")
+    logging.getLogger("alembic.runtime.plugins").info("setup plugin alembic.autogenerate.types")
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [(e["event"], e["level"], e["logger"]) for e in lines] == [
         ("ingested", "info", "daemon.test"),
         ("Run time of job was missed", "warning", "apscheduler.scheduler"),
-        ("Inotify queue overflowed", "warning", "watchdog.observers.inotify_c")]
+        ("Inotify queue overflowed", "warning", "watchdog.observers.inotify_c"),
+        ("Running upgrade 0002 -> 0003", "info", "alembic.runtime.migration")]
     assert lines[0]["path"] == "/w/a.md" and lines[0]["timestamp"].endswith("Z")
 
 
