@@ -444,3 +444,23 @@ def test_unit_security_exposure_is_low(unit_copy: Path) -> None:
     match = re.search(r"Overall exposure level for redline\.service: (\d+\.\d+)", output)
     assert match is not None, output
     assert float(match.group(1)) <= MAX_EXPOSURE, output
+
+
+def test_the_unit_restarts_failures_but_not_a_configuration_error(tmp_path: Path) -> None:
+    """`redline run` with a bad configuration exits with a status the unit keeps systemd
+    from restarting (it would fail again every RestartSec, forever); other failures, such as
+    a database still unreachable after a minute (status 1), are restarted."""
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.startswith("#"):
+            settings.setdefault(key.strip(), []).append(value.strip())
+    assert settings["Restart"] == ["on-failure"]
+    prevented = {int(code) for value in settings["RestartPreventExitStatus"]
+                 for code in value.split()}
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[watch]\npaths = ["{tmp_path}"]\ndebounce_ms = -1\n')
+    result = subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg), "run"],
+                            capture_output=True, text=True, timeout=60)
+    assert "watch.debounce_ms" in result.stderr
+    assert result.returncode in prevented and 1 not in prevented
