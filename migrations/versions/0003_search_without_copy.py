@@ -1,7 +1,7 @@
 """The search index keeps no second copy of the statements' text.
 
 Each current statement's title and plain text are stored in its revision already; the
-search table stored them again (a quarter of a SQLite database: 73 of 276 MB for 13,000
+search table stored them again (a quarter of a SQLite database: 73 of 281 MB for 13,000
 statements; on PostgreSQL a second TOASTed copy, sent over the wire a second time).
 
 SQLite: FTS5 becomes an external-content index over the `current_statements` view (the
