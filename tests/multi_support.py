@@ -85,13 +85,16 @@ class DaemonProcess:
         return "".join(self.lines[-n:])
 
 
-def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.1) -> None:
-    """Poll `predicate` every `every` seconds until it is true, at most `timeout` seconds."""
+def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.1,
+             state: Any = None) -> None:
+    """Poll `predicate` every `every` seconds until it is true, at most `timeout` seconds;
+    on a timeout the message ends with `state()`, what the test can tell about why."""
     deadline = time.monotonic() + timeout
     pause = threading.Event()
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}"
+                                 + (f"\n{state()}" if state else ""))
         pause.wait(every)
 
 
@@ -237,6 +240,16 @@ def delivery_statuses(engine: sa.Engine, channel: str) -> dict[int, str]:
         return dict(conn.execute(sa.text(
             "SELECT event_id, status FROM delivery_status WHERE channel = :c"),
             {"c": channel}).all())
+
+
+def undelivered(engine: sa.Engine) -> str:
+    """The deliveries not delivered, a line each, for a failure message."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT id, event_id, channel, status, attempts, next_attempt_at, claimed_by, "
+            "claimed_until, last_error FROM deliveries WHERE status <> 'delivered' "
+            "ORDER BY id")).all()
+    return "\n".join(str(tuple(r)) for r in rows) or "(every delivery is delivered)"
 
 
 def event_ids(engine: sa.Engine) -> list[int]:

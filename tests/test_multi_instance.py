@@ -31,6 +31,7 @@ from multi_support import (
     restart_postgres,
     settled,
     terminate_backends,
+    undelivered,
     wait_for,
     waiting_on_a_lock,
     write_like_an_editor,
@@ -240,7 +241,8 @@ def test_a_postgres_restart_during_a_burst_loses_and_duplicates_nothing(
             wait_for(lambda: settled(engine, [folder]), 90, "the 15 edits in the record")
             assert daemon.alive(), daemon.tail()
             wait_for(lambda: set(delivery_statuses(engine, "hook").values()) == {"delivered"}
-                     and len(rx.requests) >= 75, 60, "every delivery delivered")
+                     and len(rx.requests) >= 75, 60, "every delivery delivered",
+                     state=lambda: f"{undelivered(engine)}\n{daemon.tail(60)}")
             outages = (daemon.events("database_unreachable"),
                        daemon.events("database_reachable"))
             (stopped,) = stop_all([daemon])

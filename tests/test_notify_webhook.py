@@ -20,6 +20,7 @@ from notify_support import (
     copy_statements,
     edit_one_word,
     ingestor,
+    rows,
     wait_until,
 )
 
@@ -361,5 +362,72 @@ def test_a_delivery_sent_while_the_database_goes_away_is_recorded_when_it_is_bac
     finally:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        admin.dispose()
+        engine.dispose()
+
+
+def test_claims_the_dispatcher_could_not_give_back_are_given_back_when_the_database_is(
+        pg_url: str, sample: Path, tmp_path: Path) -> None:
+    """The dispatcher has claimed two deliveries and waits to read their events (held by a
+    table lock); then PostgreSQL drops every connection and refuses new ones, so it can
+    neither read the events nor give the claims back. Once the database accepts connections
+    again, the next dispatch gives the claims back and sends both, each once — within
+    seconds, not after the claims' lease (310 s here). A PostgreSQL restart in the middle of
+    a burst left deliveries claimed like this in the multi-instance restart test."""
+    from daemon.store import migrate
+    from daemon.store.engine import make_engine
+
+    engine = make_engine(pg_url)
+    migrate.upgrade(engine)
+    database = engine.url.database
+    admin = sa.create_engine(engine.url.set(database="postgres"), isolation_level="AUTOCOMMIT",
+                             poolclass=sa.pool.NullPool)
+    locker = sa.create_engine(engine.url, poolclass=sa.pool.NullPool).connect()
+    clock = FakeClock()
+
+    def claimed_by() -> list[str | None]:
+        return [r.claimed_by for r in rows(engine, "SELECT claimed_by FROM deliveries ORDER BY id")]
+
+    def waiting_on_the_lock() -> bool:
+        with admin.connect() as conn:
+            return bool(conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %(db)s "
+                "AND wait_event_type = 'Lock'", {"db": database}).scalar_one())
+
+    try:
+        with HttpReceiver() as rx:
+            config = config_for(tmp_path, pg_url, webhook("hook", rx.url))
+            paths = copy_statements(sample, tmp_path / "statements", 2)
+            ingestor(engine, config, clock).process_paths([str(p) for p in paths])
+            d = Dispatcher(engine, config, clock=clock, instance_id="test:1")
+            try:
+                locker.exec_driver_sql("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+                d.dispatch_due()
+                wait_until(waiting_on_the_lock, 10, "the dispatcher to wait for the events")
+                assert claimed_by() == ["test:1", "test:1"]
+                with admin.connect() as conn:
+                    conn.exec_driver_sql(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+                    conn.exec_driver_sql(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        f"WHERE datname = '{database}'")
+                assert d.wait_idle(10)
+                clock.advance(5)
+                assert d.dispatch_due(wait=10) == 0  # still away: nothing claimed or sent
+                with admin.connect() as conn:
+                    conn.exec_driver_sql(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+                assert claimed_by() == ["test:1", "test:1"]  # not given back while away
+                clock.advance(5)
+                assert d.dispatch_due(wait=10) == 2
+                assert d.dispatch_due(wait=10) == 0
+            finally:
+                d.close()
+            assert len({json.loads(r.body)["event_id"] for r in rx.requests}) == 2
+            assert len(rx.requests) == 2
+        assert [r.status for r in status_of(engine, "hook")] == ["delivered", "delivered"]
+        assert claimed_by() == [None, None]
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        locker.invalidate()
         admin.dispose()
         engine.dispose()

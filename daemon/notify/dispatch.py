@@ -78,6 +78,9 @@ class Dispatcher:
         self._recovered = False
         # channel -> (delivery id, sent at) sent but not yet recorded (the database was away)
         self._unrecorded: dict[str, list[tuple[int, dt.datetime]]] = {}
+        # channel -> delivery ids claimed and not sent, whose claims could not be given back
+        # (the database was away): given back before the channel claims again
+        self._unreleased: dict[str, list[int]] = {}
 
     # ---- the public surface: wake, dispatch_due, wait_idle, close ---------------------
 
@@ -130,9 +133,10 @@ class Dispatcher:
         self._pool.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             idle = [name for name in self._senders if name not in self._running]
-            unrecorded = [name for name in self._unrecorded if name not in self._running]
-        for name in unrecorded:  # a last try; if the database is still away, the claims
-            self._record_delivered(name, [])  # expire and those are sent again (at least once)
+            unsettled = [name for name in {*self._unrecorded, *self._unreleased}
+                         if name not in self._running]
+        for name in unsettled:  # a last try; if the database is still away, their claims
+            self._settle(name)  # expire: the unsent are sent then, the sent sent again
         for name in idle:
             self._close_sender(name)
 
@@ -187,11 +191,18 @@ class Dispatcher:
             if now < paused:
                 return False
             del self._paused_until[ch.name]
-        if not self._record_delivered(ch.name, []):
+        if not self._settle(ch.name):
             return False  # the database is still away: claim nothing until it answers
         lease = dt.timedelta(seconds=ch.timeout_seconds * self.batch_size + 60)
-        with self.engine.begin() as conn:
-            claimed = ledger.claim(conn, ch.name, self.instance_id, now, lease, self.batch_size)
+        claimed: list[ledger.ClaimedDelivery] = []
+        try:
+            with self.engine.begin() as conn:
+                claimed = ledger.claim(conn, ch.name, self.instance_id, now, lease,
+                                       self.batch_size)
+        except Exception:
+            # the connection dropped at COMMIT: the claims may have been taken all the same
+            self._unsent(ch.name, [c.id for c in claimed])
+            raise
         if not claimed:
             return False
         delivered: list[int] = []
@@ -202,16 +213,39 @@ class Dispatcher:
         except Exception:
             # e.g. the database connection dropped after the claim: hand the rows not yet
             # delivered back at once instead of leaving them claimed for the whole lease
-            try:
-                self._release([c for c in claimed if c.id not in delivered])
-            except Exception:  # noqa: BLE001 - the lease expiry still frees them
-                log.warning("release_failed", channel=ch.name)
+            self._unsent(ch.name, [c.id for c in claimed if c.id not in delivered])
             raise
         finally:
             # recorded once per batch: a crash before this line re-sends at most one batch,
             # with the same delivery ids (at least once)
             if delivered:
                 self._record_delivered(ch.name, delivered)
+
+    def _settle(self, channel: str) -> bool:
+        """Record what the channel sent and give back what it claimed and did not send,
+        where the database was away when that was due; False if it is still away."""
+        return self._record_delivered(channel, []) and self._unsent(channel, [])
+
+    def _unsent(self, channel: str, ids: list[int]) -> bool:
+        """Give back the claims of deliveries not sent, with any the channel could not give
+        back before; False if the database did not answer. Those are kept and given back
+        before the channel claims again: left, they would wait for their lease (minutes)."""
+        with self._lock:
+            pending = self._unreleased.pop(channel, []) + ids
+        if not pending:
+            return True
+        try:
+            with self.engine.begin() as conn:
+                ledger.release(conn, pending, self.instance_id)
+        except Exception as exc:  # noqa: BLE001 - above all a database outage: kept for later
+            with self._lock:
+                self._unreleased[channel] = pending + self._unreleased.get(channel, [])
+            (log.warning if ids else log.debug)(
+                "release_failed", channel=channel, count=len(pending),
+                error=str(exc).strip().splitlines()[0][:200],
+                detail="given back when the database answers again")
+            return False
+        return True
 
     def _record_delivered(self, channel: str, ids: list[int]) -> bool:
         """Record sent deliveries as delivered, with any that an earlier batch of the
@@ -245,7 +279,7 @@ class Dispatcher:
         all_delivered = True
         for i, item in enumerate(claimed):
             if self._stopping.is_set():
-                self._release(claimed[i:])
+                self._unsent(ch.name, [c.id for c in claimed[i:]])
                 return False
             body = bodies[item.event_id]
             error: DeliveryFailed | None = None
@@ -267,7 +301,7 @@ class Dispatcher:
                 # a hung receiver: pause the channel instead of timing out on each row
                 self._paused_until[ch.name] = retry_at or self.clock() + dt.timedelta(
                     seconds=ledger.backoff_delay(ch, item.attempts + 1, self.rand))
-                self._release(claimed[i + 1:])
+                self._unsent(ch.name, [c.id for c in claimed[i + 1:]])
                 return False
         # after a failure, stop for now: what is due again waits for the next wake
         return all_delivered
@@ -286,11 +320,6 @@ class Dispatcher:
                     retry_at=retry_at.isoformat() if retry_at else None,
                     status="failed" if retry_at else "dead")
         return retry_at
-
-    def _release(self, rest: Sequence[ledger.ClaimedDelivery]) -> None:
-        if rest:
-            with self.engine.begin() as conn:
-                ledger.release(conn, [c.id for c in rest], self.instance_id)
 
     def _sender(self, ch: ChannelConfig) -> Sender:
         sender = self._senders.get(ch.name)
