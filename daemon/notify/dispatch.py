@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from daemon.config import ChannelConfig, Config
 from daemon.notify import ledger
@@ -230,46 +230,45 @@ class Dispatcher:
         """Give back the claims of deliveries not sent, with any the channel could not give
         back before; False if the database did not answer. Those are kept and given back
         before the channel claims again: left, they would wait for their lease (minutes)."""
-        with self._lock:
-            pending = self._unreleased.pop(channel, []) + ids
-        if not pending:
-            return True
-        try:
-            with self.engine.begin() as conn:
-                ledger.release(conn, pending, self.instance_id)
-        except Exception as exc:  # noqa: BLE001 - above all a database outage: kept for later
-            with self._lock:
-                self._unreleased[channel] = pending + self._unreleased.get(channel, [])
-            (log.warning if ids else log.debug)(
-                "release_failed", channel=channel, count=len(pending),
-                error=str(exc).strip().splitlines()[0][:200],
-                detail="given back when the database answers again")
-            return False
-        return True
+        return self._write_or_keep(
+            self._unreleased, channel, ids,
+            lambda conn, pending: ledger.release(conn, pending, self.instance_id),
+            "release_failed", "given back when the database answers again")
 
     def _record_delivered(self, channel: str, ids: list[int]) -> bool:
         """Record sent deliveries as delivered, with any that an earlier batch of the
         channel could not record; False if the database did not answer. Those are kept
         and recorded by the channel's next batch: left claimed, they would be sent again
         once their claim expired, minutes later."""
+        def record(conn: Connection, pending: list[tuple[int, dt.datetime]]) -> None:
+            for when in sorted({w for _i, w in pending}):
+                ledger.record_delivered(conn, [i for i, w in pending if w == when], when,
+                                        self.instance_id)
+
         now = self.clock()
+        return self._write_or_keep(self._unrecorded, channel, [(i, now) for i in ids], record,
+                                   "delivered_not_recorded",
+                                   "sent; recorded when the database answers again")
+
+    def _write_or_keep(self, kept: dict[str, list[Any]], channel: str, new: list[Any],
+                       write: Callable[[Connection, list[Any]], None], event: str,
+                       detail: str) -> bool:
+        """Write the channel's `new` items with those `kept` from earlier tries in one
+        transaction; if the database does not answer, keep them all for the next try."""
         with self._lock:
-            pending = self._unrecorded.pop(channel, []) + [(i, now) for i in ids]
+            pending = kept.pop(channel, []) + new
         if not pending:
             return True
         try:
             with self.engine.begin() as conn:
-                for when in sorted({w for _i, w in pending}):
-                    ledger.record_delivered(conn, [i for i, w in pending if w == when], when,
-                                            self.instance_id)
+                write(conn, pending)
         except Exception as exc:  # noqa: BLE001 - above all a database outage: kept for later
             with self._lock:
-                self._unrecorded[channel] = pending + self._unrecorded.get(channel, [])
-            # said once per batch sent; the retries at each wake meanwhile are quiet
-            (log.warning if ids else log.debug)(
-                "delivered_not_recorded", channel=channel, count=len(pending),
-                error=str(exc).strip().splitlines()[0][:200],
-                detail="sent; recorded when the database answers again")
+                kept[channel] = pending + kept.get(channel, [])
+            # said once per batch; the retries at each wake meanwhile are quiet
+            (log.warning if new else log.debug)(
+                event, channel=channel, count=len(pending),
+                error=str(exc).strip().splitlines()[0][:200], detail=detail)
             return False
         return True
 
