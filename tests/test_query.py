@@ -322,9 +322,10 @@ def test_the_search_index_holds_exactly_the_current_words(record: Record) -> Non
 
 def test_search_follows_revisions_deletions_and_restorations(engine: sa.Engine,
                                                              tmp_path: Path) -> None:
-    """The index follows every way a statement's words change, also several changes of one
-    statement in one transaction (two files carrying its URL): a deleted statement stays
-    findable by its last words, a restored one by its new words only."""
+    """The index follows every way a statement's words change, also two revisions of one
+    statement in one small pass (two files carrying its URL; one batch, so the index is
+    written once for both): a deleted statement stays findable by its last words, a
+    restored one by its new words only."""
     originals = sorted((FIXTURES / "corpus" / "current").rglob("*.md"))[:3]
     root = tmp_path / "watched"
     root.mkdir()
@@ -368,6 +369,10 @@ def test_search_follows_revisions_deletions_and_restorations(engine: sa.Engine,
     write(c, originals[2], "numbatsecond")
     write(a, originals[0], "quokkafirst")
     scan_and_check()
+    with engine.connect() as conn:
+        kinds = [k for (k,) in conn.execute(sa.text(
+            "SELECT kind FROM change_log ORDER BY event_id")).all()]
+    assert sorted(kinds[7:]) == ["restored", "revised"]
     assert found("numbatsecond") == url_c and found("numbatfirst") == set()
     assert found("quokkafirst") == url_a and found("quokkasecond") == set()
 
