@@ -14,7 +14,9 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -90,6 +92,24 @@ def stop_all(daemons: list[DaemonProcess]) -> list[tuple[int | None, float]]:
         rc = d.wait_exit(max(0.0, STOP_SECONDS - (time.monotonic() - started)))
         out.append((rc, time.monotonic() - started))
     return out
+
+
+def burst_then_settle(daemon: DaemonProcess, engine: sa.Engine, folder: Path,
+                      burst: Callable[[], None], timeout: float, what: str) -> None:
+    """Run a burst of writes (with its outage); then every file is in the record and the
+    daemon still runs."""
+    burst()
+    wait_for(lambda: settled(engine, [folder]), timeout, what)
+    assert daemon.alive(), daemon.tail()
+
+
+def outages_then_stop(daemon: DaemonProcess) -> tuple[tuple[list[dict[str, Any]], ...],
+                                                      tuple[int | None, float]]:
+    """The daemon's database_unreachable and database_reachable log events; then SIGTERM
+    and its (exit status, seconds to exit)."""
+    outages = (daemon.events("database_unreachable"), daemon.events("database_reachable"))
+    (stopped,) = stop_all([daemon])
+    return outages, stopped
 
 
 def test_two_daemons_share_one_record_and_deliver_each_event_once(
@@ -170,16 +190,13 @@ def test_connection_kills_during_a_burst_lose_and_duplicate_nothing(
         with HttpReceiver() as rx:
             daemon = DaemonProcess(daemon_config(tmp_path, pg_url, folder, rx.url))
             daemon.wait_ready(60)
-            burst(statements, {25, 50, 75}, 0.02)
-            wait_for(lambda: settled(engine, [folder]), 45, "the 100 files in the record")
-            assert daemon.alive(), daemon.tail()
-            burst(edits, {5, 10, 15}, 0.05)
-            wait_for(lambda: settled(engine, [folder]), 45, "the 20 edits in the record")
-            assert daemon.alive(), daemon.tail()
+            burst_then_settle(daemon, engine, folder,
+                              lambda: burst(statements, {25, 50, 75}, 0.02), 45,
+                              "the 100 files in the record")
+            burst_then_settle(daemon, engine, folder, lambda: burst(edits, {5, 10, 15}, 0.05),
+                              45, "the 20 edits in the record")
             outbox = delivery_statuses(engine, "hook")
-            outages = (daemon.events("database_unreachable"),
-                       daemon.events("database_reachable"))
-            (stopped,) = stop_all([daemon])
+            outages, stopped = outages_then_stop(daemon)
             received = list(rx.requests)
 
         record = RecordState.read(engine)
@@ -234,18 +251,14 @@ def test_a_postgres_restart_during_a_burst_loses_and_duplicates_nothing(
         with HttpReceiver() as rx:
             daemon = DaemonProcess(daemon_config(tmp_path, pg_url, folder, rx.url))
             daemon.wait_ready(60)
-            burst(statements, 20, 0.05)
-            wait_for(lambda: settled(engine, [folder]), 90, "the 60 files in the record")
-            assert daemon.alive(), daemon.tail()
-            burst(edits, 5, 0.1)
-            wait_for(lambda: settled(engine, [folder]), 90, "the 15 edits in the record")
-            assert daemon.alive(), daemon.tail()
+            burst_then_settle(daemon, engine, folder, lambda: burst(statements, 20, 0.05), 90,
+                              "the 60 files in the record")
+            burst_then_settle(daemon, engine, folder, lambda: burst(edits, 5, 0.1), 90,
+                              "the 15 edits in the record")
             wait_for(lambda: set(delivery_statuses(engine, "hook").values()) == {"delivered"}
                      and len(rx.requests) >= 75, 60, "every delivery delivered",
                      state=lambda: f"{undelivered(engine)}\n{daemon.tail(60)}")
-            outages = (daemon.events("database_unreachable"),
-                       daemon.events("database_reachable"))
-            (stopped,) = stop_all([daemon])
+            outages, stopped = outages_then_stop(daemon)
             received = list(rx.requests)
 
         record = RecordState.read(engine)

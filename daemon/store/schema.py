@@ -58,6 +58,15 @@ class _JSON(sa.TypeDecorator[Any]):
 
 JSONType = _JSON()
 
+
+def lz4_available(conn: sa.Connection) -> bool:
+    """PostgreSQL built with lz4 TOAST compression (migrations 0002, 0003); False elsewhere."""
+    if conn.dialect.name != "postgresql":
+        return False
+    values = conn.execute(sa.text(
+        "SELECT enumvals FROM pg_settings WHERE name = 'default_toast_compression'")).scalar()
+    return bool(values) and "lz4" in values
+
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 statements = sa.Table(

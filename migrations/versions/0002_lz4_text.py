@@ -11,8 +11,9 @@ Revises: 0001
 Create Date: 2026-11-25
 """
 
-import sqlalchemy as sa
 from alembic import op
+
+from daemon.store.schema import lz4_available
 
 revision = "0002"
 down_revision = "0001"
@@ -25,15 +26,6 @@ COLUMNS = {
 }
 
 
-def _lz4_available() -> bool:
-    bind = op.get_bind()
-    if bind.dialect.name != "postgresql":
-        return False
-    values = bind.execute(sa.text(
-        "SELECT enumvals FROM pg_settings WHERE name = 'default_toast_compression'")).scalar()
-    return bool(values) and "lz4" in values
-
-
 def _set_compression(method: str) -> None:
     for table, columns in COLUMNS.items():
         for column in columns:
@@ -41,10 +33,10 @@ def _set_compression(method: str) -> None:
 
 
 def upgrade() -> None:
-    if _lz4_available():
+    if lz4_available(op.get_bind()):
         _set_compression("lz4")
 
 
 def downgrade() -> None:
-    if _lz4_available():
+    if lz4_available(op.get_bind()):
         _set_compression("default")

@@ -15,8 +15,9 @@ Revises: 0002
 Create Date: 2026-12-01
 """
 
-import sqlalchemy as sa
 from alembic import op
+
+from daemon.store.schema import lz4_available
 
 revision = "0003"
 down_revision = "0002"
@@ -56,10 +57,7 @@ def downgrade() -> None:
                 setweight(to_tsvector('english', title), 'A') ||
                 setweight(to_tsvector('english', body_text), 'B')) STORED""")
         op.execute("CREATE INDEX ix_statement_search_tsv ON statement_search USING GIN (tsv)")
-        values = bind.execute(sa.text(
-            "SELECT enumvals FROM pg_settings WHERE name = 'default_toast_compression'"
-        )).scalar()
-        if values and "lz4" in values:  # as 0002 left them
+        if lz4_available(bind):  # as 0002 left them
             for column in ("body_text", "tsv"):
                 op.execute(f"ALTER TABLE statement_search ALTER COLUMN {column} "
                            "SET COMPRESSION lz4")
