@@ -36,3 +36,11 @@ class DatabaseError(RedlineError):
     """The database cannot be reached or is not at the expected schema."""
 
     exit_code = 1
+
+
+class SchemaTooNew(DatabaseError):
+    """The database was upgraded by a newer redline. Trying again cannot help (an operator
+    must run that version or point this one elsewhere), so it is a configuration error:
+    status 2, which the systemd unit does not restart."""
+
+    exit_code = 2

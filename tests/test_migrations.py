@@ -107,7 +107,7 @@ def test_0003_indexes_the_revisions_text_instead_of_a_copy_and_back(db_url: str)
     with engine.connect() as conn:
         assert conn.exec_driver_sql(copy).all() == conn.exec_driver_sql(current).all()
     assert searches() == before
-    assert migrate.upgrade(engine) == "0003"
+    assert migrate.upgrade(engine) == migrate.SCHEMA_HEAD
     with engine.connect() as conn:
         assert search_index_drift(conn) == []
     assert searches() == before
@@ -116,18 +116,20 @@ def test_0003_indexes_the_revisions_text_instead_of_a_copy_and_back(db_url: str)
 def test_a_database_upgraded_by_a_newer_redline_is_refused_clearly(
         db_url: str, tmp_path: Path) -> None:
     """An older redline (or a rolled-back upgrade, or an old instance beside upgraded ones)
-    meeting a schema it does not know says so in one line, exits 1 and changes nothing; it
-    does not ask for `redline db upgrade`, which cannot help."""
+    meeting a schema it does not know says so in one line, exits 2 (a configuration error:
+    the systemd unit does not restart the daemon to fail again every 5 s) and changes
+    nothing; it does not ask for `redline db upgrade`, which cannot help."""
     engine = make_engine(db_url)
     migrate.upgrade(engine)
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
     for step in (migrate.upgrade, migrate.require_current):
         with pytest.raises(DatabaseError, match=r"^database schema is at 0099, newer than "
-                           r"this redline knows \(up to 0003\)"):
+                           rf"this redline knows \(up to {migrate.SCHEMA_HEAD}\)"):
             step(engine)
     cfg = write_config(tmp_path, db_url)
-    for args, code in ((["ingest"], 1), (["db", "upgrade"], 1), (["db", "current"], 0)):
+    for args, code in ((["ingest"], 2), (["db", "upgrade"], 2), (["run"], 2),
+                       (["db", "current"], 0)):
         proc = subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg), *args],
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == code, proc.stderr
@@ -135,10 +137,11 @@ def test_a_database_upgraded_by_a_newer_redline_is_refused_clearly(
         if code:
             assert proc.stderr.strip().splitlines() == [
                 "redline: error: database schema is at 0099, newer than this redline knows "
-                "(up to 0003): a newer redline has upgraded it; run that version, or point "
-                "this one at another database"]
+                f"(up to {migrate.SCHEMA_HEAD}): a newer redline has upgraded it; run that "
+                "version, or point this one at another database"]
         else:
-            assert "current: 0099  head: 0003  (newer than this redline" in proc.stdout
+            assert (f"current: 0099  head: {migrate.SCHEMA_HEAD}  (newer than this redline"
+                    in proc.stdout)
     assert migrate.current_revision(engine) == "0099"
     engine.dispose()
 

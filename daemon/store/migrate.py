@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from daemon.errors import DatabaseError
+from daemon.errors import DatabaseError, SchemaTooNew
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 SCHEMA_HEAD = "0003"
@@ -51,8 +51,8 @@ def is_newer(engine: Engine, revision: str) -> bool:
     return False
 
 
-def _newer_schema(have: str) -> DatabaseError:
-    return DatabaseError(f"database schema is at {have}, newer than this redline knows "
+def _newer_schema(have: str) -> SchemaTooNew:
+    return SchemaTooNew(f"database schema is at {have}, newer than this redline knows "
                          f"(up to {SCHEMA_HEAD}): a newer redline has upgraded it; run that "
                          "version, or point this one at another database")
 
