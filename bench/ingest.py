@@ -102,6 +102,8 @@ def fts5_alone(root: Path, db: Path) -> float:
     conn.execute("CREATE VIRTUAL TABLE s USING fts5(title, body_text, "
                  "tokenize = 'unicode61 remove_diacritics 2', content = 'current_statements', "
                  "content_rowid = 'statement_id')")
+    for key, value in (("hashsize", 8 * 1024 * 1024), ("automerge", 8)):  # as migration 0004
+        conn.execute(f"INSERT INTO s(s, rank) VALUES ('{key}', {value})")
     t0 = time.perf_counter()
     for i in range(0, len(rows), 400):
         conn.execute("BEGIN IMMEDIATE")

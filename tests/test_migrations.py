@@ -13,11 +13,13 @@ from conftest import FIXTURES, search_index_drift, write_config
 
 from daemon import query
 from daemon.config import WatchConfig
+from daemon.document import parse_document
 from daemon.errors import DatabaseError
 from daemon.ingest import Ingestor
 from daemon.store import migrate
 from daemon.store.engine import make_engine
 from daemon.store.schema import VIEW_NAMES, lz4_available
+from daemon.text import markdown_to_text
 
 VIEW_COLUMNS = {
     "current_statements": ["statement_id", "source_url", "title", "date", "published_time",
@@ -111,6 +113,43 @@ def test_0003_indexes_the_revisions_text_instead_of_a_copy_and_back(db_url: str)
     with engine.connect() as conn:
         assert search_index_drift(conn) == []
     assert searches() == before
+
+
+def test_0004_search_index_writes_one_segment_per_large_transaction_and_back(
+        tmp_path: Path) -> None:
+    """0004 stores FTS5's hashsize (8 MB) and automerge (8) in the index: a transaction of
+    about 3 MB of real statement text is written as one segment, where FTS5's defaults (what
+    the downgrade restores) write several."""
+    from alembic import command
+
+    texts = [markdown_to_text(doc.body) for doc in (
+        parse_document(p.read_bytes(), 5_000_000) for p in sorted(
+            (FIXTURES / "corpus" / "current").rglob("*.md")))]
+    rows = [(i + 1, "title", texts[i % len(texts)]) for i in range(10 * len(texts))]
+    assert 2_000_000 < sum(len(t) for _i, _title, t in rows) < 8_000_000
+
+    def segments_after_one_transaction() -> tuple[dict[str, int], int]:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO statement_search(statement_search) "
+                                 "VALUES ('delete-all')")  # an empty index to start from
+            conn.exec_driver_sql("INSERT INTO statement_search(rowid, title, body_text) "
+                                 "VALUES (?, ?, ?)", rows)
+        with engine.connect() as conn:
+            settings = dict(conn.exec_driver_sql(
+                "SELECT k, v FROM statement_search_config WHERE k != 'version'").all())
+            return settings, conn.exec_driver_sql(
+                "SELECT count(DISTINCT segid) FROM statement_search_idx").scalar_one()
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'redline.db'}")
+    migrate.upgrade(engine)
+    assert segments_after_one_transaction() == ({"hashsize": 8388608, "automerge": 8}, 1)
+    cfg = migrate._alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0003")
+    settings, segments = segments_after_one_transaction()
+    assert settings == {"hashsize": 1048576, "automerge": 4} and segments > 1
+    engine.dispose()
 
 
 def test_a_database_upgraded_by_a_newer_redline_is_refused_clearly(

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from daemon.errors import DatabaseError, SchemaTooNew
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0004"
 
 
 def _alembic_config(engine: Engine) -> Any:
