@@ -381,6 +381,8 @@ def _database_url(url: str, base: Path) -> str:
 
 def _cron(table: Mapping[str, Any], full: str, default: str) -> str:
     value = _str(table, full, default)
+    if value == default:  # valid (a test checks it): APScheduler's import, a tenth to a
+        return value      # third of a second, is left to the commands that schedule
     from apscheduler.triggers.cron import CronTrigger
 
     try:

@@ -13,7 +13,6 @@ import datetime as dt
 import os
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 import structlog
@@ -21,52 +20,29 @@ from sqlalchemy.engine import Engine
 
 from daemon.changes import Change, Version, classify_change
 from daemon.config import WatchConfig
-from daemon.files import FoundFile, PathFilter, walk
+from daemon.files import PathFilter
 from daemon.notify.outbox import DeliveryOutbox
 from daemon.reader import Job, Prepared, prepare_many
 from daemon.store import records
 from daemon.store.engine import Checkpointer
 from daemon.store.schema import files, rejected_files
+from daemon.survey import (
+    KNOWN_FILES_SQL,
+    KNOWN_REJECTED_SQL,
+    IngestCounts,
+    Known,
+    KnownRejected,
+    survey,
+)
 
 log = structlog.get_logger(__name__)
 
-COUNT_KEYS = ("files", "added", "revised", "metadata", "formatting", "deleted", "restored",
-              "unchanged", "rejected")
 BATCH_FILES = 400
 BATCH_SECONDS = 1.0
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-@dataclass
-class IngestCounts:
-    """The counts of SPEC §6, plus folder errors (a missing or emptied watched folder)."""
-
-    files: int = 0
-    added: int = 0
-    revised: int = 0
-    metadata: int = 0
-    formatting: int = 0
-    deleted: int = 0
-    restored: int = 0
-    unchanged: int = 0
-    rejected: int = 0
-    folder_errors: list[str] = field(default_factory=list)
-    left: int = 0  # paths not looked at because a stop came first (process_paths)
-
-    def count(self, outcome: str) -> None:
-        setattr(self, outcome, getattr(self, outcome) + 1)
-
-    def merge(self, other: IngestCounts) -> None:
-        for key in COUNT_KEYS:
-            setattr(self, key, getattr(self, key) + getattr(other, key))
-        self.folder_errors += other.folder_errors
-        self.left += other.left
-
-    def as_dict(self) -> dict[str, int]:
-        return {key: getattr(self, key) for key in COUNT_KEYS}
 
 
 TRANSIENT_RETRIES = 5
@@ -152,63 +128,29 @@ class Ingestor:
              stop: Callable[[], bool] | None = None) -> IngestCounts:
         """One pass over the watched folders: ingest what changed, notice what is gone.
         `stop` is asked between transactions, as in process_paths."""
-        counts = IngestCounts()
-        root_list = [os.path.abspath(r) for r in (roots or [str(p) for p in self.watch.paths])]
+        roots = [os.path.abspath(r) for r in (roots or [str(p) for p in self.watch.paths])]
         known, known_rejected = self._known_state()
-        found: list[FoundFile] = []
-        healthy: list[str] = []
-        for root in root_list:
-            under = [p for p in known if _is_under(p, root)]
-            if not os.path.isdir(root):
-                counts.folder_errors.append(
-                    f"{root}: watched folder is missing or not a folder; its "
-                    f"{len(under)} known files are kept, not deleted")
-                continue
-            listed = list(walk(root, self.accept, self.watch.recursive))
-            if not listed and under:
-                counts.folder_errors.append(
-                    f"{root}: watched folder is suddenly empty (unmounted?); its "
-                    f"{len(under)} known files are kept, not deleted")
-                continue
-            healthy.append(root)
-            found.extend(listed)
-        seen = {f.path for f in found}
-        todo: list[FoundFile] = []
-        for f in found:
-            stat = (f.size, f.mtime_ns, f.inode)
-            if known.get(f.path, (None,))[:3] == stat:
-                counts.files += 1
-                counts.unchanged += 1
-            elif f.path in known_rejected and known_rejected[f.path] == stat:
-                counts.files += 1
-                counts.rejected += 1
-            else:
-                todo.append(f)
-        # newest last: when several files carry one URL, the last one written wins
-        todo.sort(key=lambda f: (f.mtime_ns, f.path))
-        gone = [p for p in known if p not in seen and any(_is_under(p, r) for r in healthy)]
-        stale = [p for p in known_rejected if p not in seen
-                 and any(_is_under(p, r) for r in healthy) and not os.path.exists(p)]
+        found = survey(roots, known, known_rejected, self.accept, self.watch.recursive)
+        counts = found.counts
         jobs = [(f.path, self.watch.max_file_bytes, known.get(f.path, (None,) * 4)[3])
-                for f in todo]
-        total = len(todo) + len(gone)
-        self._apply_stream(prepare_many(jobs), counts, gone, lambda: total, progress, stop)
+                for f in found.todo]
+        total = len(jobs) + len(found.gone)
+        self._apply_stream(prepare_many(jobs), counts, found.gone, lambda: total, progress,
+                           stop)
         if counts.left:
             return counts
-        if stale:
+        if found.stale:
             with self.engine.begin() as conn:
-                conn.execute(rejected_files.delete().where(rejected_files.c.path.in_(stale)))
+                conn.execute(rejected_files.delete().where(
+                    rejected_files.c.path.in_(found.stale)))
         return counts
 
-    def _known_state(self) -> tuple[dict[str, tuple[int, int, int, str]],
-                                    dict[str, tuple[int, int, int]]]:
+    def _known_state(self) -> tuple[Known, KnownRejected]:
         with self.engine.connect() as conn:  # rows unpacked: twice as fast as by name
             known = {path: (size, mtime, inode, sha) for path, size, mtime, inode, sha in
-                     conn.execute(sa.select(files.c.path, files.c.size, files.c.mtime_ns,
-                                            files.c.inode, files.c.file_sha256))}
-            rejected = {path: (size, mtime, inode) for path, size, mtime, inode in conn.execute(
-                sa.select(rejected_files.c.path, rejected_files.c.size,
-                          rejected_files.c.mtime_ns, rejected_files.c.inode))}
+                     conn.exec_driver_sql(KNOWN_FILES_SQL)}
+            rejected = {path: (size, mtime, inode) for path, size, mtime, inode in
+                        conn.exec_driver_sql(KNOWN_REJECTED_SQL)}
         return known, rejected
 
     # ---- applying ----------------------------------------------------------------------
@@ -374,7 +316,3 @@ def _present_oldest_first(path: str) -> tuple[bool, int]:
         return False, os.stat(path).st_mtime_ns
     except OSError:
         return True, 0
-
-
-def _is_under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)

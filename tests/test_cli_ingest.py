@@ -18,7 +18,11 @@ from click.testing import CliRunner
 from conftest import search_index_drift, write_config
 
 from daemon.cli import cli
+from daemon.config import load_config, parse_config
+from daemon.ingest import Ingestor
+from daemon.store import SCHEMA_HEAD
 from daemon.store.engine import make_engine
+from daemon.survey import quick_unchanged
 
 
 def run(cfg: Path, *args: str) -> tuple[int, str]:
@@ -83,6 +87,94 @@ def test_missing_folder_exits_1_and_deletes_nothing(sample: Path, tmp_path: Path
     assert code == 1
     assert json.loads(out.split("\nredline: error")[0])["deleted"] == 0
     assert "watched folder is missing" in out
+
+
+def _ingest_process(cfg: Path, *args: str) -> tuple[int, str, str, set[str]]:
+    """`redline ingest` as a user runs it: exit status, stdout, stderr, and the names of
+    the modules it imported (python -X importtime)."""
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "daemon", "--config",
+                           str(cfg), "ingest", *args], capture_output=True, text=True,
+                          timeout=120)
+    lines = proc.stderr.splitlines()
+    imported = {line.rsplit("|", 1)[1].strip() for line in lines
+                if line.startswith("import time:")}
+    stderr = "\n".join(line for line in lines if not line.startswith("import time:"))
+    return proc.returncode, proc.stdout, stderr, imported
+
+
+def test_a_no_change_ingest_answers_from_the_files_stat_alone(
+        db_url: str, sample: Path, tmp_path: Path) -> None:
+    """A second `redline ingest` over an unchanged tree (one file still rejected) gives the
+    counts, summary line and exit status of a full pass; on SQLite it answers without
+    loading SQLAlchemy or the parsers (their imports were most of a no-change pass). Any
+    change makes it a full pass again."""
+    folder = tmp_path / "statements"
+    shutil.copytree(sample / "current", folder)
+    (folder / "bad.md").write_text("no front matter\n")
+    cfg = write_config(tmp_path, db_url, [folder])
+    n = len(list(folder.rglob("*.md")))
+    assert _ingest_process(cfg, "--json")[0] == 3
+    quick = db_url.startswith("sqlite")
+
+    code, out, err, imported = _ingest_process(cfg, "--json")
+    assert (code, json.loads(out), err) == (3, {
+        "files": n, "added": 0, "revised": 0, "metadata": 0, "formatting": 0, "deleted": 0,
+        "restored": 0, "unchanged": n - 1, "rejected": 1}, "")
+    assert {"sqlalchemy" in imported, "yaml" in imported, "structlog" in imported} == {
+        not quick}
+    code, out, err, imported = _ingest_process(cfg)
+    assert code == 3 and ("sqlalchemy" in imported) != quick
+    assert re.fullmatch(rf"{n} files in \d+\.\d s: no changes; {n - 1} unchanged, "
+                        r"1 rejected\n", out)
+    assert err == "1 file(s) rejected: see `redline errors`"
+
+    edited = sorted(p for p in folder.rglob("*.md") if p.name != "bad.md")[0]
+    edited.write_text(edited.read_text() + "\nOne more sentence.\n")
+    code, out, err, imported = _ingest_process(cfg, "--json")
+    assert code == 3 and "sqlalchemy" in imported, err
+    assert {k: v for k, v in json.loads(out).items() if v} == {
+        "files": n, "revised": 1, "unchanged": n - 2, "rejected": 1}
+    (folder / "bad.md").unlink()  # its rejection is stale: the full pass removes it
+    code, out, err, imported = _ingest_process(cfg, "--json")
+    assert code == 0 and "sqlalchemy" in imported, err
+    assert {k: v for k, v in json.loads(out).items() if v} == {
+        "files": n - 1, "unchanged": n - 1}
+    code, out, err, imported = _ingest_process(cfg, "--json")
+    assert code == 0 and ("sqlalchemy" in imported) != quick
+    assert {k: v for k, v in json.loads(out).items() if v} == {
+        "files": n - 1, "unchanged": n - 1}
+
+
+def test_the_quick_answer_equals_the_full_pass_or_leaves_it_the_work(
+        sample: Path, tmp_path: Path) -> None:
+    """quick_unchanged gives exactly the full pass's counts when nothing changed, and None
+    (the full pass runs and says what is wrong) for no database yet, a schema not at head,
+    a watched folder gone, or a database other than a SQLite file."""
+    folder = tmp_path / "statements"
+    shutil.copytree(sample / "current", folder)
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    config = load_config(write_config(tmp_path, url, [folder]), {})
+    assert quick_unchanged(config) is None
+    assert run(write_config(tmp_path, url, [folder]))[0] == 0
+    engine = make_engine(url)
+    quick = quick_unchanged(config)
+    assert quick is not None and quick.unchanged == quick.files > 10
+    assert quick == Ingestor(engine, config.watch).scan()
+    assert quick_unchanged(config, [str(folder / "briefings-statements")]) == Ingestor(
+        engine, config.watch).scan([str(folder / "briefings-statements")])
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0003'"))
+    assert quick_unchanged(config) is None
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = :v"),
+                     {"v": SCHEMA_HEAD})
+    assert quick_unchanged(config) == quick
+    folder.rename(tmp_path / "elsewhere")
+    assert quick_unchanged(config) is None
+    engine.dispose()
+    pg = parse_config({"watch": {"paths": [str(tmp_path / "elsewhere")]}}, tmp_path,
+                      {"REDLINE_DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1/x"})
+    assert quick_unchanged(pg) is None
 
 
 def _snapshot(url: str) -> list[tuple]:

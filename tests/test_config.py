@@ -22,6 +22,20 @@ def test_default_config_watches_seeds_and_is_valid() -> None:
     assert [c.name for c in config.channels] == ["archive"]
 
 
+def test_the_default_digest_schedule_is_one_apscheduler_accepts(tmp_path: Path) -> None:
+    """Loading a configuration does not validate the default digest_cron with APScheduler
+    (its import would slow every command): it must be valid, and fire daily at 08:00."""
+    import datetime as dt
+
+    from apscheduler.triggers.cron import CronTrigger
+
+    cron = parse_config({}, tmp_path, {}).schedule.digest_cron
+    trigger = CronTrigger.from_crontab(cron, timezone="UTC")
+    start = dt.datetime(2026, 12, 2, 9, 0, tzinfo=dt.UTC)
+    assert trigger.get_next_fire_time(None, start) == dt.datetime(2026, 12, 3, 8, 0,
+                                                                  tzinfo=dt.UTC)
+
+
 def test_environment_overrides_database_url(tmp_path: Path) -> None:
     """$REDLINE_DATABASE_URL wins over [database] url."""
     cfg = parse_config({}, tmp_path, {"REDLINE_DATABASE_URL": "postgresql+psycopg://h/db"})

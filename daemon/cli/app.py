@@ -1,4 +1,8 @@
-"""What every command shares: the configuration, the database, and error handling."""
+"""What every command shares: the configuration, the database, and error handling.
+
+SQLAlchemy is imported when a command first needs the database, not before: the no-change
+`redline ingest` (daemon.survey) answers without it.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,15 @@ import json
 import os
 import sys
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
 from daemon.config import Config, find_config_path, load_config
 from daemon.errors import DatabaseError, RedlineError
-from daemon.store import migrate
-from daemon.store.engine import make_engine
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 
 class App:
@@ -31,6 +34,11 @@ class App:
 
     def engine(self, *, migrate_now: bool = True, readonly: bool = False) -> Engine:
         """The database engine; migrates first unless `auto_migrate = false`."""
+        import sqlalchemy as sa
+
+        from daemon.store import migrate
+        from daemon.store.engine import make_engine
+
         url = self.config.database.url
         if readonly:
             path = sa.engine.make_url(url).database if url.startswith("sqlite") else None
@@ -61,7 +69,9 @@ class RedlineGroup(click.Group):
         except RedlineError as exc:
             click.echo(f"redline: error: {exc}", err=True)
             raise click.exceptions.Exit(exc.exit_code) from None
-        except sa.exc.OperationalError as exc:
+        except Exception as exc:
+            if not _operational_error(exc):
+                raise
             click.echo(f"redline: error: database: {str(exc.orig).strip().splitlines()[0]}",
                        err=True)
             raise click.exceptions.Exit(1) from None
@@ -82,13 +92,22 @@ def run_cli(group: click.Group, args: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         click.echo("redline: aborted", err=True)
         return 1
-    except sa.exc.OperationalError as exc:
-        click.echo(f"redline: error: database: {DatabaseError(str(exc.orig)).args[0]}",
-                   err=True)
-        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         sys.stderr.close()
         return 0
+    except Exception as exc:
+        if not _operational_error(exc):
+            raise
+        click.echo(f"redline: error: database: {DatabaseError(str(exc.orig)).args[0]}",
+                   err=True)
+        return 1
     return code if isinstance(code, int) else 0
+
+
+def _operational_error(exc: Exception) -> bool:
+    """A SQLAlchemy OperationalError, told without importing SQLAlchemy (a command that
+    never loaded it cannot have raised one)."""
+    sa = sys.modules.get("sqlalchemy")
+    return sa is not None and isinstance(exc, sa.exc.OperationalError)

@@ -13,9 +13,7 @@ import click
 
 from daemon.cli.app import App, echo_json
 from daemon.errors import WatchedFolderError
-from daemon.ingest import IngestCounts, Ingestor
-from daemon.logs import configure_logging
-from daemon.notify.outbox import DeliveryOutbox
+from daemon.survey import IngestCounts, quick_unchanged
 
 
 @click.command()
@@ -34,16 +32,27 @@ def ingest(app: App, paths: tuple[str, ...], as_json: bool) -> None:
       redline ingest seeds/briefings-statements
     """
     config = app.config
-    configure_logging("warning", config.log.format, sys.stderr)
-    engine = app.engine()
-    ingestor = Ingestor(engine, config.watch, DeliveryOutbox(config.channels))
     started = time.monotonic()
-    counts = IngestCounts()
     dirs = [p for p in paths if os.path.isdir(p)]
     singles = [p for p in paths if not os.path.isdir(p)]
     missing = [p for p in singles if not os.path.exists(p)]
     if missing and not os.path.lexists(missing[0]):
         raise WatchedFolderError(f"{missing[0]}: no such file or folder")
+    # nothing changed since the last pass (told from the files' stat and the stored records,
+    # without loading the database layer): the counts, as the full pass would give them
+    quick = None if singles else quick_unchanged(config, dirs or None)
+    if quick is not None:
+        _report(quick, time.monotonic() - started, as_json)
+        return
+    from daemon.ingest import Ingestor
+    from daemon.logs import configure_logging
+    from daemon.notify.outbox import DeliveryOutbox
+
+    configure_logging("warning", config.log.format, sys.stderr)
+    engine = app.engine()
+    ingestor = Ingestor(engine, config.watch, DeliveryOutbox(config.channels))
+    started = time.monotonic()
+    counts = IngestCounts()
     with _progress(not as_json and sys.stderr.isatty()) as progress, _CtrlC() as ctrl_c:
         if singles:
             counts.merge(ingestor.process_paths(singles, stop=ctrl_c.pressed.is_set))
@@ -54,7 +63,11 @@ def ingest(app: App, paths: tuple[str, ...], as_json: bool) -> None:
         click.echo("redline: interrupted after a whole transaction; the next ingest takes "
                    "up the rest", err=True)
         click.get_current_context().exit(1)  # SPEC §6: 1 failure
-    elapsed = time.monotonic() - started
+    _report(counts, time.monotonic() - started, as_json)
+
+
+def _report(counts: IngestCounts, elapsed: float, as_json: bool) -> None:
+    """The counts (JSON or a summary line), folder errors, and the exit status of SPEC §6."""
     if as_json:
         echo_json(counts.as_dict())
     else:

@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from daemon.errors import DatabaseError, SchemaTooNew
+from daemon.store import SCHEMA_HEAD
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
-SCHEMA_HEAD = "0004"
 
 
 def _alembic_config(engine: Engine) -> Any:
