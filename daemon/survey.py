@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from daemon.config import Config
 from daemon.files import FoundFile, PathFilter, walk
@@ -127,11 +128,11 @@ def quick_unchanged(config: Config, roots: list[str] | None = None) -> IngestCou
     url = config.database.url
     if not url.startswith("sqlite:////") or "?" in url:  # absolute paths only (config)
         return None
-    path = url[len("sqlite:///"):]
-    if not os.path.isfile(path):
+    path = Path(url[len("sqlite:///"):])
+    if not path.is_file():
         return None
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:  # read-only: this answer never writes (the URI quotes any odd character)
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=30)
     except sqlite3.Error:
         return None
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -149,6 +150,31 @@ def test_0004_search_index_writes_one_segment_per_large_transaction_and_back(
         command.downgrade(cfg, "0003")
     settings, segments = segments_after_one_transaction()
     assert settings == {"hashsize": 1048576, "automerge": 4} and segments > 1
+    engine.dispose()
+
+
+def test_a_database_whose_path_has_odd_characters_is_migrated(tmp_path: Path) -> None:
+    """A folder named with "#", "%" or a space (URL-quoted "#" becomes "%23") holds the
+    database like any other: `redline ingest` creates and migrates it, without a traceback
+    from the migration tool's configuration file syntax, and the no-change answer reads
+    it (no SQLAlchemy loaded)."""
+    folder = tmp_path / "odd #1 100%"
+    folder.mkdir()
+    cfg = write_config(tmp_path, f"sqlite:///{folder / 'redline.db'}",
+                       [FIXTURES / "corpus" / "current" / "briefings-statements"])
+    for full_pass in (True, False):
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "daemon", "--config",
+                               str(cfg), "ingest", "--json"], capture_output=True, text=True,
+                              timeout=120)
+        lines = proc.stderr.splitlines()
+        assert proc.returncode == 0, proc.stderr
+        assert [line for line in lines if not line.startswith("import time:")] == []
+        assert any(line.rsplit("|", 1)[-1].strip() == "sqlalchemy"
+                   for line in lines) == full_pass
+    assert json.loads(proc.stdout)["unchanged"] == json.loads(proc.stdout)["files"] > 0
+    engine = make_engine(f"sqlite:///{folder / 'redline.db'}")
+    assert migrate.current_revision(engine) == migrate.SCHEMA_HEAD
+    assert migrate.head_revision(engine) == migrate.SCHEMA_HEAD
     engine.dispose()
 
 

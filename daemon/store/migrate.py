@@ -26,8 +26,11 @@ def _alembic_config(engine: Engine) -> Any:
         raise DatabaseError(f"migrations not found at {MIGRATIONS_DIR}: install redline from "
                             "its source tree (pip install -e .)")
     cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    # configparser values: a "%" (a path's own, or one that URL quoting made of "#") must
+    # be doubled, or it is read as interpolation and the migration fails with a traceback
+    for key, value in (("script_location", str(MIGRATIONS_DIR)),
+                       ("sqlalchemy.url", engine.url.render_as_string(hide_password=False))):
+        cfg.set_main_option(key, value.replace("%", "%%"))
     return cfg
 
 
@@ -53,8 +56,8 @@ def is_newer(engine: Engine, revision: str) -> bool:
 
 def _newer_schema(have: str) -> SchemaTooNew:
     return SchemaTooNew(f"database schema is at {have}, newer than this redline knows "
-                         f"(up to {SCHEMA_HEAD}): a newer redline has upgraded it; run that "
-                         "version, or point this one at another database")
+                        f"(up to {SCHEMA_HEAD}): a newer redline has upgraded it; run that "
+                        "version, or point this one at another database")
 
 
 def current_revision(engine: Engine) -> str | None:
