@@ -26,14 +26,7 @@ from daemon.reader import Job, Prepared, prepare_many
 from daemon.store import records
 from daemon.store.engine import Checkpointer
 from daemon.store.schema import files, rejected_files
-from daemon.survey import (
-    KNOWN_FILES_SQL,
-    KNOWN_REJECTED_SQL,
-    IngestCounts,
-    Known,
-    KnownRejected,
-    survey,
-)
+from daemon.survey import IngestCounts, read_known, survey
 
 log = structlog.get_logger(__name__)
 
@@ -128,9 +121,9 @@ class Ingestor:
              stop: Callable[[], bool] | None = None) -> IngestCounts:
         """One pass over the watched folders: ingest what changed, notice what is gone.
         `stop` is asked between transactions, as in process_paths."""
-        roots = [os.path.abspath(r) for r in (roots or [str(p) for p in self.watch.paths])]
-        known, known_rejected = self._known_state()
-        found = survey(roots, known, known_rejected, self.accept, self.watch.recursive)
+        with self.engine.connect() as conn:
+            known, known_rejected = read_known(conn.exec_driver_sql)
+        found = survey(self.watch, roots, known, known_rejected, self.accept)
         counts = found.counts
         jobs = [(f.path, self.watch.max_file_bytes, known.get(f.path, (None,) * 4)[3])
                 for f in found.todo]
@@ -144,14 +137,6 @@ class Ingestor:
                 conn.execute(rejected_files.delete().where(
                     rejected_files.c.path.in_(found.stale)))
         return counts
-
-    def _known_state(self) -> tuple[Known, KnownRejected]:
-        with self.engine.connect() as conn:  # rows unpacked: twice as fast as by name
-            known = {path: (size, mtime, inode, sha) for path, size, mtime, inode, sha in
-                     conn.exec_driver_sql(KNOWN_FILES_SQL)}
-            rejected = {path: (size, mtime, inode) for path, size, mtime, inode in
-                        conn.exec_driver_sql(KNOWN_REJECTED_SQL)}
-        return known, rejected
 
     # ---- applying ----------------------------------------------------------------------
 

@@ -14,23 +14,32 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from daemon.config import Config
+from daemon.config import Config, WatchConfig
 from daemon.files import FoundFile, PathFilter, walk
 from daemon.store import SCHEMA_HEAD
 
 COUNT_KEYS = ("files", "added", "revised", "metadata", "formatting", "deleted", "restored",
               "unchanged", "rejected")
 
-# The stored state a pass compares against (plain SQL: run through SQLAlchemy by the full
-# pass, through sqlite3 by the quick answer).
-KNOWN_FILES_SQL = "SELECT path, size, mtime_ns, inode, file_sha256 FROM files"
-KNOWN_REJECTED_SQL = "SELECT path, size, mtime_ns, inode FROM rejected_files"
-
 Known = dict[str, tuple[int, int, int, str]]  # path -> size, mtime_ns, inode, sha256
-KnownRejected = dict[str, tuple[int, int, int]]
+KnownRejected = dict[str, tuple[int, int, int]]  # path -> size, mtime_ns, inode
+
+
+def read_known(execute: Callable[[str], Iterable[Sequence[Any]]]) -> tuple[Known,
+                                                                          KnownRejected]:
+    """The stored state a pass compares against, read by `execute(sql)` — a SQLAlchemy
+    connection's exec_driver_sql in the full pass, a sqlite3 connection's execute in the
+    quick answer. Rows unpacked: twice as fast as by name."""
+    known = {path: (size, mtime, inode, sha) for path, size, mtime, inode, sha in
+             execute("SELECT path, size, mtime_ns, inode, file_sha256 FROM files")}
+    rejected = {path: (size, mtime, inode) for path, size, mtime, inode in
+                execute("SELECT path, size, mtime_ns, inode FROM rejected_files")}
+    return known, rejected
 
 
 @dataclass
@@ -78,25 +87,26 @@ def is_under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def survey(roots: list[str], known: Known, known_rejected: KnownRejected, accept: PathFilter,
-           recursive: bool) -> Survey:
-    """Walk the (absolute) roots and sort what is found against the stored records. A
-    missing or suddenly empty root is a folder error, and its known files are kept."""
+def survey(watch: WatchConfig, roots: Sequence[str] | None, known: Known,
+           known_rejected: KnownRejected, accept: PathFilter | None = None) -> Survey:
+    """Walk `roots` (default: the watched folders) and sort what is found against the
+    stored records. A missing or suddenly empty root is a folder error, and its known files
+    are kept."""
+    accept = accept or PathFilter(watch.patterns, watch.ignore)
     counts = IngestCounts()
     found: list[FoundFile] = []
     healthy: list[str] = []
-    for root in roots:
-        under = [p for p in known if is_under(p, root)]
+    for root in [os.path.abspath(r) for r in (roots or [str(p) for p in watch.paths])]:
         if not os.path.isdir(root):
             counts.folder_errors.append(
                 f"{root}: watched folder is missing or not a folder; its "
-                f"{len(under)} known files are kept, not deleted")
+                f"{_count_under(known, root)} known files are kept, not deleted")
             continue
-        listed = list(walk(root, accept, recursive))
-        if not listed and under:
+        listed = list(walk(root, accept, watch.recursive))
+        if not listed and any(is_under(p, root) for p in known):
             counts.folder_errors.append(
                 f"{root}: watched folder is suddenly empty (unmounted?); its "
-                f"{len(under)} known files are kept, not deleted")
+                f"{_count_under(known, root)} known files are kept, not deleted")
             continue
         healthy.append(root)
         found.extend(listed)
@@ -120,6 +130,10 @@ def survey(roots: list[str], known: Known, known_rejected: KnownRejected, accept
     return Survey(counts, todo, gone, stale)
 
 
+def _count_under(known: Known, root: str) -> int:
+    return sum(1 for p in known if is_under(p, root))
+
+
 def quick_unchanged(config: Config, roots: list[str] | None = None) -> IngestCounts | None:
     """The counts of a pass over `roots` (default: the watched folders) when it would
     change nothing in the SQLite database at its current schema; None when it may change
@@ -139,16 +153,10 @@ def quick_unchanged(config: Config, roots: list[str] | None = None) -> IngestCou
         if conn.execute("SELECT version_num FROM alembic_version").fetchall() != [
                 (SCHEMA_HEAD,)]:
             return None  # to be migrated (or refused) by the full pass
-        known: Known = {p: (size, mtime, inode, sha) for p, size, mtime, inode, sha in
-                        conn.execute(KNOWN_FILES_SQL)}
-        known_rejected: KnownRejected = {p: (size, mtime, inode) for p, size, mtime, inode in
-                                         conn.execute(KNOWN_REJECTED_SQL)}
+        known, known_rejected = read_known(conn.execute)
     except sqlite3.Error:
         return None
     finally:
         conn.close()
-    watch = config.watch
-    result = survey([os.path.abspath(r) for r in (roots or [str(p) for p in watch.paths])],
-                    known, known_rejected, PathFilter(watch.patterns, watch.ignore),
-                    watch.recursive)
+    result = survey(config.watch, roots, known, known_rejected)
     return result.counts if result.nothing_to_do else None

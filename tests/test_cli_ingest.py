@@ -153,9 +153,10 @@ def test_the_quick_answer_equals_the_full_pass_or_leaves_it_the_work(
     folder = tmp_path / "statements"
     shutil.copytree(sample / "current", folder)
     url = f"sqlite:///{tmp_path / 'r.db'}"
-    config = load_config(write_config(tmp_path, url, [folder]), {})
+    cfg = write_config(tmp_path, url, [folder])
+    config = load_config(cfg, {})
     assert quick_unchanged(config) is None
-    assert run(write_config(tmp_path, url, [folder]))[0] == 0
+    assert run(cfg)[0] == 0
     engine = make_engine(url)
     quick = quick_unchanged(config)
     assert quick is not None and quick.unchanged == quick.files > 10

@@ -51,7 +51,6 @@ def ingest(app: App, paths: tuple[str, ...], as_json: bool) -> None:
     configure_logging("warning", config.log.format, sys.stderr)
     engine = app.engine()
     ingestor = Ingestor(engine, config.watch, DeliveryOutbox(config.channels))
-    started = time.monotonic()
     counts = IngestCounts()
     with _progress(not as_json and sys.stderr.isatty()) as progress, _CtrlC() as ctrl_c:
         if singles:

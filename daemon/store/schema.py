@@ -67,6 +67,7 @@ def lz4_available(conn: sa.Connection) -> bool:
         "SELECT enumvals FROM pg_settings WHERE name = 'default_toast_compression'")).scalar()
     return bool(values) and "lz4" in values
 
+
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
 statements = sa.Table(
