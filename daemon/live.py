@@ -176,8 +176,7 @@ class LiveWorker:
             if root is None or path in present:
                 continue
             if root not in healthy:
-                healthy[root] = os.path.isdir(root) and next(
-                    walk(root, watcher.accept, watcher.watch.recursive), None) is not None
+                healthy[root] = watcher.has_files(root)
             if healthy[root]:
                 gone.append(path)
             else:
@@ -186,7 +185,7 @@ class LiveWorker:
             reason = "missing" if not os.path.isdir(root) else "suddenly empty (unmounted?)"
             self.service.folder_errors[root] = f"{root} is {reason}: {n} deletion(s) held"
             log.error("deletions_held", path=root, files=n, reason=reason,
-                      detail="statements are kept; a reconcile runs when the folder is back")
+                      detail="statements are kept; a reconcile runs when the folder has files again")
         counts = self._process(present + gone)
         for path in paths:
             self.gone.pop(path, None)

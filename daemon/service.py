@@ -123,6 +123,7 @@ class Service:
         self._main_tick = time.monotonic()
         self._verified = time.monotonic() - VERIFY_SECONDS + 2 * TICK  # first look soon
         self.folder_errors: dict[str, str] = {}
+        self._folders_back: set[str] = set()  # folders with an error seen healthy last tick
         self._reload_error: str | None = None
         self._last_change: dt.datetime | None = None
         self._status = ""
@@ -279,6 +280,17 @@ class Service:
                 roots = list(self.watcher.roots)
         if roots:
             self.collector.request_reconcile(f"watch (re)started on {', '.join(roots)}")
+        # A folder that was missing or suddenly empty (its deletions held) and holds files
+        # again: a reconcile applies what really went meanwhile and clears the error, once
+        # the watcher was quiet at two ticks in a row (files moved back in one go are all
+        # there). One that stays empty keeps its error, and its statements.
+        quiet = self.collector.waiting() == 0
+        back = {root for root in self.folder_errors
+                if quiet and root in self.watcher.roots and self.watcher.has_files(root)}
+        if settled := back & self._folders_back:
+            self.collector.request_reconcile(
+                f"folder has files again: {', '.join(sorted(settled))}")
+        self._folders_back = back - settled
 
     def reload(self) -> None:
         """Re-read the configuration; an invalid file keeps the running one. RELOADING=1

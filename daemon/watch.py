@@ -35,7 +35,7 @@ from watchdog.events import (
 
 from daemon.config import WatchConfig
 from daemon.debounce import PathCollector
-from daemon.files import PathFilter
+from daemon.files import PathFilter, walk
 
 log = structlog.get_logger(__name__)
 
@@ -244,6 +244,12 @@ class FolderWatcher:
 
     def accepts(self, path: str) -> bool:
         return self.folder_ok(os.path.dirname(path)) and self.accept(path)
+
+    def has_files(self, root: str) -> bool:
+        """Whether the watched folder `root` is there and holds a file it watches: what
+        makes a folder healthy (a missing or empty one holds its deletions back)."""
+        return os.path.isdir(root) and next(
+            walk(root, self.accept, self.watch.recursive), None) is not None
 
     def start(self) -> WatchPlan:
         """Check the inotify limit, then start the observer on every present root."""

@@ -690,6 +690,30 @@ def test_watched_folder_removed_file_by_file_is_not_a_deletion(
     assert daemon.deleted() == []
 
 
+def test_emptied_folder_filled_again_applies_only_the_real_deletion(
+        live: tuple[Live, Path], tmp_path: Path) -> None:
+    """Every file moved out of a watched folder (an unmount, a careless mv): the deletions
+    are held. When the files come back without one of them, a reconcile runs on its own:
+    that one is deleted, the others are unchanged, and the folder's error is cleared."""
+    daemon, root = live
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    for f in list(root.iterdir()):
+        os.rename(f, hold / f.name)
+    daemon.wait_for(lambda: str(root) in daemon.service.folder_errors, "the held deletions")
+    assert daemon.service.wait_idle(TIMEOUT)
+    assert daemon.deleted() == []
+    before = daemon.service.reconciles
+    os.rename(hold / "s1.md", tmp_path / "aside.md")  # the one that really went
+    for f in list(hold.iterdir()):
+        os.rename(f, root / f.name)
+    daemon.wait_for(lambda: daemon.service.reconciles > before, "the reconcile")
+    assert daemon.service.wait_idle(TIMEOUT)
+    assert len(daemon.deleted()) == 1 and daemon.revisions(1)[-1] == (2, "deleted")
+    assert daemon.revisions("keep") == [(1, "added")]
+    assert daemon.service.folder_errors == {}
+
+
 def test_own_inotify_watches_are_counted(tmp_path: Path) -> None:
     """inotify_watches() sees the watches a real inotify observer set up (one per
     folder), so a shortfall can be noticed."""
