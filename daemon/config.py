@@ -52,6 +52,7 @@ class ServeConfig:
     port: int = 8765
     token_env: str = ""
     token: str | None = field(default=None, repr=False)
+    missing: str | None = None  # the error when token_env names an unset variable
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,12 @@ class ChannelConfig:
     timeout_seconds: float = 10.0
     options: Mapping[str, Any] = field(default_factory=dict)
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    missing: tuple[str, ...] = ()  # an error per `*_env` key whose variable is unset
+
+    def require_secrets(self) -> None:
+        """Raise ConfigError naming the key if a secret this channel needs is not set."""
+        if self.missing:
+            raise ConfigError(self.missing[0])
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,18 @@ class Config:
     serve: ServeConfig
     log: LogConfig
     channels: tuple[ChannelConfig, ...] = ()
+
+    def require_secrets(self, channels: bool = True, serve: bool = False) -> None:
+        """Raise ConfigError naming the key if a secret is not in the environment.
+
+        Secrets are looked up when the file is read, but a missing one is an error only
+        where it is needed: `redline run`, `notify test` and `config check` (channels),
+        `serve` (its token). The commands that only read the database work without them
+        (an operator's shell need not hold the service's secrets)."""
+        if serve and self.serve.missing:
+            raise ConfigError(self.serve.missing)
+        for ch in self.channels if channels else ():
+            ch.require_secrets()
 
     def channel(self, name: str) -> ChannelConfig:
         for ch in self.channels:
@@ -179,16 +198,13 @@ def parse_config(
     sv = _table(data, "serve")
     _only(sv, {"host", "port", "token_env"}, "serve")
     token_env = _str(sv, "serve.token_env", "")
-    token = None
-    if token_env:
-        token = environ.get(token_env) or None
-        if token is None:
-            raise ConfigError(f"serve.token_env: environment variable {token_env} is not set")
+    token, missing = _secret(environ, token_env, "serve.token_env")
     serve = ServeConfig(
         host=_str(sv, "serve.host", "127.0.0.1"),
         port=_int(sv, "serve.port", 8765, lo=0, hi=65535),
         token_env=token_env,
         token=token,
+        missing=missing,
     )
 
     lg = _table(data, "log")
@@ -240,6 +256,13 @@ def _channel(ch: Any, i: int, base: Path, environ: Mapping[str, str]) -> Channel
         options[key] = value
     if ctype == "jsonl":
         options["path"] = _resolve(base, options["path"])
+    if ctype == "webhook":
+        import urllib.parse
+
+        parts = urllib.parse.urlsplit(options["url"])
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            # the value is not repeated: a webhook URL may carry a token
+            raise ConfigError(f"{where}.url: expected an http:// or https:// URL with a host")
     if ctype == "email":
         if options.get("starttls") and options.get("tls"):
             raise ConfigError(f"{where}.tls: choose either starttls or tls, not both")
@@ -248,21 +271,34 @@ def _channel(ch: Any, i: int, base: Path, environ: Mapping[str, str]) -> Channel
         options.setdefault("tls", False)
         if not options["to"]:
             raise ConfigError(f"{where}.to: at least one recipient is required")
+        if not 1 <= options["port"] <= 65535:
+            raise ConfigError(f"{where}.port: must be between 1 and 65535, got "
+                              f"{options['port']}")
+        import email.utils  # only here: every command loads the configuration
+
+        for key, addresses in (("from", [options["from"]]), ("to", options["to"])):
+            for address in addresses:
+                if "@" not in email.utils.parseaddr(address)[1]:
+                    raise ConfigError(f"{where}.{key}: {address!r} is not an email address")
     if ctype == "apprise" and not (options.get("urls_env") or options.get("urls")):
         raise ConfigError(f"{where}.urls_env: an apprise channel needs urls_env (or urls)")
     secrets: dict[str, str] = {}
+    missing: list[str] = []
     for key in ("secret_env", "username_env", "password_env", "urls_env"):
-        var = options.get(key)
-        if var:
-            value = environ.get(var)
-            if value is None:
-                raise ConfigError(f"{where}.{key}: environment variable {var} is not set")
+        value, error = _secret(environ, options.get(key, ""), f"{where}.{key}")
+        if value is not None:
             secrets[key.removesuffix("_env")] = value
+        elif error:
+            missing.append(error)
     kinds = _strlist(ch, f"{where}.kinds", list(ChannelConfig.kinds))
     for k in kinds:
         if k not in KINDS:
             raise ConfigError(f"{where}.kinds: unknown kind {k!r} (one of {', '.join(KINDS)})")
+    backoff = _num(ch, f"{where}.backoff_seconds", 2.0, lo=0.0)
     max_backoff = _num(ch, f"{where}.backoff_max_seconds", 3600.0, lo=0.0)
+    if max_backoff < backoff:
+        raise ConfigError(f"{where}.backoff_max_seconds: {max_backoff:g} is less than "
+                          f"backoff_seconds ({backoff:g})")
     return ChannelConfig(
         name=name,
         type=ctype,
@@ -270,12 +306,26 @@ def _channel(ch: Any, i: int, base: Path, environ: Mapping[str, str]) -> Channel
         kinds=tuple(kinds),
         ignore_fields=tuple(_strlist(ch, f"{where}.ignore_fields", [])),
         max_attempts=_int(ch, f"{where}.max_attempts", 8, lo=1, hi=1000),
-        backoff_seconds=_num(ch, f"{where}.backoff_seconds", 2.0, lo=0.0),
+        backoff_seconds=backoff,
         backoff_max_seconds=max_backoff,
         timeout_seconds=_num(ch, f"{where}.timeout_seconds", 10.0, lo=0.1),
         options=options,
         secrets=secrets,
+        missing=tuple(missing),
     )
+
+
+def _secret(environ: Mapping[str, str], var: str, key: str) -> tuple[str | None, str | None]:
+    """The value of the variable a `*_env` key names, or the error saying it is not set.
+    An empty value counts as not set: an empty webhook secret would send unsigned requests
+    without a word."""
+    if not var:
+        return None, None
+    value = environ.get(var)
+    if value:
+        return value, None
+    state = "is empty" if value is not None else "is not set"
+    return None, f"{key}: environment variable {var} {state}"
 
 
 # ---- small validators: each names the key in its error ----

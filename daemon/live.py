@@ -185,7 +185,8 @@ class LiveWorker:
             reason = "missing" if not os.path.isdir(root) else "suddenly empty (unmounted?)"
             self.service.folder_errors[root] = f"{root} is {reason}: {n} deletion(s) held"
             log.error("deletions_held", path=root, files=n, reason=reason,
-                      detail="statements are kept; a reconcile runs when the folder has files again")
+                      detail="statements are kept; a reconcile runs when the folder has files "
+                             "again")
         counts = self._process(present + gone)
         for path in paths:
             self.gone.pop(path, None)

@@ -63,9 +63,21 @@ def test_config_is_frozen(tmp_path: Path) -> None:
     ({"channels": [{"name": "a", "type": "webhook"}]}, "channels.a.url: required"),
     ({"channels": [{"name": "a", "type": "webhook", "url": "http://x", "kinds": ["big"]}]},
      "channels.a.kinds: unknown kind 'big'"),
-    ({"channels": [{"name": "a", "type": "webhook", "url": "http://x",
-                    "secret_env": "NOPE_SECRET"}]},
-     "channels.a.secret_env: environment variable NOPE_SECRET is not set"),
+    ({"channels": [{"name": "a", "type": "webhook", "url": "ftp://x"}]},
+     "channels.a.url: expected an http:// or https:// URL with a host"),
+    ({"channels": [{"name": "a", "type": "webhook", "url": "not a url"}]},
+     "channels.a.url: expected an http:// or https:// URL with a host"),
+    ({"channels": [{"name": "a", "type": "email", "host": "h", "port": 70000,
+                    "from": "r@example.org", "to": ["d@example.org"]}]},
+     "channels.a.port: must be between 1 and 65535, got 70000"),
+    ({"channels": [{"name": "a", "type": "email", "host": "h", "from": "nobody",
+                    "to": ["d@example.org"]}]}, "channels.a.from: 'nobody' is not an email"),
+    ({"channels": [{"name": "a", "type": "email", "host": "h", "from": "r@example.org",
+                    "to": ["Desk <d@example.org>", "desk"]}]},
+     "channels.a.to: 'desk' is not an email address"),
+    ({"channels": [{"name": "a", "type": "jsonl", "path": "x", "backoff_seconds": 60,
+                    "backoff_max_seconds": 10}]},
+     "channels.a.backoff_max_seconds: 10 is less than backoff_seconds (60)"),
     ({"channels": [{"name": "a", "type": "jsonl", "path": "x"},
                    {"name": "a", "type": "jsonl", "path": "y"}]}, "duplicate channel name"),
     ({"channels": [{"name": "a", "type": "pg_notify"}]}, "pg_notify needs a PostgreSQL"),
@@ -112,3 +124,59 @@ def test_config_check_says_what_it_would_watch(tmp_path: Path) -> None:
         "patterns: *.md *.txt",
         "channel: log (jsonl, immediate)",
     ]
+
+
+SECRET_CONFIG = ('[[channels]]\nname = "hook"\ntype = "webhook"\nurl = "http://127.0.0.1:9/"\n'
+                 'secret_env = "HOOK_SECRET"\n[serve]\ntoken_env = "SERVE_TOKEN"\n')
+
+
+@pytest.mark.parametrize(("environ", "state"), [({}, "is not set"),
+                                                ({"HOOK_SECRET": ""}, "is empty")])
+def test_a_missing_secret_stops_what_needs_it_and_nothing_else(
+        tmp_path: Path, environ: dict[str, str], state: str) -> None:
+    """A channel's secret missing from the environment (or empty: it would send unsigned)
+    is a configuration error, exit 2 naming the key, for `redline run`, `notify test` and
+    `config check`; the commands that only read the database work without it, as an
+    operator's shell without the service's secrets needs."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(SECRET_CONFIG)
+    env = {**environ, "SERVE_TOKEN": "t"}
+    message = f"redline: error: channels.hook.secret_env: environment variable HOOK_SECRET {state}"
+
+    def redline(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(cli, ["--config", str(cfg), *args], env=env)
+        return result.exit_code, result.output
+
+    for args in (["run"], ["notify", "test"], ["config", "check"]):
+        assert redline(*args) == (2, message + "\n"), args
+    assert redline("db", "upgrade")[0] == 0
+    for args in (["status"], ["events"], ["errors"], ["deliveries"], ["db", "current"]):
+        code, output = redline(*args)
+        assert code in (0, 1) and "HOOK_SECRET" not in output, (args, output)
+    assert redline("status", "--json")[0] == 0
+    # the secret set: nothing to complain about
+    env["HOOK_SECRET"] = "s"
+    assert redline("config", "check")[0] == 0
+
+
+def test_serve_refuses_to_start_without_its_token(tmp_path: Path) -> None:
+    """`serve` with token_env naming an unset or empty variable exits 2 instead of serving
+    without the token; the channels' secrets are not its business."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(SECRET_CONFIG)
+    for env in ({}, {"SERVE_TOKEN": ""}):
+        result = CliRunner().invoke(cli, ["--config", str(cfg), "serve"], env=env)
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("redline: error: serve.token_env: environment "
+                                        "variable SERVE_TOKEN is")
+
+
+def test_a_sender_is_never_made_without_its_secret(tmp_path: Path) -> None:
+    """Whatever path reaches it, a channel whose secret is missing makes no sender."""
+    from daemon.notify.channels import make_sender
+
+    cfg = parse_config({"channels": [{"name": "h", "type": "webhook", "url": "http://x/",
+                                      "secret_env": "HOOK_SECRET"}]}, tmp_path, {})
+    with pytest.raises(ConfigError, match="channels.h.secret_env: environment variable "
+                                          "HOOK_SECRET is not set"):
+        make_sender(cfg.channels[0])

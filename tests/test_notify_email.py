@@ -145,3 +145,19 @@ def test_unreachable_server_is_a_failure(tmp_path: Path) -> None:
     channel = _channel_config(tmp_path, port, starttls="false")
     with pytest.raises(DeliveryFailed, match=f"127.0.0.1:{port}: cannot connect"):
         EmailSender(channel).send(_test_message())
+
+
+def test_a_missing_smtp_extension_is_named_with_the_setting_to_change(tmp_path: Path) -> None:
+    """A server without STARTTLS, or without AUTH while a login is configured: the failure
+    says which setting to change, not the same hint for both."""
+    with SmtpReceiver() as smtp:  # plain: neither STARTTLS nor AUTH offered
+        tls = _channel_config(tmp_path, smtp.port, starttls="true")
+        with pytest.raises(DeliveryFailed, match=r"\(set starttls = false for a plain relay"):
+            EmailSender(tls).send(_test_message())
+        login = _channel_config(tmp_path, smtp.port, {"U": "editor", "P": "pa55"},
+                                starttls="false", username_env='"U"', password_env='"P"')
+        with pytest.raises(DeliveryFailed) as failed:
+            EmailSender(login).send(_test_message())
+        assert "AUTH" in str(failed.value) and "offers no login" in str(failed.value)
+        assert "starttls" not in str(failed.value)
+        assert smtp.messages == []

@@ -164,6 +164,7 @@ def config_check(app: App, as_json: bool) -> None:
       redline config check
     """
     config = app.config
+    config.require_secrets(channels=True, serve=True)  # what `run` and `serve` will need
     watch = config.watch
     report = {
         "config": str(config.path),

@@ -26,8 +26,10 @@ def run(app: App) -> None:
     """
     from daemon.service import run_daemon
 
-    def load() -> Config:
-        return load_config(find_config_path(app.config_path, app.environ), app.environ)
+    def load() -> Config:  # at start and at each SIGHUP
+        config = load_config(find_config_path(app.config_path, app.environ), app.environ)
+        config.require_secrets()  # the channels' secrets: the daemon sends
+        return config
 
     def logs(cfg: LogConfig) -> None:
         configure_logging(cfg.level, cfg.format)

@@ -35,6 +35,7 @@ def serve(app: App, host: str | None, port: int | None) -> None:
     from daemon.web.server import serve as run_server
 
     config = app.config
+    config.require_secrets(channels=False, serve=True)  # never serve open for want of a token
     configure_logging(config.log.level, config.log.format, sys.stdout)
     engine = read_only_engine(config.database.url)
     try:

@@ -63,7 +63,9 @@ def register_sender(channel_type: str, factory: SenderFactory) -> None:
 
 
 def make_sender(channel: ChannelConfig) -> Sender:
-    """The sender of one configured channel."""
+    """The sender of one configured channel (ConfigError if a secret it needs is not set:
+    never a webhook sent unsigned, or a login left out, for want of a variable)."""
+    channel.require_secrets()
     _load_builtin()
     try:
         factory = _FACTORIES[channel.type]

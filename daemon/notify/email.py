@@ -45,19 +45,25 @@ class EmailSender:
 
     def send(self, message: Message) -> None:
         msg = build_email(self.channel, message)
+        # what to change when the server lacks an extension, by the step that needed it
+        hint = ""
         try:
             with self._connect() as smtp:
                 if self.starttls:
+                    hint = " (set starttls = false for a plain relay)"
                     smtp.starttls(context=ssl.create_default_context())
                 if self.username:
+                    hint = (" (the server offers no login: leave out username_env and "
+                            "password_env, or use its TLS port)")
                     smtp.login(self.username, self.password or "")
+                hint = ""
                 refused = smtp.send_message(msg)
         except TimeoutError:
             raise DeliveryFailed(f"SMTP {self.host}:{self.port}: timed out",
                                  timed_out=True) from None
         except smtplib.SMTPNotSupportedError as exc:
-            raise DeliveryFailed(f"SMTP {self.host}:{self.port}: {_smtp_reason(exc)} "
-                                 "(set starttls = false for a plain relay)") from None
+            raise DeliveryFailed(f"SMTP {self.host}:{self.port}: {_smtp_reason(exc)}{hint}"
+                                 ) from None
         except smtplib.SMTPException as exc:
             raise DeliveryFailed(f"SMTP {self.host}:{self.port}: {_smtp_reason(exc)}") from None
         except ssl.SSLError as exc:
