@@ -119,3 +119,21 @@ def test_subject_names_kind_and_title() -> None:
     assert render.subject(Message("revised", "x", body)) == "[redline] revised: A title"
     test = Message("test", "x", {"channel": "desk", "message": "hi"})
     assert render.subject(test) == "[redline] TEST notification for channel desk"
+
+
+def test_times_are_whole_seconds_in_utc_as_spec_shows_them() -> None:
+    """occurred_at and the statement's times are `YYYY-MM-DDTHH:MM:SSZ` (SPEC §7's form,
+    the CLI's and the API's), whatever fraction of a second the database kept."""
+    from daemon.notify.payload import build_body
+
+    rev = {"number": 2, "title": "T", "body_text": "New words.", "source_url": "u",
+           "date": dt.date(2026, 1, 2),
+           "published_time": dt.datetime(2026, 1, 2, 3, 4, 5, 999_999,
+                                         tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+           "modified_time": None, "tags": ["a"]}
+    event = {**_event(), "occurred_at": dt.datetime(2026, 1, 2, 3, 4, 5, 123_456,
+                                                    tzinfo=dt.UTC)}
+    body = build_body(event, rev, {**rev, "number": 1, "body_text": "Old words."})
+    assert body["occurred_at"] == "2026-01-02T03:04:05Z"
+    assert body["statement"]["published_time"] == "2026-01-02T08:04:05Z"
+    assert body["statement"]["date"] == "2026-01-02"

@@ -26,11 +26,12 @@ _STATEMENT_FIELDS = ("source_url", "title", "date", "published_time", "modified_
 
 
 def iso(value: dt.datetime | dt.date | None) -> str | None:
-    """ISO 8601; UTC datetimes end in Z."""
+    """ISO 8601 as SPEC §7 shows it: UTC datetimes to the second, ending in Z (as the CLI's
+    --json and the web API give them; the database keeps the microseconds)."""
     if value is None:
         return None
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return value.isoformat()
 
 
