@@ -211,6 +211,21 @@ def test_a_database_upgraded_by_a_newer_redline_is_refused_clearly(
     engine.dispose()
 
 
+def test_db_current_on_a_mistyped_path_creates_nothing(tmp_path: Path) -> None:
+    """`redline db current` reads: on a SQLite path where no database is (a typo), it says
+    so (exit 1, one line) instead of creating an empty file and answering `none`."""
+    missing = tmp_path / "typo" / "redlin.db"
+    missing.parent.mkdir()
+    cfg = write_config(tmp_path, f"sqlite:///{missing}")
+    proc = subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg), "db",
+                           "current"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [f"redline: error: database {missing} does not exist "
+                                        "yet: run `redline ingest` or `redline db upgrade` "
+                                        "first"]
+    assert list(missing.parent.iterdir()) == []
+
+
 def test_large_text_compresses_with_lz4_on_postgresql(pg_url: str) -> None:
     """Revision and search text use lz4 where the server has it (0002); downgrade undoes it."""
     from alembic import command

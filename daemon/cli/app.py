@@ -32,19 +32,26 @@ class App:
     def config(self) -> Config:
         return load_config(find_config_path(self.config_path, self.environ), self.environ)
 
+    def require_database(self) -> None:
+        """Fail clearly when a SQLite database file is not there: a command that only reads
+        must not create an empty one (say, at a mistyped path)."""
+        import sqlalchemy as sa
+
+        url = self.config.database.url
+        path = sa.engine.make_url(url).database if url.startswith("sqlite") else None
+        if path and path != ":memory:" and not os.path.exists(path):
+            raise DatabaseError(f"database {path} does not exist yet: run `redline ingest` "
+                                "or `redline db upgrade` first")
+
     def engine(self, *, migrate_now: bool = True, readonly: bool = False) -> Engine:
         """The database engine; migrates first unless `auto_migrate = false`."""
-        import sqlalchemy as sa
 
         from daemon.store import migrate
         from daemon.store.engine import make_engine
 
         url = self.config.database.url
         if readonly:
-            path = sa.engine.make_url(url).database if url.startswith("sqlite") else None
-            if path and path != ":memory:" and not os.path.exists(path):
-                raise DatabaseError(f"database {path} does not exist yet: run `redline ingest` "
-                                    "or `redline db upgrade` first")
+            self.require_database()
         engine = make_engine(url, readonly=readonly)
         if migrate_now and not readonly:
             if self.config.database.auto_migrate:

@@ -42,6 +42,7 @@ def current(app: App) -> None:
     Example:
       redline db current
     """
+    app.require_database()
     engine = make_engine(app.config.database.url, readonly=True)
     have, want = migrate.current_revision(engine), migrate.head_revision(engine)
     if have == want:
