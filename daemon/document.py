@@ -133,8 +133,27 @@ def _load_yaml(front: str) -> dict[str, Any] | Rejection:
         return Rejection("invalid_yaml", f"front matter is not valid YAML{line}: {problem}")
     if not isinstance(meta, dict):
         return Rejection("front_matter_not_mapping", "front matter must be a mapping of "
-                         f"'key: value' lines, not {type(meta).__name__}")
+                         f"'key: value' lines, not {_yaml_kind(meta)}")
     return meta
+
+
+def _yaml_kind(value: Any) -> str:
+    """What a YAML value is, in a person's words (not Python's type names)."""
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return f"a number ({value!r})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (dt.date, dt.datetime)):
+        return f"a date ({value})"
+    if isinstance(value, str):
+        return f"a single text ({value[:40]!r})"
+    return type(value).__name__
 
 
 def _validate(meta: dict[str, Any], body: str) -> Document | Rejection:
@@ -146,8 +165,8 @@ def _validate(meta: dict[str, Any], body: str) -> Document | Rejection:
         if value is None or (isinstance(value, str) and not value.strip()):
             return Rejection("missing_field", f"required field {name!r} is missing or empty")
         if not isinstance(value, str):
-            return Rejection("invalid_field", f"field {name!r} must be text, got a "
-                             f"{type(value).__name__}")
+            return Rejection("invalid_field", f"field {name!r} must be text, not "
+                             f"{_yaml_kind(value)}")
     source_url = meta["source_url"].strip()
     if _SPACE_RE.search(source_url):
         return Rejection("invalid_field", f"source_url contains white space: {source_url!r}")

@@ -288,3 +288,13 @@ def test_ctrl_c_first_asks_to_stop_second_aborts() -> None:
         assert signal.getsignal(signal.SIGINT) is previous
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_the_summary_line_counts_one_file_in_the_singular() -> None:
+    """'1 file in …', not '1 files'."""
+    from daemon.cli.ingest import _summary
+    from daemon.survey import IngestCounts
+
+    assert _summary(IngestCounts(files=1, added=1), 0.04) == (
+        "1 file in 0.0 s: 1 added; 0 unchanged, 0 rejected")
+    assert _summary(IngestCounts(files=2, unchanged=2), 1.26).startswith("2 files in 1.3 s")

@@ -79,8 +79,11 @@ BILLION_LAUGHS = (
     ("just some text\n", "no_front_matter", "first line must be '---'"),
     ("", "no_front_matter", "no front matter"),
     ("---\ntitle: x\nsource_url: y\n", "unclosed_front_matter", "never closed"),
-    ("---\n- a\n- b\n---\nbody", "front_matter_not_mapping", "mapping"),
-    ("---\njust a string\n---\nbody", "front_matter_not_mapping", "mapping"),
+    ("---\n- a\n- b\n---\nbody", "front_matter_not_mapping", "mapping of 'key: value' "
+     "lines, not a list"),
+    ("---\njust a string\n---\nbody", "front_matter_not_mapping", "not a single text "
+     "('just a string')"),
+    ("---\n---\nbody", "front_matter_not_mapping", "lines, not empty"),  # not "NoneType"
     (BILLION_LAUGHS, "yaml_alias", "anchors or aliases"),
     ("---\nsource_url: !!python/object/apply:os.system ['true']\ntitle: t\n---\n", "yaml_tag",
      "tag"),
@@ -92,7 +95,8 @@ BILLION_LAUGHS = (
     ("---\nsource_url: u\ntitle: t\npublished_time: yesterday\n---\n", "invalid_time",
      "published_time"),
     ("---\nsource_url: u\ntitle: t\ndate: 2025-13-45\n---\n", "invalid_time", "date"),
-    ("---\nsource_url: u\ntitle: [a, b]\ndate: '2025-01-01'\n---\n", "invalid_field", "text"),
+    ("---\nsource_url: u\ntitle: [a, b]\ndate: '2025-01-01'\n---\n", "invalid_field",
+     "'title' must be text, not a list"),
     ("---\nsource_url: u\ntitle: t\ndate: '2025-01-01'\ntags: {a: 1}\n---\n", "invalid_field",
      "tags"),
 ])

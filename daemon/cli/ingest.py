@@ -84,7 +84,8 @@ def _report(counts: IngestCounts, elapsed: float, as_json: bool) -> None:
 def _summary(c: IngestCounts, elapsed: float) -> str:
     changes = ", ".join(f"{getattr(c, k)} {k}" for k in (
         "added", "revised", "metadata", "formatting", "deleted", "restored") if getattr(c, k))
-    return (f"{c.files} files in {elapsed:.1f} s: {changes or 'no changes'}; "
+    return (f"{c.files} file{'' if c.files == 1 else 's'} in {elapsed:.1f} s: "
+            f"{changes or 'no changes'}; "
             f"{c.unchanged} unchanged, {c.rejected} rejected")
 
 
