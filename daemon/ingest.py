@@ -67,19 +67,25 @@ class Ingestor:
 
     def process_paths(self, paths: Sequence[str],
                       stop: Callable[[], bool] | None = None,
-                      more: Callable[[], Sequence[str]] | None = None) -> IngestCounts:
+                      more: Callable[[], Sequence[str]] | None = None,
+                      leaving: Iterable[str] = ()) -> IngestCounts:
         """Look at these paths now: present ones first and oldest first (so a move is never
         a deletion, and the newest of several files carrying one URL wins). `stop` is asked
         between transactions; once it says yes, the paths not yet applied are left (to the
         next reconcile) and `counts.left` says how many. `more`, when given, is asked for
         further paths each time the reading runs out of them (the daemon's settled paths
         during a burst): they join the same stream, so reading never stops and starts
-        again between the batches of a burst; an empty answer ends the stream."""
+        again between the batches of a burst; an empty answer ends the stream. `leaving`
+        names paths known to be gone whose deletion is applied later (the daemon's
+        settling deletions): with the paths here that are gone, they tell a file moved
+        and re-addressed from a new statement (see `apply`)."""
         counts = IngestCounts()
         first = self._jobs(paths, with_known=True)
+        moves = self._moves([*(p for p, _max, _sha in first if not os.path.exists(p)),
+                             *leaving], len(first))
         if more is None:
             self._apply_stream(prepare_many(first), counts, stop=stop,
-                               total=lambda: len(first))
+                               total=lambda: len(first), moves=moves)
             return counts
         taken = [len(first)]
 
@@ -95,7 +101,7 @@ class Ingestor:
                 taken[0] += len(jobs)
 
         self._apply_stream(prepare_many(stream(), stream_size=len(first)), counts, stop=stop,
-                           total=lambda: taken[0])
+                           total=lambda: taken[0], moves=moves)
         return counts
 
     def _jobs(self, paths: Sequence[str], with_known: bool) -> list[Job]:
@@ -128,8 +134,9 @@ class Ingestor:
         jobs = [(f.path, self.watch.max_file_bytes, known.get(f.path, (None,) * 4)[3])
                 for f in found.todo]
         total = len(jobs) + len(found.gone)
+        moves = self._moves(found.gone, len(jobs))
         self._apply_stream(prepare_many(jobs), counts, found.gone, lambda: total, progress,
-                           stop)
+                           stop, moves)
         if counts.left:
             return counts
         if found.stale:
@@ -138,16 +145,25 @@ class Ingestor:
                     rejected_files.c.path.in_(found.stale)))
         return counts
 
+    def _moves(self, gone: list[str], arriving: int) -> dict[tuple[str, str], int]:
+        """Statements leaving with the `gone` paths, by their words, when files arrive in
+        the same pass (records.leaving_statements); nothing to look up otherwise."""
+        if not gone or not arriving:
+            return {}
+        with self.engine.connect() as conn:
+            return records.leaving_statements(conn, list(dict.fromkeys(gone)))
+
     # ---- applying ----------------------------------------------------------------------
 
     def _apply_stream(self, prepared: Generator[Prepared | None, None, None],
                       counts: IngestCounts, gone: Sequence[str] = (),
                       total: Callable[[], int] = lambda: 0,
                       progress: Callable[[int, int], None] | None = None,
-                      stop: Callable[[], bool] | None = None) -> None:
+                      stop: Callable[[], bool] | None = None,
+                      moves: dict[tuple[str, str], int] | None = None) -> None:
         """Apply files as they are read, in transactions of up to BATCH_FILES files or
         BATCH_SECONDS, or of what was read when the reading has nothing ready (None);
-        then the `gone` paths (deleted since the last pass)."""
+        then the `gone` paths (deleted since the last pass). `moves`: see `apply`."""
         done = 0
         batch: list[Prepared] = []
         started = time.monotonic()
@@ -162,24 +178,30 @@ class Ingestor:
                 if stop is not None and stop():
                     counts.left = total() - done
                     return
-                self._apply_batch(batch, counts)
+                self._apply_batch(batch, counts, moves)
                 done += len(batch)
                 batch = []
                 started = time.monotonic()
                 if progress:
                     progress(done, total())
         batch.extend(Prepared(p, None) for p in gone)
-        self._apply_batch(batch, counts)
+        self._apply_batch(batch, counts, moves)
         if progress:
             progress(total(), total())
 
-    def _apply_batch(self, batch: list[Prepared], counts: IngestCounts) -> None:
+    def _apply_batch(self, batch: list[Prepared], counts: IngestCounts,
+                     moves: dict[tuple[str, str], int] | None = None) -> None:
         if not batch:
             return
         attempt = 0
         while True:
             try:
-                outcomes, event_ids = self._apply_in_transaction(batch)
+                # a retried transaction starts from the moves as they were before it
+                left = dict(moves or {})
+                outcomes, event_ids = self._apply_in_transaction(batch, left)
+                if moves:
+                    moves.clear()
+                    moves.update(left)
                 break
             except sa.exc.DBAPIError as exc:
                 if is_transient(exc) and attempt < TRANSIENT_RETRIES:
@@ -194,7 +216,7 @@ class Ingestor:
                     raise
                 # isolate the file that failed: one transaction each
                 for item in batch:
-                    self._apply_batch([item], counts)
+                    self._apply_batch([item], counts, moves)
                 return
         Checkpointer.nudge_for(self.engine)
         for outcome in outcomes:
@@ -202,7 +224,9 @@ class Ingestor:
         if event_ids and self.on_commit:
             self.on_commit(event_ids)
 
-    def _apply_in_transaction(self, batch: list[Prepared]) -> tuple[list[str], list[int]]:
+    def _apply_in_transaction(self, batch: list[Prepared],
+                              moves: dict[tuple[str, str], int] | None = None,
+                              ) -> tuple[list[str], list[int]]:
         outcomes: list[str] = []
         with self.engine.begin() as conn:
             changes = records.ChangeSet(conn)
@@ -210,7 +234,7 @@ class Ingestor:
                              (p.version.source_url for p in batch if p.version))
             logged = []
             for item in batch:
-                kinds = self.apply(changes, item)
+                kinds = self.apply(changes, item, moves)
                 if item.stat is not None:
                     outcomes.append("files")
                 outcomes.extend(kinds)
@@ -226,8 +250,15 @@ class Ingestor:
                      reason=item.rejection.reason if item.rejection else None)
         return outcomes, [e.event_id for e in events]
 
-    def apply(self, changes: records.ChangeSet, item: Prepared) -> list[str]:
-        """Apply one prepared file to the batch's state; return its outcome kinds."""
+    def apply(self, changes: records.ChangeSet, item: Prepared,
+              moves: dict[tuple[str, str], int] | None = None) -> list[str]:
+        """Apply one prepared file to the batch's state; return its outcome kinds.
+
+        `moves` holds the statements whose every file is gone in this pass, by their words:
+        a new file with a URL no statement has and the same words as one of them is that
+        statement moved and re-addressed — a `metadata` revision changing `source_url`,
+        the old URL kept as an alias — not a deletion and an addition (SPEC §3). Each is
+        taken once."""
         now = self.clock()
         row = changes.file(item.path)
         if item.stat is None and item.rejection is None:
@@ -257,6 +288,8 @@ class Ingestor:
                 row.source_url != new.source_url and self._url_moved(changes, prev, new):
             changes.add_alias(prev, new.source_url)
             target = prev
+        if target is None and prev is None and moves:
+            target = self._moved_here(changes, moves, new)
         if target is None:
             head = changes.new_statement(new.source_url, new, item.sha256, item.path, now)
             changes.add_revision(head, Change("added", ()), new, item.sha256, item.path, now)
@@ -274,6 +307,16 @@ class Ingestor:
         if prev is not None and prev != head.statement_id:
             kinds += self._maybe_delete(changes, prev, now)
         return kinds or ["unchanged"]
+
+    @staticmethod
+    def _moved_here(changes: records.ChangeSet, moves: dict[tuple[str, str], int],
+                    new: Version) -> int | None:
+        """The leaving statement this new file is, re-addressed to its URL (see apply)."""
+        sid = moves.pop((new.title_key, new.body_key), None)
+        if sid is None or changes.head(sid).deleted:
+            return None
+        changes.add_alias(sid, new.source_url)
+        return sid
 
     def _url_moved(self, changes: records.ChangeSet, statement_id: int, new: Version) -> bool:
         """A file's source_url changed in place: the same statement when no other file

@@ -220,7 +220,10 @@ class LiveWorker:
                     return present
             return []
 
-        counts = ingestor.process_paths(todo, stop=stop, more=more if stream else None)
+        # the deletions still settling: a file among `todo` may be one of them moved and
+        # re-addressed (a new name and a new source_url at once), not a new statement
+        counts = ingestor.process_paths(todo, stop=stop, more=more if stream else None,
+                                        leaving=list(self.gone))
         if counts.left:
             log.warning("ingest_interrupted", left=counts.left,
                         detail="the rest is picked up by the next start's reconcile")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import html
+import json
 import os
 import re
 import shutil
@@ -176,6 +177,72 @@ def test_rename_move_delete_and_restore(engine: sa.Engine, sample: Path, tmp_pat
     assert kinds[:3] == ["added", "deleted", "restored"]
     deleted_at = q(engine, "SELECT deleted_at FROM current_statements ORDER BY statement_id")
     assert deleted_at[0][0] is None
+
+
+def _readdress(path: Path, new_path: Path, url: str) -> None:
+    """Move a statement file and change its source_url on the way (words untouched)."""
+    data = re.sub(rb"^source_url: .*$", f"source_url: {url}".encode(), path.read_bytes(),
+                  count=1, flags=re.M)
+    path.unlink()
+    new_path.write_bytes(data)
+
+
+@pytest.mark.parametrize("entry", ["scan", "process_paths", "leaving"])
+def test_a_file_moved_and_readdressed_at_once_is_a_metadata_revision(
+        engine: sa.Engine, sample: Path, tmp_path: Path, entry: str) -> None:
+    """A file renamed and given a new source_url between two looks, its words unchanged:
+    the same statement with a `metadata` revision changing source_url, the old URL still
+    findable — not `deleted` and `added`. Through a full pass, a live batch holding both
+    paths, and a live batch whose old path's deletion is still settling (`leaving`)."""
+    root = tmp_path / "w"
+    root.mkdir()
+    first, second = sorted((sample / "current").rglob("*.md"))[:2]
+    shutil.copy(first, root / "q.md")
+    shutil.copy(second, root / "other.md")  # the folder never becomes empty
+    ing = make(engine, root)
+    ing.scan()
+    old_url = q(engine, "SELECT source_url FROM current_statements ORDER BY statement_id")[0][0]
+    new_url = "https://example.org/readdressed/"
+    _readdress(root / "q.md", root / "q-moved.md", new_url)
+    if entry == "scan":
+        counts = ing.scan()
+    elif entry == "process_paths":
+        counts = ing.process_paths([str(root / "q-moved.md"), str(root / "q.md")])
+    else:
+        counts = ing.process_paths([str(root / "q-moved.md")], leaving=[str(root / "q.md")])
+        assert counts.metadata == 1 and counts.added == 0
+        counts = ing.process_paths([str(root / "q.md")])
+    assert (counts.added, counts.deleted) == (0, 0)
+    history = q(engine, """SELECT revision_number, kind, changed_fields, source_url
+                           FROM statement_revisions WHERE statement_id = (SELECT statement_id
+                           FROM current_statements WHERE source_url = :u)
+                           ORDER BY revision_number""", u=new_url)
+    assert [(r[0], r[1], r[3]) for r in history] == [(1, "added", old_url),
+                                                     (2, "metadata", new_url)]
+    fields = history[1][2]
+    assert (fields if isinstance(fields, list) else json.loads(fields)) == ["source_url"]
+    assert q(engine, "SELECT count(*) FROM current_statements")[0][0] == 2
+    assert {r[0] for r in q(engine, "SELECT url FROM statement_urls")} >= {old_url, new_url}
+    assert q(engine, "SELECT count(*) FROM files")[0][0] == 2
+
+
+def test_two_leaving_statements_with_the_same_words_are_not_guessed(
+        engine: sa.Engine, sample: Path, tmp_path: Path) -> None:
+    """Two statements with identical words both gone and one new file with those words and a
+    new URL: which one moved cannot be known, so it is an addition and two deletions."""
+    root = tmp_path / "w"
+    root.mkdir()
+    data = _first_sample(sample)
+    (root / "a.md").write_bytes(data)
+    (root / "b.md").write_bytes(re.sub(rb"^source_url: .*$", b"source_url: https://ex.org/b/",
+                                       data, count=1, flags=re.M))
+    shutil.copy(sorted((sample / "current").rglob("*.md"))[1], root / "other.md")
+    ing = make(engine, root)
+    ing.scan()
+    (root / "b.md").unlink()
+    _readdress(root / "a.md", root / "c.md", "https://ex.org/c/")
+    counts = ing.scan()
+    assert (counts.added, counts.deleted, counts.metadata) == (1, 2, 0)
 
 
 def test_missing_or_emptied_folder_is_an_error_not_a_mass_deletion(

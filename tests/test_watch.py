@@ -409,7 +409,10 @@ class Live:
         is ingested after every earlier event (inotify keeps order), then the worker is
         idle."""
         marker = f"marker{time.monotonic_ns()}"
-        (root / f"{marker}.md").write_text(doc(marker))
+        # words of its own: a new file with the words of a statement whose deletion is
+        # still settling would be taken for that statement moved and re-addressed
+        (root / f"{marker}.md").write_text(doc(marker, body=f"Marker {marker}.",
+                                               title=marker))
         self.wait_for(lambda: bool(self.revisions(marker)), "the marker to be ingested")
         assert self.service.wait_idle(TIMEOUT)
 
@@ -638,10 +641,11 @@ def test_a_database_error_mid_stream_holds_what_the_stream_took(
                         lambda reason, startup=False: reconciles.append(reason) or IngestCounts())
     calls: list[list[str]] = []
 
-    def fails_once(paths: list[str], stop: Any = None, more: Any = None) -> IngestCounts:
+    def fails_once(paths: list[str], stop: Any = None, more: Any = None,
+                   leaving: Any = ()) -> IngestCounts:
         calls.append(list(paths))
         if len(calls) > 1:
-            return real(paths, stop=stop, more=more)
+            return real(paths, stop=stop, more=more, leaving=leaving)
         (root / "late.md").write_text(doc("late"))  # settles while the stream is open
         assert more is not None, "a live batch is a stream"
         taken: list[str] = []
@@ -688,6 +692,29 @@ def test_watched_folder_removed_file_by_file_is_not_a_deletion(
     daemon.wait_for(lambda: "MISSING" in daemon.service.status_text(), "the missing report")
     assert daemon.service.wait_idle(TIMEOUT)
     assert daemon.deleted() == []
+
+
+def test_a_file_renamed_and_readdressed_at_once_is_one_metadata_revision(
+        live: tuple[Live, Path]) -> None:
+    """`mv s1.md s1b.md` and, within the debounce, its source_url rewritten in place (as
+    `sed -i` does: a new file renamed over it): the same statement, a `metadata` revision
+    changing source_url, the old URL kept — no `deleted`, no `added`."""
+    daemon, root = live
+    os.rename(root / "s1.md", root / "s1b.md")
+    tmp = root / ".sedXYZ"
+    tmp.write_text(doc("1b"))
+    os.rename(tmp, root / "s1b.md")
+    daemon.settle(root)
+    assert daemon.deleted() == []
+    assert daemon.q("""SELECT r.revision_number, r.kind, r.source_url
+                       FROM statement_revisions r JOIN current_statements c
+                       ON c.statement_id = r.statement_id WHERE c.source_url = :u
+                       ORDER BY r.revision_number""",
+                    u="https://www.whitehouse.gov/articles/2025/07/s1b/") == [
+        (1, "added", "https://www.whitehouse.gov/articles/2025/07/s1/"),
+        (2, "metadata", "https://www.whitehouse.gov/articles/2025/07/s1b/")]
+    assert daemon.q("SELECT count(*) FROM statement_urls WHERE url = :u",
+                    u="https://www.whitehouse.gov/articles/2025/07/s1/")[0][0] == 1
 
 
 def test_emptied_folder_filled_again_applies_only_the_real_deletion(

@@ -126,6 +126,35 @@ def _chunks(items: list[Any]) -> Iterable[list[Any]]:
         yield items[i:i + CHUNK]
 
 
+def leaving_statements(conn: Connection, gone: list[str]) -> dict[tuple[str, str], int]:
+    """The live statements every file of which is among the `gone` paths, by the words of
+    their head (title_key, body_key); words that two of them share are left out (which one
+    a new file would be is unknowable). A pass that meets a new file with a new URL and
+    these words has met one of them moved and re-addressed (SPEC §3)."""
+    in_gone: dict[int, int] = {}
+    for chunk in _chunks(gone):
+        for sid, n in conn.execute(sa.select(files.c.statement_id, sa.func.count()).where(
+                files.c.path.in_(chunk), files.c.statement_id.is_not(None))
+                .group_by(files.c.statement_id)):
+            in_gone[sid] = in_gone.get(sid, 0) + n
+    leaving = []
+    for chunk in _chunks(sorted(in_gone)):
+        leaving += [sid for sid, n in conn.execute(
+            sa.select(files.c.statement_id, sa.func.count()).where(
+                files.c.statement_id.in_(chunk)).group_by(files.c.statement_id))
+            if n == in_gone[sid]]
+    found: dict[tuple[str, str], int | None] = {}
+    for chunk in _chunks(leaving):
+        for r in conn.execute(sa.select(revisions).join(statements, sa.and_(
+                statements.c.id == revisions.c.statement_id,
+                statements.c.head_revision == revisions.c.number)).where(
+                statements.c.id.in_(chunk), statements.c.deleted_at.is_(None))):
+            version = version_from_row(r)
+            key = (version.title_key, version.body_key)
+            found[key] = None if key in found else r.statement_id
+    return {key: sid for key, sid in found.items() if sid is not None}
+
+
 @dataclass
 class ChangeSet:
     """The state and the pending writes of one batch of statement changes."""
