@@ -96,6 +96,22 @@ def _match(path: str, name: str, pattern: str) -> bool:
     return fnmatch.fnmatchcase(name, pattern)
 
 
+def stored_path(path: str) -> str:
+    """The path as the database stores it and a person reads it: `path` itself, except
+    when its bytes are not UTF-8 (Linux allows any bytes in a name; Python gives them as
+    surrogate escapes, which no database driver can send): then those bytes as \\xNN.
+    Used wherever a path goes to the database or is compared with a stored path; the
+    reader rejects such a file (bad_file_name) under this form. A name is checked for
+    ASCII first: a few dozen nanoseconds per file."""
+    if path.isascii():
+        return path
+    try:
+        path.encode()
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return path
+
+
 @dataclass(frozen=True)
 class FoundFile:
     path: str

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 
 from daemon.changes import Change, Version, classify_change
 from daemon.config import WatchConfig
-from daemon.files import PathFilter
+from daemon.files import PathFilter, stored_path
 from daemon.notify.outbox import DeliveryOutbox
 from daemon.reader import Job, Prepared, prepare_many
 from daemon.store import records
@@ -111,13 +111,15 @@ class Ingestor:
         return [(p, self.watch.max_file_bytes, known.get(p)) for p in wanted]
 
     def _known_hashes(self, paths: list[str]) -> dict[str, str]:
-        """The stored SHA-256 of these paths, in one query per 500 paths."""
+        """The stored SHA-256 of these paths, in one query per 500 paths (looked up by
+        their stored form, `stored_path`)."""
         found: dict[str, str] = {}
         with self.engine.connect() as conn:
             for i in range(0, len(paths), 500):
-                chunk = paths[i:i + 500]
-                found.update(conn.execute(sa.select(files.c.path, files.c.file_sha256)
-                                          .where(files.c.path.in_(chunk))).all())
+                names = {stored_path(p): p for p in paths[i:i + 500]}
+                found.update((names[p], sha) for p, sha in conn.execute(
+                    sa.select(files.c.path, files.c.file_sha256)
+                    .where(files.c.path.in_(list(names)))))
         return found
 
     # ---- full passes: `redline ingest` and reconcile ---------------------------------
@@ -131,8 +133,8 @@ class Ingestor:
             known, known_rejected = read_known(conn.exec_driver_sql)
         found = survey(self.watch, roots, known, known_rejected, self.accept)
         counts = found.counts
-        jobs = [(f.path, self.watch.max_file_bytes, known.get(f.path, (None,) * 4)[3])
-                for f in found.todo]
+        jobs = [(f.path, self.watch.max_file_bytes,
+                 known.get(stored_path(f.path), (None,) * 4)[3]) for f in found.todo]
         total = len(jobs) + len(found.gone)
         moves = self._moves(found.gone, len(jobs))
         self._apply_stream(prepare_many(jobs), counts, found.gone, lambda: total, progress,

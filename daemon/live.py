@@ -19,7 +19,7 @@ import sqlalchemy as sa
 import structlog
 
 from daemon.debounce import Batch
-from daemon.files import walk
+from daemon.files import stored_path, walk
 from daemon.ingest import IngestCounts
 from daemon.store.schema import files
 
@@ -126,7 +126,7 @@ class LiveWorker:
 
     def _known_under(self, folder: str) -> list[str]:
         assert self.service.engine is not None
-        prefix = folder.rstrip(os.sep) + os.sep
+        prefix = stored_path(folder.rstrip(os.sep) + os.sep)
         with self.service.engine.connect() as conn:
             return list(conn.execute(sa.select(files.c.path).where(
                 sa.func.substr(files.c.path, 1, len(prefix)) == prefix)).scalars())

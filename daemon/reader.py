@@ -27,6 +27,7 @@ from typing import Any
 
 from daemon.changes import Version
 from daemon.document import Rejection, parse_document
+from daemon.files import stored_path
 
 # A pass this large starts the worker; once started, any pass of WARM_MIN_FILES uses it.
 PARALLEL_MIN_FILES = 300
@@ -52,16 +53,21 @@ class Prepared:
 
 
 def prepare(path: str, max_bytes: int, known_sha: str | None = None) -> Prepared:
-    """Stat, read, hash and parse one file (pure of the database; safe in a worker)."""
+    """Stat, read, hash and parse one file (pure of the database; safe in a worker). The
+    result carries the path as stored (`stored_path`): a file whose name is not UTF-8 is
+    rejected under its printable form, unread."""
     started = time.monotonic()
+    name = stored_path(path)
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return Prepared(path, None, started=started)
+        return Prepared(name, None, started=started)
     except OSError as exc:
-        return Prepared(path, None, started=started, rejection=Rejection(
+        return Prepared(name, None, started=started, rejection=Rejection(
             "unreadable", f"cannot stat: {exc.strerror}"))
     stat = (st.st_size, st.st_mtime_ns, st.st_ino)
+    if name != path:
+        return Prepared(name, stat, started=started, rejection=_bad_name(path))
     if st.st_size > max_bytes:
         return Prepared(path, stat, started=started, rejection=Rejection(
             "too_large", f"file is {st.st_size:,} bytes, over the limit of {max_bytes:,} "
@@ -86,6 +92,15 @@ def prepare(path: str, max_bytes: int, known_sha: str | None = None) -> Prepared
     version = Version.from_document(parsed)
     version.word_count  # noqa: B018 - counted here, in the reader process, not by the writer
     return Prepared(path, stat, sha, version=version, started=started)
+
+
+def _bad_name(path: str) -> Rejection:
+    """A file whose path is not UTF-8: no database can store it, nor a person type it."""
+    base = os.path.basename(path)
+    what = "file" if stored_path(base) != base else "folder"
+    where = "the file name" if what == "file" else "a folder name on the file's path"
+    return Rejection("bad_file_name", f"{where} is not valid UTF-8 (each byte that is not "
+                     f"is shown as \\xNN in the path): rename the {what} to a UTF-8 name")
 
 
 def _prepare_chunk(jobs: list[Job]) -> list[Prepared]:

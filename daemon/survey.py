@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Config, WatchConfig
-from daemon.files import FoundFile, PathFilter, walk
+from daemon.files import FoundFile, PathFilter, stored_path, walk
 from daemon.store import SCHEMA_HEAD
 
 COUNT_KEYS = ("files", "added", "revised", "metadata", "formatting", "deleted", "restored",
@@ -90,34 +90,37 @@ def is_under(path: str, root: str) -> bool:
 def survey(watch: WatchConfig, roots: Sequence[str] | None, known: Known,
            known_rejected: KnownRejected, accept: PathFilter | None = None) -> Survey:
     """Walk `roots` (default: the watched folders) and sort what is found against the
-    stored records. A missing or suddenly empty root is a folder error, and its known files
-    are kept."""
+    stored records, by each path's stored form (`stored_path`). A missing or suddenly
+    empty root is a folder error, and its known files are kept."""
     accept = accept or PathFilter(watch.patterns, watch.ignore)
     counts = IngestCounts()
     found: list[FoundFile] = []
     healthy: list[str] = []
     for root in [os.path.abspath(r) for r in (roots or [str(p) for p in watch.paths])]:
+        name = stored_path(root)
         if not os.path.isdir(root):
             counts.folder_errors.append(
-                f"{root}: watched folder is missing or not a folder; its "
-                f"{_count_under(known, root)} known files are kept, not deleted")
+                f"{name}: watched folder is missing or not a folder; its "
+                f"{_count_under(known, name)} known files are kept, not deleted")
             continue
         listed = list(walk(root, accept, watch.recursive))
-        if not listed and any(is_under(p, root) for p in known):
+        if not listed and any(is_under(p, name) for p in known):
             counts.folder_errors.append(
-                f"{root}: watched folder is suddenly empty (unmounted?); its "
-                f"{_count_under(known, root)} known files are kept, not deleted")
+                f"{name}: watched folder is suddenly empty (unmounted?); its "
+                f"{_count_under(known, name)} known files are kept, not deleted")
             continue
-        healthy.append(root)
+        healthy.append(name)
         found.extend(listed)
-    seen = {f.path for f in found}
+    seen: set[str] = set()
     todo: list[FoundFile] = []
     for f in found:
+        path = stored_path(f.path)
+        seen.add(path)
         stat = (f.size, f.mtime_ns, f.inode)
-        if known.get(f.path, (None,))[:3] == stat:
+        if known.get(path, (None,))[:3] == stat:
             counts.files += 1
             counts.unchanged += 1
-        elif f.path in known_rejected and known_rejected[f.path] == stat:
+        elif path in known_rejected and known_rejected[path] == stat:
             counts.files += 1
             counts.rejected += 1
         else:

@@ -145,6 +145,40 @@ def test_a_no_change_ingest_answers_from_the_files_stat_alone(
         "files": n - 1, "unchanged": n - 1}
 
 
+def test_a_file_name_that_is_not_utf8_is_a_rejection_not_a_crash(
+        db_url: str, sample: Path, tmp_path: Path) -> None:
+    """A file whose name is not UTF-8 (any bytes are allowed on Linux) beside a good one:
+    the good one is ingested, the other is listed by `redline errors` under its name with
+    the bytes as \\xNN, and the ingest exits 3 without a traceback; so does the next one
+    (the quick answer on SQLite). Renamed, it is ingested and the rejection is gone."""
+    folder = tmp_path / "statements"
+    folder.mkdir()
+    good, other = sorted((sample / "current").rglob("*.md"))[:2]
+    shutil.copy(good, folder / "good.md")
+    bad = folder / os.fsdecode(b"bad\xff.md")
+    shutil.copy(other, bad)
+    cfg = write_config(tmp_path, db_url, [folder])
+    for counts, quick in (({"files": 2, "added": 1, "rejected": 1}, False),
+                          ({"files": 2, "unchanged": 1, "rejected": 1},
+                           db_url.startswith("sqlite"))):
+        code, out, err, imported = _ingest_process(cfg, "--json")
+        assert (code, err) == (3, ""), err
+        assert ("sqlalchemy" in imported) != quick
+        assert {k: v for k, v in json.loads(out).items() if v} == counts
+        errors = CliRunner().invoke(cli, ["--config", str(cfg), "errors"])
+        assert errors.exit_code == 0, errors.output
+        assert [line.split()[:2] for line in errors.output.splitlines()[1:]] == [
+            [f"{folder}/bad\\xff.md", "bad_file_name"]]
+        assert "not valid UTF-8" in errors.output and "rename the file" in errors.output
+    bad.rename(folder / "renamed.md")
+    code, out, err, _imported = _ingest_process(cfg, "--json")
+    assert (code, err) == (0, ""), err
+    assert {k: v for k, v in json.loads(out).items() if v} == {
+        "files": 2, "added": 1, "unchanged": 1}
+    errors = CliRunner().invoke(cli, ["--config", str(cfg), "errors"])
+    assert errors.output == "no rejected files\n"
+
+
 def test_the_quick_answer_equals_the_full_pass_or_leaves_it_the_work(
         sample: Path, tmp_path: Path) -> None:
     """quick_unchanged gives exactly the full pass's counts when nothing changed, and None

@@ -362,6 +362,73 @@ def test_vanishing_file_mid_scan_is_rejected_not_crashing(
     assert q(engine, "SELECT count(*) FROM ingest_errors")[0][0] == 0
 
 
+BAD_NAME = os.fsdecode(b"bad\xff.md")  # a name that is not UTF-8, as Python gives it
+BAD_FOLDER = os.fsdecode(b"dir\xfe")
+
+
+def _samples(sample: Path, n: int) -> list[bytes]:
+    return [p.read_bytes() for p in sorted((sample / "current").rglob("*.md"))[:n]]
+
+
+def _rejections(engine: sa.Engine) -> dict[str, sa.Row]:
+    return {r.path: r for r in q(engine, "SELECT path, reason, detail, first_seen_at, "
+                                         "last_seen_at FROM ingest_errors")}
+
+
+def test_a_name_that_is_not_utf8_is_rejected_and_renaming_it_ingests(
+        engine: sa.Engine, sample: Path, tmp_path: Path) -> None:
+    """Linux allows any bytes in a name; no database stores a name that is not UTF-8. Such
+    a file (or a file in such a folder) is rejected under its path with those bytes as
+    \\xNN, and the rest of the pass is ingested; the next pass counts it rejected again
+    without recording it anew; renamed, it is ingested and its rejection is gone."""
+    root = tmp_path / "w"
+    (root / BAD_FOLDER).mkdir(parents=True)
+    good, in_bad_name, in_bad_folder = _samples(sample, 3)
+    (root / "good.md").write_bytes(good)
+    (root / BAD_NAME).write_bytes(in_bad_name)
+    (root / BAD_FOLDER / "inside.md").write_bytes(in_bad_folder)
+    ing = make(engine, root)
+    assert ing.scan().as_dict() == IngestCounts(files=3, added=1, rejected=2).as_dict()
+    errors = _rejections(engine)
+    assert set(errors) == {f"{root}/bad\\xff.md", f"{root}/dir\\xfe/inside.md"}
+    by_name, by_folder = errors[f"{root}/bad\\xff.md"], errors[f"{root}/dir\\xfe/inside.md"]
+    assert by_name.reason == by_folder.reason == "bad_file_name"
+    assert by_name.detail.startswith("the file name is not valid UTF-8")
+    assert "rename the file" in by_name.detail and "rename the folder" in by_folder.detail
+    assert q(engine, "SELECT count(*) FROM statement_revisions")[0][0] == 1
+
+    assert ing.scan().as_dict() == IngestCounts(files=3, unchanged=1, rejected=2).as_dict()
+    assert _rejections(engine) == errors  # neither deleted as stale nor recorded anew
+
+    (root / BAD_NAME).rename(root / "renamed.md")
+    (root / BAD_FOLDER).rename(root / "dir")
+    assert ing.scan().as_dict() == IngestCounts(files=3, added=2, unchanged=1).as_dict()
+    assert _rejections(engine) == {}
+
+
+def test_process_paths_rejects_a_name_that_is_not_utf8(engine: sa.Engine, sample: Path,
+                                                       tmp_path: Path) -> None:
+    """The daemon's live entry point: such a path is rejected as in a full pass (its stored
+    hash looked up by its stored form), and the file's deletion clears the rejection."""
+    root = tmp_path / "w"
+    root.mkdir()
+    good, other = _samples(sample, 2)
+    bad = root / BAD_NAME
+    bad.write_bytes(other)
+    (root / "good.md").write_bytes(good)
+    ing = make(engine, root)
+    counts = ing.process_paths([str(bad), str(root / "good.md")])
+    assert counts.as_dict() == IngestCounts(files=2, added=1, rejected=1).as_dict()
+    assert [(r.path, r.reason) for r in q(engine, "SELECT path, reason FROM ingest_errors")
+            ] == [(f"{root}/bad\\xff.md", "bad_file_name")]
+    assert ing.process_paths([str(bad)]).as_dict() == IngestCounts(files=1,
+                                                                   rejected=1).as_dict()
+    assert ing.scan().as_dict() == IngestCounts(files=2, unchanged=1, rejected=1).as_dict()
+    bad.unlink()
+    assert ing.process_paths([str(bad)]).as_dict() == IngestCounts().as_dict()
+    assert _rejections(engine) == {}
+
+
 def test_duplicate_urls_newest_file_wins(engine: sa.Engine, sample: Path, tmp_path: Path
                                          ) -> None:
     """Two real files with one source_url make one statement whose text is the newest."""

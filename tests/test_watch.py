@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
@@ -564,6 +565,32 @@ def test_folder_moved_in_and_out(live: tuple[Live, Path], tmp_path: Path) -> Non
     daemon.settle(root)
     assert all(daemon.revisions(i) == [(1, "added"), (2, "deleted")] for i in range(10, 15))
     assert daemon.revisions(1) == [(1, "added")]
+
+
+def test_a_name_that_is_not_utf8_is_rejected_while_running(live: tuple[Live, Path],
+                                                           tmp_path: Path) -> None:
+    """A file whose name is not UTF-8 written while the daemon runs is rejected (listed
+    under its path with the bytes as \\xNN), not a failed batch; a folder of such a name
+    moved in and out again fails nothing either; renamed, the file is ingested and its
+    rejection is gone."""
+    daemon, root = live
+    bad = root / os.fsdecode(b"bad\xff.md")
+    folder = tmp_path / "outside" / os.fsdecode(b"dir\xfe")
+    with capture_logs() as logs:
+        bad.write_text(doc(20))
+        folder.mkdir(parents=True)
+        (folder / "s21.md").write_text(doc(21))
+        os.rename(folder, root / folder.name)
+        daemon.settle(root)
+        assert sorted(tuple(r) for r in daemon.errors()) == [
+            (f"{root}/bad\\xff.md", "bad_file_name"),
+            (f"{root}/dir\\xfe/s21.md", "bad_file_name")]
+        os.rename(root / folder.name, tmp_path / "outside" / "back")
+        bad.rename(root / "s20.md")
+        daemon.settle(root)
+    assert daemon.revisions(20) == [(1, "added")] and daemon.revisions(21) == []
+    assert f"{root}/bad\\xff.md" not in {r[0] for r in daemon.errors()}
+    assert [e for e in logs if e["log_level"] in ("error", "critical")] == []
 
 
 def test_delete_then_restore(live: tuple[Live, Path]) -> None:
