@@ -153,7 +153,7 @@ class Ingestor:
         if not gone or not arriving:
             return {}
         with self.engine.connect() as conn:
-            return records.leaving_statements(conn, list(dict.fromkeys(gone)))
+            return records.leaving_statements(conn, list(dict.fromkeys(map(stored_path, gone))))
 
     # ---- applying ----------------------------------------------------------------------
 
