@@ -19,6 +19,14 @@ _BLOCKS = {"Paragraph", "Heading", "Item", "BlockQuote", "CodeBlock", "TableRow"
            "DefinitionListDefinition", "MetadataBlock", "HtmlBlock"}
 # What the end of a tag writes; other tags write nothing.
 _END_TEXT = dict.fromkeys(_BLOCKS, "\n\n") | {"TableCell": " "}
+# Blocks whose start separates them from text before it. A tight list item's text is no
+# Paragraph (no Start/End of its own), so a block nested in it (a list, a code block, a
+# quote, a heading, raw HTML) follows that text with nothing between them: "- one\n    -
+# two" would read "onetwo". Paragraph and Item are left out: a Paragraph starts only after
+# a block's Start or End, an Item after its List's Start or the previous Item's End, so
+# they never follow text (and they are the commonest starts: the hot loop stays lean).
+_START_BLOCKS = frozenset({"List", "Heading", "BlockQuote", "CodeBlock", "HtmlBlock", "Table",
+                           "FootnoteDefinition", "DefinitionList", "MetadataBlock"})
 
 # Raw HTML tags that start a new line of text when rendered; other tags are inline.
 _BLOCK_TAGS = ("address|article|aside|blockquote|br|caption|dd|div|dl|dt|figcaption|figure|"
@@ -66,6 +74,7 @@ def markdown_to_text(markdown: str) -> str:
     append = out.append
     pending_html: list[str] = []
     end_text = _END_TEXT.get
+    start_blocks = _START_BLOCKS
     event: Any  # a str or a one-key dict (pyromark.event.Event), dispatched by hand
     # The hot loop (about 40 events per statement paragraph): the commonest events (SoftBreak,
     # Text, Start, End) take the fewest tests. Every event but Html/InlineHtml ends a run
@@ -92,7 +101,10 @@ def markdown_to_text(markdown: str) -> str:
         if pending_html and "Html" not in event and "InlineHtml" not in event:
             append(_html_text("".join(pending_html)))
             pending_html.clear()
-        if "Start" in event:  # only the end of a block writes anything
+        start = event.get("Start")
+        if start is not None:  # a block nested in a tight item: not run into its text
+            if (start if type(start) is str else next(iter(start))) in start_blocks:
+                append("\n\n")
             continue
         if "End" in event:
             end = event["End"]

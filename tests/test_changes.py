@@ -11,12 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.changes import Version, classify_change
+from daemon.changes import Change, Version, classify_change
 from daemon.diffs import summarize, unified_diff, word_diff
 from daemon.document import Document, parse_document
 from daemon.text import markdown_to_text, word_key
 
 FIXTURES = Path(__file__).parent / "fixtures" / "corpus"
+# a real chain kept apart from the sample (see fixtures/PROVENANCE.md): a list item un-nested
+NESTED_LIST = Path(__file__).parent / "fixtures" / "nested-list"
 
 
 def load(path: Path) -> Version:
@@ -163,15 +165,48 @@ def test_unified_diff_shows_paragraph_lines() -> None:
     assert "-old words\n+new words\n" in diff
 
 
-def test_expected_kinds_of_the_real_revision_sample() -> None:
+@pytest.mark.parametrize(("root", "minimum"), [
+    pytest.param(FIXTURES / "revisions", 40, id="sample"),
+    pytest.param(NESTED_LIST / "revisions", 1, id="nested-list"),
+])
+def test_expected_kinds_of_the_real_revision_sample(root: Path, minimum: int) -> None:
     """Every transition of the shipped real chains gets the kind read off by a person."""
-    root = FIXTURES / "revisions"
     index = list(csv.DictReader((root / "INDEX.tsv").open(), delimiter="\t"))
     files = {(r["orig_path"], int(r["version"])): root / r["version_file"] for r in index}
     expected = list(csv.DictReader((root / "EXPECTED.tsv").open(), delimiter="\t"))
-    assert len(expected) >= 40
+    assert len(expected) >= minimum
     for row in expected:
         key = (row["orig_path"], int(row["version"]))
         change = classify_change(load(files[(key[0], key[1] - 1)]), load(files[key]))
         kind = change.kind if change else None
         assert kind == row["expected_kind"], (row["orig_path"], row["version"], row["note"])
+
+
+@pytest.mark.parametrize(("nested", "flat"), [
+    pytest.param("- Parent item one.\n    - Child item two.\n",
+                 "- Parent item one.\n- Child item two.\n", id="bullet"),
+    pytest.param("1.  First\n    1.  Nested\n", "1.  First\n2.  Nested\n", id="ordered"),
+    pytest.param("Intro.\n\n-   **Lead:** text one.  \n    -   **Sub:** text two.\n",
+                 "Intro.\n\n-   **Lead:** text one.\n-   **Sub:** text two.\n", id="pandoc"),
+])
+def test_un_nesting_a_list_item_is_formatting(nested: str, flat: str) -> None:
+    """Moving a list item in or out of the item above it changes list markup only: the
+    words a reader sees are the same (SPEC §3), so it is `formatting` both ways, never
+    `revised` with an invented word diff ("one.Child" -> "one." "Child")."""
+    v = real_versions()[0]
+    old, new = edit_body(v, nested), edit_body(v, flat)
+    assert old.body_text == new.body_text
+    assert classify_change(old, new) == Change("formatting", ("body",))
+    assert classify_change(new, old) == Change("formatting", ("body",))
+
+
+def test_the_real_un_nesting_of_a_list_item_changes_no_word() -> None:
+    """The real case (fixtures/nested-list): v2 un-nests one list item and bumps
+    modified_time. Its word diff is empty, and the formerly joined words are two."""
+    root = NESTED_LIST / "revisions"
+    v1, v2 = (load(p) for p in sorted(root.rglob("v0*.md")))
+    assert classify_change(v1, v2) == Change("metadata", ("modified_time",))
+    assert "infrastructure.Climate" not in v1.body_text
+    assert "infrastructure.\n\nClimate Resilient Debt Clauses:" in v1.body_text
+    _ops, stats = word_diff(v1.title, v1.body_text, v2.title, v2.body_text)
+    assert (stats.paragraphs_changed, stats.words_added, stats.words_removed) == (0, 0, 0)

@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from daemon import query
 from daemon.config import WatchConfig
 from daemon.ingest import IngestCounts, Ingestor
 
@@ -100,6 +101,25 @@ def test_replaying_real_revision_chains_gives_the_expected_kinds(
                           ON r.statement_id = c.statement_id AND r.revision_number = c.to_revision
                         WHERE r.body_text LIKE '%1846%' AND c.kind = 'revised'""")
     assert rows and rows[0].words_added == 1 and rows[0].words_removed == 1
+
+
+def test_replaying_the_real_un_nesting_of_a_list_item_is_not_revised(
+        engine: sa.Engine, tmp_path: Path) -> None:
+    """The real chain of fixtures/nested-list: v2 moves a list item out of the sub-list of
+    the item above it (markup only) and bumps modified_time. It is recorded as metadata;
+    the nested item's first word is its own word in the stored text and in search."""
+    root = Path(__file__).parent / "fixtures" / "nested-list"
+    kinds = replay(engine, root, tmp_path)
+    assert sorted(kinds.values()) == ["added", "metadata"]
+    rows = q(engine, "SELECT kind, changed_fields, words_added, words_removed FROM change_log "
+                     "ORDER BY event_id")
+    assert [r.kind for r in rows] == ["added", "metadata"]
+    assert (rows[1].words_added, rows[1].words_removed) == (0, 0)
+    texts = [r[0] for r in q(engine, "SELECT body_text FROM statement_revisions "
+                                     "ORDER BY revision_number")]
+    assert all("infrastructure.\n\nClimate Resilient" in t for t in texts)
+    with engine.connect() as conn:
+        assert len(query.search(conn, '"infrastructure Climate Resilient Debt"')) == 1
 
 
 def test_source_url_rewrite_is_metadata_on_the_same_statement(

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from conftest import FIXTURES, search_index_drift, write_config
 
-from daemon import query
+from daemon import query, text
 from daemon.config import WatchConfig
 from daemon.document import parse_document
 from daemon.errors import DatabaseError
@@ -150,6 +150,86 @@ def test_0004_search_index_writes_one_segment_per_large_transaction_and_back(
         command.downgrade(cfg, "0003")
     settings, segments = segments_after_one_transaction()
     assert settings == {"hashsize": 1048576, "automerge": 4} and segments > 1
+    engine.dispose()
+
+
+NESTED_CHAIN = (FIXTURES / "nested-list" / "revisions" / "statements-releases" / "2023-06" /
+                "2023-06-08-fact-sheet-vice-president-harris-announces-new-initiatives-to-"
+                "strengthen-u-s-caribbean-partnership")
+ORDERED = """---
+date: '2026-12-01'
+source_url: https://example.org/ordered/
+title: Ordered lists
+---
+1.  First
+    1.  Nested
+"""
+
+
+def test_0005_rerenders_text_the_old_renderer_joined(db_url: str, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database at 0004 holds the old renderer's text, in which a list nested under a
+    tight item ran into the item ("infrastructure.Climate", "FirstNested": no search finds
+    "Nested"). 0005 renders it again: the stored text and the search index are the
+    current renderer's, and re-ingesting the same words makes no revision (an ingest that
+    parses the file again, CRLF, compares it with the stored head) while the real
+    un-nesting is metadata, not revised."""
+    from alembic import command
+
+    engine = make_engine(db_url)
+    cfg = migrate._alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0004")
+    folder = tmp_path / "statements"
+    folder.mkdir()
+    real, ordered = folder / "caribbean.md", folder / "ordered.md"
+    versions = sorted(NESTED_CHAIN.glob("v0*.md"))
+    real.write_bytes(versions[0].read_bytes())
+    ordered.write_text(ORDERED)
+    ingestor = Ingestor(engine, WatchConfig(paths=(folder,)))
+    with monkeypatch.context() as m:  # written the old way: no block start separates
+        m.setattr(text, "_START_BLOCKS", frozenset())
+        assert ingestor.scan().added == 2
+
+    def stored(column: str = "body_text") -> dict[str, str]:
+        with engine.connect() as conn:
+            return dict(conn.execute(sa.text(
+                f"SELECT source_url, {column} FROM current_statements")).all())
+
+    def hits(words: str) -> int:
+        with engine.connect() as conn:
+            return len(query.search(conn, words))
+
+    before = stored()
+    assert before["https://example.org/ordered/"] == "FirstNested"
+    assert sum("infrastructure.Climate Resilient" in t for t in before.values()) == 1
+    assert hits("Nested") == 0
+    assert migrate.upgrade(engine) == migrate.SCHEMA_HEAD == "0005"
+    after = stored()
+    assert after == {url: markdown_to_text(body) for url, body in stored("body").items()}
+    assert after["https://example.org/ordered/"] == "First\n\nNested"
+    assert sum("infrastructure.\n\nClimate Resilient" in t for t in after.values()) == 1
+    assert hits("Nested") == 1 and hits('"First Nested"') == 1
+    assert hits('"infrastructure Climate Resilient Debt"') == 1
+    with engine.connect() as conn:
+        assert search_index_drift(conn) == []
+
+    def revisions() -> int:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT count(*) FROM revisions")).scalar_one()
+
+    assert ingestor.scan().unchanged == 2 and revisions() == 2
+    for f in (real, ordered):  # other bytes, the same parsed values: read and compared
+        f.write_bytes(f.read_bytes().replace(b"\n", b"\r\n"))
+    counts = ingestor.scan()
+    assert (counts.unchanged, counts.revised, counts.formatting) == (2, 0, 0)
+    assert revisions() == 2
+    real.write_bytes(versions[1].read_bytes())
+    counts = ingestor.scan()
+    assert (counts.metadata, counts.revised) == (1, 0)
+    with engine.connect() as conn:
+        assert search_index_drift(conn) == []
     engine.dispose()
 
 

@@ -69,6 +69,30 @@ def test_markdown_to_text_examples(md: str, expected: str) -> None:
     assert markdown_to_text(md) == expected
 
 
+@pytest.mark.parametrize(("md", "expected"), [
+    pytest.param("- Parent item one.\n    - Child item two.\n",
+                 "Parent item one.\n\nChild item two.", id="bullet-list"),
+    pytest.param("1.  First\n    1.  Nested\n", "First\n\nNested", id="ordered-list"),
+    pytest.param("- a\n    - b\n        - c\n    - d\n- e\n", "a\n\nb\n\nc\n\nd\n\ne",
+                 id="three-levels"),
+    pytest.param("- a\n  ```\n  code\n  ```\n", "a\n\ncode", id="code-block"),
+    pytest.param("- a\n  > quoted\n", "a\n\nquoted", id="block-quote"),
+    pytest.param("- a\n  # Head\n", "a\n\nHead", id="heading"),
+    pytest.param("- a\n  <details>x</details>\n", "a\n\nx", id="html-block"),
+    pytest.param("- a\n  <script>x</script>\n", "a\n\nx", id="html-block-script"),
+    # unchanged: a loose item's text is a Paragraph, whose end always separated it
+    pytest.param("- a\n\n    - b\n", "a\n\nb", id="loose"),
+    # and a block's start inside a paragraph's words writes nothing
+    pytest.param("a *b* [c](http://x/) ![d](i.png) **e**", "a b c d e", id="inline-starts"),
+])
+def test_a_block_nested_in_a_tight_list_item_is_not_run_into_its_text(
+        md: str, expected: str) -> None:
+    """A tight list item's text has no Paragraph events: a block nested under it (a list, a
+    code block, a quote, a heading, raw HTML) followed that text with nothing between them,
+    and "- one.\n    - Two" read "one.Two": a word no reader sees. It is its own paragraph."""
+    assert markdown_to_text(md) == expected
+
+
 def real_texts(sample: Path) -> list[tuple[Path, str]]:
     """Each statement of the real sample (every revision too) with its rendered text."""
     texts = []
