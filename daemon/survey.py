@@ -27,7 +27,7 @@ COUNT_KEYS = ("files", "added", "revised", "metadata", "formatting", "deleted", 
               "unchanged", "rejected")
 
 Known = dict[str, tuple[int, int, int, str]]  # path -> size, mtime_ns, inode, sha256
-KnownRejected = dict[str, tuple[int, int, int]]  # path -> size, mtime_ns, inode
+KnownRejected = dict[str, tuple[int, int, int, str]]  # path -> size, mtime_ns, inode, reason
 
 
 def read_known(execute: Callable[[str], Iterable[Sequence[Any]]]) -> tuple[Known,
@@ -37,8 +37,8 @@ def read_known(execute: Callable[[str], Iterable[Sequence[Any]]]) -> tuple[Known
     quick answer. Rows unpacked: twice as fast as by name."""
     known = {path: (size, mtime, inode, sha) for path, size, mtime, inode, sha in
              execute("SELECT path, size, mtime_ns, inode, file_sha256 FROM files")}
-    rejected = {path: (size, mtime, inode) for path, size, mtime, inode in
-                execute("SELECT path, size, mtime_ns, inode FROM rejected_files")}
+    rejected = {path: (size, mtime, inode, reason) for path, size, mtime, inode, reason in
+                execute("SELECT path, size, mtime_ns, inode, reason FROM rejected_files")}
     return known, rejected
 
 
@@ -99,15 +99,13 @@ def survey(watch: WatchConfig, roots: Sequence[str] | None, known: Known,
     for root in [os.path.abspath(r) for r in (roots or [str(p) for p in watch.paths])]:
         name = stored_path(root)
         if not os.path.isdir(root):
-            counts.folder_errors.append(
-                f"{name}: watched folder is missing or not a folder; its "
-                f"{_count_under(known, name)} known files are kept, not deleted")
+            counts.folder_errors.append(f"{name}: watched folder is missing or not a folder"
+                                        f"{_kept(known, name)}")
             continue
         listed = list(walk(root, accept, watch.recursive))
         if not listed and any(is_under(p, name) for p in known):
-            counts.folder_errors.append(
-                f"{name}: watched folder is suddenly empty (unmounted?); its "
-                f"{_count_under(known, name)} known files are kept, not deleted")
+            counts.folder_errors.append(f"{name}: watched folder is suddenly empty "
+                                        f"(unmounted?){_kept(known, name)}")
             continue
         healthy.append(name)
         found.extend(listed)
@@ -120,7 +118,9 @@ def survey(watch: WatchConfig, roots: Sequence[str] | None, known: Known,
         if known.get(path, (None,))[:3] == stat:
             counts.files += 1
             counts.unchanged += 1
-        elif path in known_rejected and known_rejected[path] == stat:
+        elif path in known_rejected and known_rejected[path][:3] == stat and not (
+                # a file too large for the limit of its day, now within a raised one
+                known_rejected[path][3] == "too_large" and f.size <= watch.max_file_bytes):
             counts.files += 1
             counts.rejected += 1
         else:
@@ -133,8 +133,12 @@ def survey(watch: WatchConfig, roots: Sequence[str] | None, known: Known,
     return Survey(counts, todo, gone, stale)
 
 
-def _count_under(known: Known, root: str) -> int:
-    return sum(1 for p in known if is_under(p, root))
+def _kept(known: Known, root: str) -> str:
+    """What a folder error keeps: '; its 3 known files are kept, not deleted'."""
+    n = sum(1 for p in known if is_under(p, root))
+    if not n:
+        return ""  # a folder never seen: nothing to keep
+    return f"; its {n} known {'file is' if n == 1 else 'files are'} kept, not deleted"
 
 
 def quick_unchanged(config: Config, roots: list[str] | None = None) -> IngestCounts | None:

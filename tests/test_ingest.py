@@ -272,15 +272,49 @@ def test_missing_or_emptied_folder_is_an_error_not_a_mass_deletion(
     shutil.copytree(sample / "current", root)
     make(engine, root).scan()
     n = q(engine, "SELECT count(*) FROM current_statements WHERE deleted_at IS NULL")[0][0]
+    n_files = q(engine, "SELECT count(*) FROM files")[0][0]
     moved = tmp_path / "elsewhere"
     root.rename(moved)
     counts = make(engine, root).scan()
-    assert counts.deleted == 0 and counts.folder_errors and "missing" in counts.folder_errors[0]
+    assert counts.deleted == 0 and counts.folder_errors == [
+        f"{root}: watched folder is missing or not a folder; its {n_files} known files are "
+        "kept, not deleted"]
     root.mkdir()
     counts = make(engine, root).scan()
-    assert counts.deleted == 0 and "suddenly empty" in counts.folder_errors[0]
+    assert counts.deleted == 0 and counts.folder_errors == [
+        f"{root}: watched folder is suddenly empty (unmounted?); its {n_files} known files "
+        "are kept, not deleted"]
     assert q(engine, "SELECT count(*) FROM current_statements WHERE deleted_at IS NULL"
              )[0][0] == n
+    # a folder never seen has nothing to keep, and says nothing about it
+    never = tmp_path / "never"
+    assert make(engine, never).scan().folder_errors == [
+        f"{never}: watched folder is missing or not a folder"]
+
+
+def test_a_file_too_large_is_taken_once_the_limit_is_raised(
+        engine: sa.Engine, sample: Path, tmp_path: Path) -> None:
+    """A file rejected as too large is read again, unchanged, once `max_file_bytes` is
+    raised above its size (by the full pass and by the quick no-change answer alike);
+    within the old limit it stays rejected without being read."""
+    from daemon.survey import read_known, survey
+
+    root = tmp_path / "w"
+    root.mkdir()
+    data = _first_sample(sample)
+    (root / "big.md").write_bytes(data)
+    small, large = (Ingestor(engine, WatchConfig(paths=(root,), max_file_bytes=limit))
+                    for limit in (1024, len(data) + 10))
+    assert small.scan().rejected == 1
+    again = small.scan()
+    assert (again.rejected, again.added) == (1, 0)
+    with engine.connect() as conn:
+        known, rejected = read_known(conn.exec_driver_sql)
+    assert [f.path for f in survey(large.watch, None, known, rejected).todo] == [
+        str(root / "big.md")]
+    counts = large.scan()
+    assert (counts.rejected, counts.added) == (0, 1)
+    assert q(engine, "SELECT count(*) FROM ingest_errors")[0][0] == 0
 
 
 BAD_FILES = {
