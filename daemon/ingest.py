@@ -126,12 +126,13 @@ class Ingestor:
 
     def scan(self, roots: Iterable[str] | None = None,
              progress: Callable[[int, int], None] | None = None,
-             stop: Callable[[], bool] | None = None) -> IngestCounts:
+             stop: Callable[[], bool] | None = None, empty_ok: bool = False) -> IngestCounts:
         """One pass over the watched folders: ingest what changed, notice what is gone.
-        `stop` is asked between transactions, as in process_paths."""
+        `stop` is asked between transactions, as in process_paths; `empty_ok`: see
+        survey."""
         with self.engine.connect() as conn:
             known, known_rejected = read_known(conn.exec_driver_sql)
-        found = survey(self.watch, roots, known, known_rejected, self.accept)
+        found = survey(self.watch, roots, known, known_rejected, self.accept, empty_ok)
         counts = found.counts
         jobs = [(f.path, self.watch.max_file_bytes,
                  known.get(stored_path(f.path), (None,) * 4)[3]) for f in found.todo]

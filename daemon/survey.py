@@ -88,10 +88,13 @@ def is_under(path: str, root: str) -> bool:
 
 
 def survey(watch: WatchConfig, roots: Sequence[str] | None, known: Known,
-           known_rejected: KnownRejected, accept: PathFilter | None = None) -> Survey:
+           known_rejected: KnownRejected, accept: PathFilter | None = None,
+           empty_ok: bool = False) -> Survey:
     """Walk `roots` (default: the watched folders) and sort what is found against the
     stored records, by each path's stored form (`stored_path`). A missing or suddenly
-    empty root is a folder error, and its known files are kept."""
+    empty root is a folder error, and its known files are kept — unless `empty_ok` says
+    an empty root really was emptied (`redline ingest --confirm-empty`): its files are
+    then gone like any others."""
     accept = accept or PathFilter(watch.patterns, watch.ignore)
     counts = IngestCounts()
     found: list[FoundFile] = []
@@ -103,7 +106,7 @@ def survey(watch: WatchConfig, roots: Sequence[str] | None, known: Known,
                                         f"{_kept(known, name)}")
             continue
         listed = list(walk(root, accept, watch.recursive))
-        if not listed and any(is_under(p, name) for p in known):
+        if not listed and not empty_ok and any(is_under(p, name) for p in known):
             counts.folder_errors.append(f"{name}: watched folder is suddenly empty "
                                         f"(unmounted?){_kept(known, name)}")
             continue

@@ -89,6 +89,33 @@ def test_missing_folder_exits_1_and_deletes_nothing(sample: Path, tmp_path: Path
     assert "watched folder is missing" in out
 
 
+def test_the_last_file_of_a_folder_is_withdrawn_with_confirm_empty(
+        db_url: str, sample: Path, tmp_path: Path) -> None:
+    """Removing the last files of a watched folder looks like an unmount: exit 1, nothing
+    deleted. `--confirm-empty` records them deleted; afterwards the empty folder is no
+    error. A missing folder stays an error even then."""
+    folder, other = tmp_path / "withdrawn", tmp_path / "other"
+    folder.mkdir()
+    other.mkdir()
+    first, second = sorted((sample / "current").rglob("*.md"))[:2]
+    shutil.copy(first, folder / "last.md")
+    shutil.copy(second, other / "o.md")
+    cfg = write_config(tmp_path, db_url, [folder, other])
+    assert run(cfg, "--json")[0] == 0
+    (folder / "last.md").unlink()
+    code, out = run(cfg, "--json")
+    assert code == 1 and json.loads(out.split("\nredline: error")[0])["deleted"] == 0
+    assert "suddenly empty" in out
+    code, out = run(cfg, "--json", "--confirm-empty")
+    assert code == 0 and json.loads(out)["deleted"] == 1
+    code, out = run(cfg, "--json")  # the empty folder is no error any more
+    assert code == 0 and json.loads(out)["unchanged"] == 1 and json.loads(out)["deleted"] == 0
+    shutil.rmtree(other)
+    code, out = run(cfg, "--json", "--confirm-empty")
+    assert code == 1 and "watched folder is missing" in out
+    assert json.loads(out.split("\nredline: error")[0])["deleted"] == 0
+
+
 def _ingest_process(cfg: Path, *args: str) -> tuple[int, str, str, set[str]]:
     """`redline ingest` as a user runs it: exit status, stdout, stderr, and the names of
     the modules it imported (python -X importtime)."""

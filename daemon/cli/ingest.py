@@ -19,17 +19,24 @@ from daemon.survey import IngestCounts, quick_unchanged
 @click.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@click.option("--confirm-empty", is_flag=True,
+              help="A watched folder (or folder PATH) that is empty was emptied on purpose: "
+                   "record its statements deleted instead of reporting it.")
 @click.pass_obj
-def ingest(app: App, paths: tuple[str, ...], as_json: bool) -> None:
+def ingest(app: App, paths: tuple[str, ...], as_json: bool, confirm_empty: bool) -> None:
     """One pass over the watched folders (or PATHs): record every change.
 
     Exit status: 0 all ingested, 1 a folder is missing or emptied, 3 some files were
     rejected (see `redline errors`); Ctrl-C stops after a whole transaction with 1.
 
+    An empty watched folder is taken for an unmounted one and deletes nothing; after
+    removing the last files of a folder on purpose, confirm it with --confirm-empty.
+
     \b
     Example:
       redline ingest --json
       redline ingest seeds/briefings-statements
+      redline ingest --confirm-empty seeds/withdrawn
     """
     config = app.config
     started = time.monotonic()
@@ -40,7 +47,7 @@ def ingest(app: App, paths: tuple[str, ...], as_json: bool) -> None:
         raise WatchedFolderError(f"{missing[0]}: no such file or folder")
     # nothing changed since the last pass (told from the files' stat and the stored records,
     # without loading the database layer): the counts, as the full pass would give them
-    quick = None if singles else quick_unchanged(config, dirs or None)
+    quick = None if singles or confirm_empty else quick_unchanged(config, dirs or None)
     if quick is not None:
         _report(quick, time.monotonic() - started, as_json)
         return
@@ -57,7 +64,7 @@ def ingest(app: App, paths: tuple[str, ...], as_json: bool) -> None:
             counts.merge(ingestor.process_paths(singles, stop=ctrl_c.pressed.is_set))
         if (dirs or not paths) and not ctrl_c.pressed.is_set():
             counts.merge(ingestor.scan(dirs or None, progress=progress,
-                                       stop=ctrl_c.pressed.is_set))
+                                       stop=ctrl_c.pressed.is_set, empty_ok=confirm_empty))
     if ctrl_c.pressed.is_set():
         click.echo("redline: interrupted after a whole transaction; the next ingest takes "
                    "up the rest", err=True)
