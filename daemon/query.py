@@ -74,6 +74,24 @@ def iso(value: Any) -> Any:
     return value
 
 
+# Ids are 64-bit signed integers on both databases: a larger number names no statement
+# (and would not even fit in a query parameter).
+MAX_ID = 2**63 - 1
+_WHOLE = re.compile(r"[0-9]+")
+
+
+def whole_number(text: str) -> int | None:
+    """The value of a string of ASCII digits, else None (`str.isdigit` also accepts `²`,
+    which `int` refuses)."""
+    return int(text) if _WHOLE.fullmatch(text) else None
+
+
+def _known_id(statement_id: int) -> int:
+    if not 1 <= statement_id <= MAX_ID:
+        raise NotFound(f"no statement with id {statement_id}")
+    return statement_id
+
+
 def _row(row: Any, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
     m = row._mapping
     return {k: iso(m[k]) for k in (keys or tuple(m.keys()))}
@@ -94,9 +112,10 @@ def resolve_statement(conn: Connection, ref: str) -> int:
                            {"u": url}).scalar()
         if sid is not None:
             return int(sid)
-    if ref.isdigit():
+    number = whole_number(ref)
+    if number is not None:
         sid = conn.execute(sa.text("SELECT id FROM statements WHERE id = :i"),
-                           {"i": int(ref)}).scalar()
+                           {"i": _known_id(number)}).scalar()
         if sid is not None:
             return int(sid)
         raise NotFound(f"no statement with id {ref}")
@@ -108,6 +127,7 @@ def statement_summary(conn: Connection, statement_id: int) -> dict[str, Any]:
     keys = ("statement_id", "source_url", "title", "date", "published_time", "modified_time",
             "tags", "revision_number", "revision_count", "first_seen_at", "last_changed_at",
             "deleted_at")
+    statement_id = _known_id(statement_id)
     row = conn.execute(sa.select(*(_current.c[k] for k in keys))
                        .where(_current.c.statement_id == statement_id)).first()
     if row is None:
@@ -127,6 +147,7 @@ _HISTORY_KEYS = ("revision_number", "kind", "changed_fields", "observed_at", "ti
 
 def history(conn: Connection, statement_id: int) -> list[dict[str, Any]]:
     """Every revision of a statement, oldest first, with its event's summary and counts."""
+    statement_id = _known_id(statement_id)
     r, c = _revisions, _change_log
     q = (sa.select(*(r.c[k] for k in _HISTORY_KEYS), c.c.event_id, c.c.summary,
                    c.c.words_added, c.c.words_removed)
@@ -152,10 +173,10 @@ def _revision_meta(conn: Connection, statement_id: int, number: int) -> dict[str
 def _parse_rev(value: int | str | None, name: str) -> int | None:
     if value is None:
         return None
-    text = str(value).strip().lstrip("rR")
-    if not text.isdigit() or int(text) < 1:
+    number = whole_number(str(value).strip().lstrip("rR"))
+    if number is None or number < 1:
         raise UsageError(f"{name} must be a revision number (1, 2, ...), not {value!r}")
-    return int(text)
+    return number
 
 
 def pick_revisions(head: int, from_rev: int | str | None, to_rev: int | str | None,
@@ -178,6 +199,7 @@ def diff(conn: Connection, statement_id: int, from_rev: int | str | None = None,
          to_rev: int | str | None = None) -> dict[str, Any]:
     """The diff between two revisions (default: the last two): metadata changes, a unified
     diff and a word diff of title and text."""
+    statement_id = _known_id(statement_id)
     head = conn.execute(sa.text("SELECT head_revision FROM statements WHERE id = :i"),
                         {"i": statement_id}).scalar()
     if head is None:
@@ -312,33 +334,38 @@ def search(conn: Connection, text: str, limit: int | str = 20, offset: int = 0
 
 
 def _bounded(value: int | str, name: str, top: int = 10_000) -> int:
-    text = str(value).strip()
-    if not text.isdigit() or not 1 <= int(text) <= top:
+    number = whole_number(str(value).strip())
+    if number is None or not 1 <= number <= top:
         raise UsageError(f"{name} must be a whole number from 1 to {top}, not {value!r}")
-    return int(text)
+    return number
 
 
 # --- the change log, errors and status ----------------------------------------------------
 
-_SINCE_RE = re.compile(r"^(\d+)\s*([mhdw])$")
+_SINCE_RE = re.compile(r"^([0-9]+)\s*([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
     """A point in time from `2026-02-03`, `2026-02-03T16:44:17Z` (no zone = UTC) or an age
-    such as `30m`, `12h`, `7d`, `2w`."""
+    such as `30m`, `12h`, `7d`, `2w`; a time outside the years 1 to 9999 (UTC) is a
+    UsageError, not an OverflowError."""
     value = text.strip()
     m = _SINCE_RE.match(value.lower())
-    if m:
-        now = now or dt.datetime.now(dt.UTC)
-        return now - dt.timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
     try:
-        when = dt.datetime.fromisoformat(value.replace(" ", "T", 1) if len(value) > 10
-                                         else value)
-    except ValueError:
-        raise UsageError(f"since {text!r} is not a time: use e.g. 2026-02-03, "
-                         "2026-02-03T16:44:17Z or 7d, 12h, 30m") from None
-    return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+        if m:
+            now = now or dt.datetime.now(dt.UTC)
+            return now - dt.timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+        try:
+            when = dt.datetime.fromisoformat(value.replace(" ", "T", 1) if len(value) > 10
+                                             else value)
+        except ValueError:
+            raise UsageError(f"since {text!r} is not a time: use e.g. 2026-02-03, "
+                             "2026-02-03T16:44:17Z or 7d, 12h, 30m") from None
+        return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+    except OverflowError:
+        raise UsageError(f"since {text!r} is out of range: a time must fall in the years "
+                         "1 to 9999 (UTC)") from None
 
 
 def events(conn: Connection, since: dt.datetime | None = None, kind: str | None = None,

@@ -315,6 +315,32 @@ def test_every_error_is_one_line_with_its_exit_code(cfg: Path) -> None:
         assert (res.code, res.out, res.err) == (code, "", f"redline: error: {message}\n"), args
 
 
+ODD_INPUTS = [
+    (["history", "99999999999999999999999999"], 1,
+     "no statement with id 99999999999999999999999999"),
+    (["history", str(2**63)], 1, f"no statement with id {2**63}"),
+    (["diff", "99999999999999999999999999"], 1,
+     "no statement with id 99999999999999999999999999"),
+    (["events", "--since", "9999999d"], 2,
+     "since '9999999d' is out of range: a time must fall in the years 1 to 9999 (UTC)"),
+    (["events", "--since", "99999999999999999999w"], 2, "since '99999999999999999999w' is out "
+                                                       "of range: a time must fall in the "
+                                                       "years 1 to 9999 (UTC)"),
+    (["events", "--since", "0001-01-01T00:00:00+14:00"], 2, "since '0001-01-01T00:00:00+14:00'"
+     " is out of range: a time must fall in the years 1 to 9999 (UTC)"),
+    (["events", "--limit", "²"], 2, "limit must be a whole number from 1 to 10000, not '²'"),
+    (["diff", MEXICAN_WAR, "--to", "²"], 2, "to must be a revision number (1, 2, ...), not '²'"),
+]
+
+
+def test_odd_numbers_and_times_are_one_line_not_a_traceback(cfg: Path) -> None:
+    """Ids beyond 64 bits are unknown statements (exit 1); ages and times outside the years
+    1-9999 and digits `int` refuses are bad arguments (exit 2): one line, no traceback."""
+    for args, code, message in ODD_INPUTS:
+        res = redline(cfg, *args)
+        assert (res.code, res.out, res.err) == (code, "", f"redline: error: {message}\n"), args
+
+
 def test_an_unmigrated_database_is_one_line(tmp_path: Path, db_url: str) -> None:
     """The read commands never create the schema: an empty database is exit 1 and one line
     telling to run `redline db upgrade`."""

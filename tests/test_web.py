@@ -597,6 +597,31 @@ def test_api_serves_what_the_cli_prints_with_json(
     assert bad.status_code == 400 and "limit" in bad.json()["error"]
 
 
+HUGE = "99999999999999999999999999"
+
+
+def test_odd_ids_and_times_are_404_and_400_never_500(client: TestClient) -> None:
+    """Ids beyond 64 bits, ages reaching before the year 1, times out of range once in UTC
+    and digits `int` refuses are an unknown statement (404) or a bad parameter (400) with
+    one line, on the pages and the API alike: never a 500."""
+    not_found = [f"/statements/{HUGE}", f"/statements/{2**63}", f"/statements/{2**63 - 1}",
+                 f"/statements/{HUGE}/diff", f"/api/statements/{2**63}",
+                 f"/api/statements/{HUGE}/history", f"/api/statements/{HUGE}/diff",
+                 f"/statements?id={HUGE}", f"/api/statements?url={HUGE}"]
+    bad = ["/api/events?since=1000000d", "/api/events?since=999999w",
+           "/?since=99999999999999999999d", "/feed.atom?since=1000000d",
+           "/api/events?since=0001-01-01T00:00:00%2B14:00",
+           "/api/events?since=9999-12-31T23:59:59-01:00", "/api/events?limit=%C2%B2",
+           "/api/statements/1/diff?from=%C2%B2", "/api/events?since=%C2%B2d"]
+    for urls, status in ((not_found, 404), (bad, 400)):
+        for url in urls:
+            r = client.get(url, follow_redirects=False)
+            assert r.status_code == status, (url, r.status_code, r.text[:200])
+            if url.startswith("/api/"):
+                assert list(r.json()) == ["error"] and "\n" not in r.json()["error"], url
+    assert "out of range" in client.get("/api/events?since=1000000d").json()["error"]
+
+
 def test_openapi_document_is_valid_and_every_endpoint_answers(
         client: TestClient, record: Record) -> None:
     """/api/openapi.json is a valid OpenAPI 3 document and each documented GET answers
