@@ -262,6 +262,15 @@ def _metadata_changes(changed: list[str], a: dict[str, Any] | None, b: dict[str,
 # --- search -----------------------------------------------------------------------------
 
 _TERM_RE = re.compile(r'(-?)("[^"]*"?|\S+)')
+# What both full-text indexes keep of a text: runs of letters and digits (FTS5 unicode61
+# and the PostgreSQL parser split on everything else).
+_TOKEN_RE = re.compile(r"[^\W_]+")
+
+
+def _has_token(words: str) -> bool:
+    """Whether a term holds anything an index could match: `-`, `--` or `"..."` hold nothing,
+    and FTS5 would match nothing for them (an empty phrase), PostgreSQL ignore them."""
+    return _TOKEN_RE.search(words) is not None
 
 
 def fts5_query(text: str) -> str:
@@ -277,7 +286,7 @@ def fts5_query(text: str) -> str:
             continue
         prefix = term.endswith("*") and not term.startswith('"')
         words = term.strip('"').rstrip("*") if prefix else term.strip('"')
-        if not words.strip():
+        if not _has_token(words):  # a lone `-` or `*`: only text, and no word
             continue
         quoted = '"' + words.replace('"', '""') + '"' + (" *" if prefix else "")
         if minus:

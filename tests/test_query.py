@@ -388,6 +388,19 @@ def test_search_syntax_is_never_a_database_error(engine: sa.Engine) -> None:
                 assert "\n" not in str(exc), text
 
 
+def test_a_term_without_a_word_is_ignored_on_both_databases(record: Record) -> None:
+    """A lone `-` (or `--`, `*`, `"-"`) is only text without a word: it is left out, as
+    PostgreSQL's parser leaves it out, instead of an empty FTS5 phrase matching nothing."""
+    with record.reader.connect() as conn:
+        plain = query.search(conn, "Mexican", limit=50)
+        assert plain
+        for text in ("Mexican -", "Mexican - -- *", 'Mexican "-"', "Mexican -*"):
+            assert query.search(conn, text, limit=50) == plain, text
+        with pytest.raises(UsageError, match="^search needs at least one word"):
+            query.search(conn, '- -- "-" *')
+    assert query.fts5_query("ceasefire -") == '"ceasefire"'
+
+
 def test_fts5_query_quotes_every_word() -> None:
     """The FTS5 query keeps words and phrases as text and supports OR, -word and prefix*."""
     assert query.fts5_query('steel "executive order" OR tariff -china war*') == \
