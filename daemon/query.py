@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import re
+import unicodedata
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -266,6 +268,14 @@ _TERM_RE = re.compile(r'(-?)("[^"]*"?|\S+)')
 # and the PostgreSQL parser split on everything else).
 _TOKEN_RE = re.compile(r"[^\W_]+")
 
+# Bounds on what one search may ask. FTS5's snippet() scores every instance of every term
+# against every other, so its cost per result grows with the square of the terms' matches:
+# 20 `a*` terms took 2.8-8 s on a 40-statement database, 2,000 kept a CPU busy for minutes.
+# People type a few words (the examples here use 1 to 4); a pasted sentence is 20-30.
+MAX_SEARCH_TERMS = 32  # words and "phrases", with OR alternatives and -words
+MAX_PREFIX_TERMS = 8  # of which word* prefixes (each may stand for thousands of words)
+MAX_SEARCH_CHARS = 2_000
+
 
 def _has_token(words: str) -> bool:
     """Whether a term holds anything an index could match: `-`, `--` or `"..."` hold nothing,
@@ -273,13 +283,31 @@ def _has_token(words: str) -> bool:
     return _TOKEN_RE.search(words) is not None
 
 
-def fts5_query(text: str) -> str:
-    """The user's words as a safe FTS5 query: every word and "quoted phrase" is quoted (so
-    FTS5 syntax characters are only text), `OR` joins alternatives, `-word` excludes and a
-    trailing `*` searches a prefix; words without an operator must all occur."""
-    positive: list[str] = []
-    negative: list[str] = []
+@dataclass(frozen=True)
+class SearchTerm:
+    """A word or a phrase as typed (without its quotes and `*`); `prefix` for `word*`."""
+
+    words: str
+    prefix: bool = False
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """What a search asks: every group must match (a group is alternatives joined by OR),
+    no `none_of` term may."""
+
+    all_of: tuple[tuple[SearchTerm, ...], ...]
+    none_of: tuple[SearchTerm, ...]
+
+
+def parse_search(text: str) -> SearchQuery:
+    """The user's words: "quoted phrases", `OR` between alternatives, `-word` to exclude, a
+    trailing `*` for a prefix; words without an operator must all occur. A term without a
+    letter or digit is left out. Raises UsageError beyond the bounds above."""
+    positive: list[list[SearchTerm]] = []
+    negative: list[SearchTerm] = []
     pending_or = False
+    terms = prefixes = 0
     for minus, term in _TERM_RE.findall(text):
         if term == "OR" and not minus:
             pending_or = bool(positive)
@@ -288,18 +316,77 @@ def fts5_query(text: str) -> str:
         words = term.strip('"').rstrip("*") if prefix else term.strip('"')
         if not _has_token(words):  # a lone `-` or `*`: only text, and no word
             continue
-        quoted = '"' + words.replace('"', '""') + '"' + (" *" if prefix else "")
+        terms += 1
+        prefixes += prefix
+        if terms > MAX_SEARCH_TERMS:
+            raise UsageError(f"search takes at most {MAX_SEARCH_TERMS} words or \"phrases\" "
+                             f"(OR alternatives and -words included); "
+                             f"{_count_terms(text)} were given")
+        if prefixes > MAX_PREFIX_TERMS:
+            raise UsageError(f"search takes at most {MAX_PREFIX_TERMS} prefix* words; use "
+                             "whole words or longer prefixes for the others")
+        found = SearchTerm(words, prefix)
         if minus:
-            negative.append(quoted)
+            negative.append(found)
         elif pending_or:
-            positive[-1] = f"{positive[-1]} OR {quoted}"
+            positive[-1].append(found)
             pending_or = False
         else:
-            positive.append(quoted)
+            positive.append([found])
+    if len(text) > MAX_SEARCH_CHARS:
+        raise UsageError(f"search text is {len(text)} characters long; at most "
+                         f"{MAX_SEARCH_CHARS} are read")
     if not positive:
         raise UsageError("search needs at least one word to look for")
+    return SearchQuery(tuple(tuple(g) for g in positive), tuple(negative))
+
+
+def _count_terms(text: str) -> int:
+    return sum(1 for minus, term in _TERM_RE.findall(text)
+               if not (term == "OR" and not minus) and _has_token(term.strip('"').rstrip("*")))
+
+
+def _fold(words: str) -> str:
+    """Case and diacritics folded, as FTS5's unicode61 tokenizer (remove_diacritics 2) does."""
+    decomposed = unicodedata.normalize("NFKD", words.casefold())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def _fts5_key(term: SearchTerm) -> tuple[tuple[str, ...], bool]:
+    """The tokens FTS5 looks for: terms with the same key match the same rows."""
+    return tuple(_TOKEN_RE.findall(_fold(term.words))), term.prefix
+
+
+def _distinct(q: SearchQuery, key: Any) -> SearchQuery:
+    """The query without repeated terms and groups (`a* a* a*` is `a*`): they cannot change
+    which statements match, only multiply the cost of ranking and snippets."""
+    groups: list[tuple[SearchTerm, ...]] = []
+    seen_groups: set[frozenset[Any]] = set()
+    for group in q.all_of:
+        kept: dict[Any, SearchTerm] = {}
+        for t in group:
+            kept.setdefault(key(t), t)
+        if frozenset(kept) not in seen_groups:
+            seen_groups.add(frozenset(kept))
+            groups.append(tuple(kept.values()))
+    negative: dict[Any, SearchTerm] = {}
+    for t in q.none_of:
+        negative.setdefault(key(t), t)
+    return SearchQuery(tuple(groups), tuple(negative.values()))
+
+
+def _fts5_phrase(term: SearchTerm) -> str:
+    return '"' + term.words.replace('"', '""') + '"' + (" *" if term.prefix else "")
+
+
+def fts5_query(text: str) -> str:
+    """The user's words as a safe FTS5 query: every word and "quoted phrase" is quoted (so
+    FTS5 syntax characters are only text), `OR` joins alternatives, `-word` excludes and a
+    trailing `*` searches a prefix; words without an operator must all occur."""
+    q = _distinct(parse_search(text), _fts5_key)
+    positive = [" OR ".join(_fts5_phrase(t) for t in group) for group in q.all_of]
     query = " AND ".join(f"({p})" if " OR " in p else p for p in positive)
-    return query + "".join(f" NOT {n}" for n in negative)
+    return query + "".join(f" NOT {_fts5_phrase(n)}" for n in q.none_of)
 
 
 def search(conn: Connection, text: str, limit: int | str = 20, offset: int = 0

@@ -401,6 +401,34 @@ def test_a_term_without_a_word_is_ignored_on_both_databases(record: Record) -> N
     assert query.fts5_query("ceasefire -") == '"ceasefire"'
 
 
+def test_search_is_bounded_in_words_and_prefixes(record: Record) -> None:
+    """At most MAX_SEARCH_TERMS words or phrases and MAX_PREFIX_TERMS prefixes: beyond, a
+    one-line UsageError before any database work (2,000 `a*` terms once kept a CPU busy for
+    minutes); repeated terms are asked once, so `the` x 32 costs what `the` costs."""
+    words = [f"zq{i}x" for i in range(query.MAX_SEARCH_TERMS)]
+    prefixes = [f"{c}*" for c in "abcdefghijk"[:query.MAX_PREFIX_TERMS]]
+    with record.reader.connect() as conn:
+        assert query.search(conn, " OR ".join(words)) == []
+        with pytest.raises(UsageError, match=r"^search takes at most 32 words or \"phrases\" "
+                                             r"\(OR alternatives and -words included\); 33 "
+                                             r"were given$"):
+            query.search(conn, " ".join([*words, "Mexican"]))
+        with pytest.raises(UsageError, match="^search takes at most 32 words"):
+            query.search(conn, "Mexican " + " ".join(f"-{w}" for w in words))
+        assert query.search(conn, " OR ".join(prefixes), limit=1)
+        with pytest.raises(UsageError, match=r"^search takes at most 8 prefix\* words"):
+            query.search(conn, " ".join([*prefixes, "z*"]))
+        with pytest.raises(UsageError, match="^search takes at most"):
+            query.search(conn, " OR ".join(["a*"] * 2000))
+        with pytest.raises(UsageError, match="^search text is 2001 characters long"):
+            query.search(conn, '"' + "x" * 2000)
+        if conn.dialect.name == "sqlite":
+            assert query.search(conn, " ".join(["Mexican"] * 32)) == \
+                query.search(conn, "Mexican")
+    assert query.fts5_query("a* A* á* a* -x -X war") == '"a" * AND "war" NOT "x"'
+    assert query.fts5_query("a OR b b OR a c") == '("a" OR "b") AND "c"'
+
+
 def test_fts5_query_quotes_every_word() -> None:
     """The FTS5 query keeps words and phrases as text and supports OR, -word and prefix*."""
     assert query.fts5_query('steel "executive order" OR tariff -china war*') == \

@@ -622,6 +622,19 @@ def test_odd_ids_and_times_are_404_and_400_never_500(client: TestClient) -> None
     assert "out of range" in client.get("/api/events?since=1000000d").json()["error"]
 
 
+def test_a_search_beyond_its_bounds_is_a_400(client: TestClient) -> None:
+    """Too many words, too many prefixes or 2,000 `a*` terms: 400 with one line, at once
+    (the last once kept `serve` at 100 % CPU for over ten minutes)."""
+    too_many = " ".join(f"zq{i}x" for i in range(query.MAX_SEARCH_TERMS + 1))
+    prefixes = " ".join(f"{c}*" for c in "abcdefghijk"[:query.MAX_PREFIX_TERMS + 1])
+    for q in (too_many, prefixes, " OR ".join(["a*"] * 2000)):
+        r = client.get("/api/search", params={"q": q})
+        assert r.status_code == 400, r.text[:200]
+        assert r.json()["error"].startswith("search takes at most")
+        page = client.get("/search", params={"q": q})
+        assert page.status_code == 400 and "search takes at most" in page.text
+
+
 def test_openapi_document_is_valid_and_every_endpoint_answers(
         client: TestClient, record: Record) -> None:
     """/api/openapi.json is a valid OpenAPI 3 document and each documented GET answers
