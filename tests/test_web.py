@@ -743,6 +743,88 @@ def test_redline_serve_runs_tells_systemd_and_stops_on_sigterm(
     assert code == 0, served.log.read_text()
 
 
+def _file_state(path: Path) -> tuple[int, int, str] | None:
+    if not path.exists():
+        return None
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _leave_wal(db: Path, sql_text: str) -> None:
+    """Commit `sql_text` and exit without closing: the change stays in the WAL, as when a
+    writer is killed or another connection is still open."""
+    code = ("import os, sqlite3, sys\n"
+            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "c.execute('PRAGMA wal_autocheckpoint = 0')\n"
+            "c.execute(sys.argv[2])\n"
+            "os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", code, str(db), sql_text], check=True)
+
+
+def _crawl(base: str) -> dict[str, object]:
+    status = httpx.get(base + "/api/status", timeout=10).json()
+    for url in ("/", "/search?q=Mexican", "/statements/1", "/statements/1/diff", "/feed.atom",
+                "/errors", "/deliveries", "/api/events?limit=5"):
+        assert httpx.get(base + url, timeout=10).status_code == 200, url
+    return status  # type: ignore[no-any-return]
+
+
+def test_redline_serve_never_writes_to_the_sqlite_file(record_templates: RecordTemplates,
+                                                       tmp_path: Path) -> None:
+    """SPEC §10: serve never writes. Closing the last connection to a WAL database used to
+    checkpoint the WAL into the file and delete it (file bytes and mtime changed); opened
+    `mode=ro`, serve leaves the file and its WAL as they were: when a writer left changes in
+    the WAL, when no -wal/-shm exist (a writer's clean stop removes them), and it still
+    reads what a writer commits while it runs."""
+    db = tmp_path / "redline.db"
+    db_url = f"sqlite:///{db}"
+    record_templates.clone_into(db_url)
+    cfg = write_config(tmp_path, db_url)
+    wal = Path(f"{db}-wal")
+    # 1. changes only in the WAL, no writer left
+    _leave_wal(db, "INSERT INTO heartbeats (instance, hostname, pid, started_at, seen_at, "
+                   "watching, status) VALUES ('gone', 'h', 1, '2026-01-01 00:00:00', "
+                   "'2026-01-01 00:00:00', 0, 'killed')")
+    before = _file_state(db), _file_state(wal)
+    assert before[1] is not None and before[1][0] > 0
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    served = start_serve(cfg, tmp_path / "a")
+    try:
+        status = _crawl(served.base)
+        assert [i["instance"] for i in status["watcher"]["instances"]] == ["gone"]  # type: ignore[index]
+    finally:
+        assert served.stop() == 0, served.log.read_text()
+    assert (_file_state(db), _file_state(wal)) == before
+    # 2. no -wal and no -shm at all
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    assert not wal.exists() and not Path(f"{db}-shm").exists()
+    served = start_serve(cfg, tmp_path / "b")
+    try:
+        assert _crawl(served.base)["statements"]["total"] > 30  # type: ignore[index]
+        # 3. a writer commits while serve reads
+        writer = make_engine(db_url)
+        try:
+            root = tmp_path / "statements"
+            shutil.copyfile(next((Path(__file__).parent / "fixtures" / "corpus" / "current")
+                                 .rglob("*.md")), root / "new.md")
+            text = (root / "new.md").read_text(encoding="utf-8")
+            (root / "new.md").write_text(text.replace("source_url: ", "source_url: "
+                                                      "https://example.org/moved", 1)
+                                         + "\nquokkaserve\n", encoding="utf-8")
+            assert Ingestor(writer, WatchConfig(paths=(root,))).scan().added == 1
+            hits = httpx.get(served.base + "/api/search?q=quokkaserve", timeout=10).json()
+            assert len(hits) == 1
+        finally:
+            writer.dispose()
+        after_writer = _file_state(db), _file_state(wal)
+    finally:
+        assert served.stop() == 0, served.log.read_text()
+    assert (_file_state(db), _file_state(wal)) == after_writer
+
+
 def test_redline_serve_refuses_a_missing_database(tmp_path: Path) -> None:
     """Serving a SQLite file that does not exist is one line and exit 1, and creates
     nothing."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import signal
 import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 import structlog
@@ -25,9 +27,14 @@ log = structlog.get_logger(__name__)
 
 
 def read_only_engine(url: str) -> Engine:
-    """An engine that cannot write: SQLite connections are `query_only`, PostgreSQL
-    sessions `default_transaction_read_only`. The schema must already be at head (the server
-    never migrates, and never creates an empty SQLite file)."""
+    """An engine that cannot write: SQLite files are opened read-only (`mode=ro`, and
+    `query_only`), PostgreSQL sessions are `default_transaction_read_only`. The schema must
+    already be at head (the server never migrates, and never creates an empty SQLite file).
+
+    `mode=ro` matters beyond refusing writes: the last connection to close a WAL database
+    checkpoints the WAL into the file and deletes it, and `query_only` does not prevent
+    that; a read-only connection cannot take the lock it needs, so the file, its bytes and
+    its mtime, and the WAL stay as the writer left them."""
     sa_url = sa.engine.make_url(url)
     if sa_url.get_backend_name() == "sqlite":
         db = sa_url.database or ""
@@ -36,7 +43,11 @@ def read_only_engine(url: str) -> Engine:
         if not Path(db).is_file():
             raise DatabaseError(f"no database at {db}: run `redline ingest` or `redline run` "
                                 "first (redline serve only reads)")
-        engine = make_engine(url, readonly=True)
+        # a URI filename: %, #, ? and spaces in the path are escaped, not parsed
+        ro_url = sa.engine.URL.create(
+            sa_url.drivername, database="file:" + quote(os.path.abspath(db)),
+            query={"uri": "true", "mode": "ro"})
+        engine = make_engine(ro_url, readonly=True)
 
         @event.listens_for(engine, "connect")
         def _query_only(dbapi_conn: Any, _record: Any) -> None:
