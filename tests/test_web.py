@@ -16,6 +16,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -37,6 +38,7 @@ from starlette.testclient import TestClient
 from daemon import query
 from daemon.cli import cli
 from daemon.config import ChannelConfig, WatchConfig
+from daemon.errors import QueryTimeout
 from daemon.ingest import Ingestor
 from daemon.notify.outbox import DeliveryOutbox
 from daemon.store import migrate
@@ -823,6 +825,73 @@ def test_redline_serve_never_writes_to_the_sqlite_file(record_templates: RecordT
     finally:
         assert served.stop() == 0, served.log.read_text()
     assert (_file_state(db), _file_state(wal)) == after_writer
+
+
+SLOW_SQL = {  # a few seconds each, unbounded
+    "sqlite": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 20000000) "
+              "SELECT count(*) FROM c",
+    "postgresql": "SELECT count(*) FROM pg_sleep(4)",
+}
+
+
+def test_a_slow_query_of_the_site_is_stopped(record: Record, db_url: str) -> None:
+    """The backstop behind the search bounds: a query of serve's engine running longer than
+    its bound is stopped (SQLite progress handler, PostgreSQL statement_timeout) with
+    QueryTimeout, a 503 with one line; the engine answers the next query as usual."""
+    ro = read_only_engine(db_url, query_seconds=0.5)
+    try:
+        with ro.connect() as conn:
+            with pytest.raises(QueryTimeout, match=r"^the query ran longer than 0.5 s"):
+                conn.execute(sa.text(SLOW_SQL[ro.dialect.name])).scalar()
+        with ro.connect() as conn:
+            assert query.search(conn, "Mexican")
+    finally:
+        ro.dispose()
+
+
+def test_serve_answers_a_blocked_request_and_stops_on_sigterm(
+        record: Record, db_url: str, tmp_path: Path) -> None:
+    """A request stuck in the database (here: behind a table lock) is stopped after
+    QUERY_SECONDS and answered 503, and a SIGTERM meanwhile still stops serve with exit 0
+    (uvicorn used to wait for the request for as long as it ran: over ten minutes)."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("nothing blocks a SQLite reader in WAL mode; the SQLite bound is "
+                    "test_a_slow_query_of_the_site_is_stopped")
+    pg_url = db_url
+    cfg = write_config(tmp_path, pg_url)
+    served = start_serve(cfg, tmp_path)
+    locker = make_engine(pg_url)
+    lock = locker.connect()
+    answers: list[httpx.Response | BaseException] = []
+    try:
+        lock.exec_driver_sql("BEGIN")
+        lock.exec_driver_sql("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+
+        def ask() -> None:
+            try:
+                answers.append(httpx.get(served.base + "/api/events", timeout=120))
+            except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+                answers.append(exc)
+
+        asking = threading.Thread(target=ask)
+        asking.start()
+        time.sleep(1.5)  # the request is waiting for the lock
+        assert not answers
+        served.proc.send_signal(signal.SIGTERM)
+        code = served.proc.wait(timeout=60)
+        asking.join(timeout=60)
+    finally:
+        lock.rollback()
+        lock.close()
+        locker.dispose()
+        if served.proc.poll() is None:
+            served.proc.kill()
+        served.stop()
+    assert code == 0, served.log.read_text()
+    [answer] = answers
+    assert isinstance(answer, httpx.Response), answer
+    assert answer.status_code == 503
+    assert answer.json()["error"].startswith("the query ran longer than 5 s")
 
 
 def test_redline_serve_refuses_a_missing_database(tmp_path: Path) -> None:
