@@ -389,6 +389,40 @@ def fts5_query(text: str) -> str:
     return query + "".join(f" NOT {_fts5_phrase(n)}" for n in q.none_of)
 
 
+def _pg_key(term: SearchTerm) -> tuple[str, bool]:
+    return term.words.lower(), term.prefix
+
+
+def _tsquery_literal(words: str) -> str:
+    """`words` as one quoted tsquery operand: inside quotes only `'` and `\\` are special."""
+    return "'" + words.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def tsquery_sql(text: str) -> tuple[str, dict[str, str]]:
+    """The user's words as a PostgreSQL tsquery expression and its parameters, with the
+    meaning fts5_query gives them: each word or phrase is `phraseto_tsquery` of the text
+    (stemmed, stop words dropped, never parsed as tsquery syntax), each `word*` a quoted
+    operand with `:*` (a prefix of the stemmed word, as to_tsquery does it), combined with
+    `&&`, `||` and `!!` in SQL; the user's text reaches PostgreSQL only as bound values."""
+    q = _distinct(parse_search(text), _pg_key)
+    params: dict[str, str] = {}
+
+    def operand(term: SearchTerm) -> str:
+        name = f"w{len(params)}"
+        if term.prefix:
+            params[name] = _tsquery_literal(term.words) + ":*"
+            return f"to_tsquery('english', :{name})"
+        params[name] = term.words
+        return f"phraseto_tsquery('english', :{name})"
+
+    groups = ["(" + " || ".join(operand(t) for t in group) + ")" for group in q.all_of]
+    groups += [f"(!! {operand(t)})" for t in q.none_of]
+    expr = groups[0]
+    for g in groups[1:]:
+        expr = f"({expr} && {g})"
+    return expr, params
+
+
 def search(conn: Connection, text: str, limit: int | str = 20, offset: int = 0
            ) -> list[dict[str, Any]]:
     """Current statements matching `text`, best first, with a snippet whose matched words are
@@ -404,19 +438,18 @@ def search(conn: Connection, text: str, limit: int | str = 20, offset: int = 0
             ORDER BY bm25(statement_search, 5.0, 1.0), s.rowid LIMIT :limit OFFSET :offset""")
         params: dict[str, Any] = {"q": fts5_query(text)}
     else:
-        fts5_query(text)  # the same rule for an empty search on both databases
+        tsquery, params = tsquery_sql(text)
         sql = sa.text(f"""
             SELECT s.statement_id, c.source_url, c.title, c.deleted_at,
-                   ts_headline('english', c.body_text, q,
+                   ts_headline('english', c.body_text, t.q,
                                'StartSel="{MARK_START}", StopSel="{MARK_END}", MaxWords=30,
                                 MinWords=12, MaxFragments=1, FragmentDelimiter=" … "')
                      AS snippet,
-                   ts_rank(s.tsv, q) AS rank
+                   ts_rank(s.tsv, t.q) AS rank
             FROM statement_search s JOIN current_statements c ON c.statement_id = s.statement_id,
-                 websearch_to_tsquery('english', :q) AS q
-            WHERE s.tsv @@ q
+                 (SELECT {tsquery} AS q) AS t
+            WHERE s.tsv @@ t.q
             ORDER BY rank DESC, s.statement_id LIMIT :limit OFFSET :offset""")
-        params = {"q": text}
     params.update(limit=_bounded(limit, "limit"), offset=max(0, int(offset)))
     typed = sql.columns(deleted_at=UTCDateTime)
     try:
