@@ -637,6 +637,33 @@ def test_a_search_beyond_its_bounds_is_a_400(client: TestClient) -> None:
         assert page.status_code == 400 and "search takes at most" in page.text
 
 
+def test_deliveries_times_are_whole_seconds_in_the_api_and_the_cli(
+        client: TestClient, engine_rw: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    """`redline deliveries --json` printed microseconds in delivered_at/next_attempt_at where
+    /api/deliveries (and every other --json) has whole seconds: both are now the same rows,
+    ISO 8601 with Z and no fraction."""
+    when = dt.datetime(2026, 3, 1, 12, 0, 5, 123456)
+    with engine_rw.begin() as conn:
+        event_id = conn.execute(sa.text("SELECT max(event_id) FROM change_log")).scalar()
+        for channel, status, next_at, done_at in (("hook-a", "delivered", None, when),
+                                                  ("hook-b", "failed", when, None)):
+            conn.execute(sa.text(
+                "INSERT INTO deliveries (event_id, channel, mode, status, attempts, "
+                "created_at, next_attempt_at, delivered_at) "
+                "VALUES (:e, :c, 'immediate', :s, 1, :t, :n, :d)"),
+                {"e": event_id, "c": channel, "s": status, "t": when, "n": next_at,
+                 "d": done_at})
+    cfg = write_config(tmp_path / "cfg", db_url)
+    for status in ("delivered", "failed"):
+        api = client.get(f"/api/deliveries?status={status}").json()
+        assert api == _cli_json(cfg, "deliveries", "--status", status)
+        [row] = [r for r in api if r["channel"].startswith("hook-")]
+        assert row["delivered_at" if status == "delivered" else "next_attempt_at"] == \
+            "2026-03-01T12:00:05Z"
+    plain = CliRunner().invoke(cli, ["--config", str(cfg), "deliveries", "--status", "failed"])
+    assert "next attempt 2026-03-01T12:00:05Z" in plain.output
+
+
 def test_openapi_document_is_valid_and_every_endpoint_answers(
         client: TestClient, record: Record) -> None:
     """/api/openapi.json is a valid OpenAPI 3 document and each documented GET answers
