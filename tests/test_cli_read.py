@@ -341,6 +341,22 @@ def test_odd_numbers_and_times_are_one_line_not_a_traceback(cfg: Path) -> None:
         assert (res.code, res.out, res.err) == (code, "", f"redline: error: {message}\n"), args
 
 
+def test_an_empty_search_or_events_is_exit_1_with_json_too(cfg: Path) -> None:
+    """README: an empty result of search or events exits 1, like grep finding nothing; with
+    --json it did print `[]` but exited 0. It now prints `[]` (valid JSON for a pipe) and
+    exits 1 with the one line on stderr."""
+    for args, message in ((["search", "zzyzx"], "no statement matches 'zzyzx'"),
+                          (["events", "--since", "2027-01-01"],
+                           "no events match since 2027-01-01")):
+        plain = redline(cfg, *args)
+        assert (plain.code, plain.out, plain.err) == (1, "", f"redline: error: {message}\n")
+        res = redline(cfg, *args, "--json")
+        assert (res.code, json.loads(res.out), res.err) == (1, [], f"redline: error: "
+                                                                   f"{message}\n"), args
+    found = redline(cfg, "search", "Guadalupe", "--json")
+    assert found.code == 0 and len(json.loads(found.out)) == 1
+
+
 def test_an_unmigrated_database_is_one_line(tmp_path: Path, db_url: str) -> None:
     """The read commands never create the schema: an empty database is exit 1 and one line
     telling to run `redline db upgrade`."""
