@@ -32,6 +32,13 @@ class WatchedFolderError(RedlineError):
     exit_code = 1
 
 
+class QueryTimeout(RedlineError):
+    """A read took longer than its bound (`redline serve` stops slow queries) and was
+    stopped."""
+
+    exit_code = 1
+
+
 class DatabaseError(RedlineError):
     """The database cannot be reached or is not at the expected schema."""
 

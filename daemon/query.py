@@ -12,6 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import re
+import unicodedata
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -74,6 +76,24 @@ def iso(value: Any) -> Any:
     return value
 
 
+# Ids are 64-bit signed integers on both databases: a larger number names no statement
+# (and would not even fit in a query parameter).
+MAX_ID = 2**63 - 1
+_WHOLE = re.compile(r"[0-9]+")
+
+
+def whole_number(text: str) -> int | None:
+    """The value of a string of ASCII digits, else None (`str.isdigit` also accepts `²`,
+    which `int` refuses)."""
+    return int(text) if _WHOLE.fullmatch(text) else None
+
+
+def _known_id(statement_id: int) -> int:
+    if not 1 <= statement_id <= MAX_ID:
+        raise NotFound(f"no statement with id {statement_id}")
+    return statement_id
+
+
 def _row(row: Any, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
     m = row._mapping
     return {k: iso(m[k]) for k in (keys or tuple(m.keys()))}
@@ -94,9 +114,10 @@ def resolve_statement(conn: Connection, ref: str) -> int:
                            {"u": url}).scalar()
         if sid is not None:
             return int(sid)
-    if ref.isdigit():
+    number = whole_number(ref)
+    if number is not None:
         sid = conn.execute(sa.text("SELECT id FROM statements WHERE id = :i"),
-                           {"i": int(ref)}).scalar()
+                           {"i": _known_id(number)}).scalar()
         if sid is not None:
             return int(sid)
         raise NotFound(f"no statement with id {ref}")
@@ -108,6 +129,7 @@ def statement_summary(conn: Connection, statement_id: int) -> dict[str, Any]:
     keys = ("statement_id", "source_url", "title", "date", "published_time", "modified_time",
             "tags", "revision_number", "revision_count", "first_seen_at", "last_changed_at",
             "deleted_at")
+    statement_id = _known_id(statement_id)
     row = conn.execute(sa.select(*(_current.c[k] for k in keys))
                        .where(_current.c.statement_id == statement_id)).first()
     if row is None:
@@ -127,6 +149,7 @@ _HISTORY_KEYS = ("revision_number", "kind", "changed_fields", "observed_at", "ti
 
 def history(conn: Connection, statement_id: int) -> list[dict[str, Any]]:
     """Every revision of a statement, oldest first, with its event's summary and counts."""
+    statement_id = _known_id(statement_id)
     r, c = _revisions, _change_log
     q = (sa.select(*(r.c[k] for k in _HISTORY_KEYS), c.c.event_id, c.c.summary,
                    c.c.words_added, c.c.words_removed)
@@ -152,10 +175,10 @@ def _revision_meta(conn: Connection, statement_id: int, number: int) -> dict[str
 def _parse_rev(value: int | str | None, name: str) -> int | None:
     if value is None:
         return None
-    text = str(value).strip().lstrip("rR")
-    if not text.isdigit() or int(text) < 1:
+    number = whole_number(str(value).strip().lstrip("rR"))
+    if number is None or number < 1:
         raise UsageError(f"{name} must be a revision number (1, 2, ...), not {value!r}")
-    return int(text)
+    return number
 
 
 def pick_revisions(head: int, from_rev: int | str | None, to_rev: int | str | None,
@@ -178,6 +201,7 @@ def diff(conn: Connection, statement_id: int, from_rev: int | str | None = None,
          to_rev: int | str | None = None) -> dict[str, Any]:
     """The diff between two revisions (default: the last two): metadata changes, a unified
     diff and a word diff of title and text."""
+    statement_id = _known_id(statement_id)
     head = conn.execute(sa.text("SELECT head_revision FROM statements WHERE id = :i"),
                         {"i": statement_id}).scalar()
     if head is None:
@@ -240,35 +264,163 @@ def _metadata_changes(changed: list[str], a: dict[str, Any] | None, b: dict[str,
 # --- search -----------------------------------------------------------------------------
 
 _TERM_RE = re.compile(r'(-?)("[^"]*"?|\S+)')
+# What both full-text indexes keep of a text: runs of letters and digits (FTS5 unicode61
+# and the PostgreSQL parser split on everything else).
+_TOKEN_RE = re.compile(r"[^\W_]+")
+
+# Bounds on what one search may ask. FTS5's snippet() scores every instance of every term
+# against every other, so its cost per result grows with the square of the terms' matches:
+# 20 `a*` terms took 2.8-8 s on a 40-statement database, 2,000 kept a CPU busy for minutes.
+# People type a few words (the examples here use 1 to 4); a pasted sentence is 20-30.
+MAX_SEARCH_TERMS = 32  # words and "phrases", with OR alternatives and -words
+MAX_PREFIX_TERMS = 8  # of which word* prefixes (each may stand for thousands of words)
+MAX_SEARCH_CHARS = 2_000
 
 
-def fts5_query(text: str) -> str:
-    """The user's words as a safe FTS5 query: every word and "quoted phrase" is quoted (so
-    FTS5 syntax characters are only text), `OR` joins alternatives, `-word` excludes and a
-    trailing `*` searches a prefix; words without an operator must all occur."""
-    positive: list[str] = []
-    negative: list[str] = []
+def _has_token(words: str) -> bool:
+    """Whether a term holds anything an index could match: `-`, `--` or `"..."` hold nothing,
+    and FTS5 would match nothing for them (an empty phrase), PostgreSQL ignore them."""
+    return _TOKEN_RE.search(words) is not None
+
+
+@dataclass(frozen=True)
+class SearchTerm:
+    """A word or a phrase as typed (without its quotes and `*`); `prefix` for `word*`."""
+
+    words: str
+    prefix: bool = False
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """What a search asks: every group must match (a group is alternatives joined by OR),
+    no `none_of` term may."""
+
+    all_of: tuple[tuple[SearchTerm, ...], ...]
+    none_of: tuple[SearchTerm, ...]
+
+
+def parse_search(text: str) -> SearchQuery:
+    """The user's words: "quoted phrases", `OR` between alternatives, `-word` to exclude, a
+    trailing `*` for a prefix; words without an operator must all occur. A term without a
+    letter or digit is left out. Raises UsageError beyond the bounds above."""
+    positive: list[list[SearchTerm]] = []
+    negative: list[SearchTerm] = []
     pending_or = False
+    terms = prefixes = 0
     for minus, term in _TERM_RE.findall(text):
         if term == "OR" and not minus:
             pending_or = bool(positive)
             continue
         prefix = term.endswith("*") and not term.startswith('"')
         words = term.strip('"').rstrip("*") if prefix else term.strip('"')
-        if not words.strip():
+        if not _has_token(words):  # a lone `-` or `*`: only text, and no word
             continue
-        quoted = '"' + words.replace('"', '""') + '"' + (" *" if prefix else "")
+        terms += 1
+        prefixes += prefix
+        if terms > MAX_SEARCH_TERMS:
+            raise UsageError(f"search takes at most {MAX_SEARCH_TERMS} words or \"phrases\" "
+                             f"(OR alternatives and -words included); "
+                             f"{_count_terms(text)} were given")
+        if prefixes > MAX_PREFIX_TERMS:
+            raise UsageError(f"search takes at most {MAX_PREFIX_TERMS} prefix* words; use "
+                             "whole words or longer prefixes for the others")
+        found = SearchTerm(words, prefix)
         if minus:
-            negative.append(quoted)
+            negative.append(found)
         elif pending_or:
-            positive[-1] = f"{positive[-1]} OR {quoted}"
+            positive[-1].append(found)
             pending_or = False
         else:
-            positive.append(quoted)
+            positive.append([found])
+    if len(text) > MAX_SEARCH_CHARS:
+        raise UsageError(f"search text is {len(text)} characters long; at most "
+                         f"{MAX_SEARCH_CHARS} are read")
     if not positive:
         raise UsageError("search needs at least one word to look for")
+    return SearchQuery(tuple(tuple(g) for g in positive), tuple(negative))
+
+
+def _count_terms(text: str) -> int:
+    return sum(1 for minus, term in _TERM_RE.findall(text)
+               if not (term == "OR" and not minus) and _has_token(term.strip('"').rstrip("*")))
+
+
+def _fold(words: str) -> str:
+    """Case and diacritics folded, as FTS5's unicode61 tokenizer (remove_diacritics 2) does."""
+    decomposed = unicodedata.normalize("NFKD", words.casefold())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def _fts5_key(term: SearchTerm) -> tuple[tuple[str, ...], bool]:
+    """The tokens FTS5 looks for: terms with the same key match the same rows."""
+    return tuple(_TOKEN_RE.findall(_fold(term.words))), term.prefix
+
+
+def _distinct(q: SearchQuery, key: Any) -> SearchQuery:
+    """The query without repeated terms and groups (`a* a* a*` is `a*`): they cannot change
+    which statements match, only multiply the cost of ranking and snippets."""
+    groups: list[tuple[SearchTerm, ...]] = []
+    seen_groups: set[frozenset[Any]] = set()
+    for group in q.all_of:
+        kept: dict[Any, SearchTerm] = {}
+        for t in group:
+            kept.setdefault(key(t), t)
+        if frozenset(kept) not in seen_groups:
+            seen_groups.add(frozenset(kept))
+            groups.append(tuple(kept.values()))
+    negative: dict[Any, SearchTerm] = {}
+    for t in q.none_of:
+        negative.setdefault(key(t), t)
+    return SearchQuery(tuple(groups), tuple(negative.values()))
+
+
+def _fts5_phrase(term: SearchTerm) -> str:
+    return '"' + term.words.replace('"', '""') + '"' + (" *" if term.prefix else "")
+
+
+def fts5_query(text: str) -> str:
+    """The user's words as a safe FTS5 query: every word and "quoted phrase" is quoted (so
+    FTS5 syntax characters are only text), `OR` joins alternatives, `-word` excludes and a
+    trailing `*` searches a prefix; words without an operator must all occur."""
+    q = _distinct(parse_search(text), _fts5_key)
+    positive = [" OR ".join(_fts5_phrase(t) for t in group) for group in q.all_of]
     query = " AND ".join(f"({p})" if " OR " in p else p for p in positive)
-    return query + "".join(f" NOT {n}" for n in negative)
+    return query + "".join(f" NOT {_fts5_phrase(n)}" for n in q.none_of)
+
+
+def _pg_key(term: SearchTerm) -> tuple[str, bool]:
+    return term.words.lower(), term.prefix
+
+
+def _tsquery_literal(words: str) -> str:
+    """`words` as one quoted tsquery operand: inside quotes only `'` and `\\` are special."""
+    return "'" + words.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def tsquery_sql(text: str) -> tuple[str, dict[str, str]]:
+    """The user's words as a PostgreSQL tsquery expression and its parameters, with the
+    meaning fts5_query gives them: each word or phrase is `phraseto_tsquery` of the text
+    (stemmed, stop words dropped, never parsed as tsquery syntax), each `word*` a quoted
+    operand with `:*` (a prefix of the stemmed word, as to_tsquery does it), combined with
+    `&&`, `||` and `!!` in SQL; the user's text reaches PostgreSQL only as bound values."""
+    q = _distinct(parse_search(text), _pg_key)
+    params: dict[str, str] = {}
+
+    def operand(term: SearchTerm) -> str:
+        name = f"w{len(params)}"
+        if term.prefix:
+            params[name] = _tsquery_literal(term.words) + ":*"
+            return f"to_tsquery('english', :{name})"
+        params[name] = term.words
+        return f"phraseto_tsquery('english', :{name})"
+
+    groups = ["(" + " || ".join(operand(t) for t in group) + ")" for group in q.all_of]
+    groups += [f"(!! {operand(t)})" for t in q.none_of]
+    expr = groups[0]
+    for g in groups[1:]:
+        expr = f"({expr} && {g})"
+    return expr, params
 
 
 def search(conn: Connection, text: str, limit: int | str = 20, offset: int = 0
@@ -286,19 +438,18 @@ def search(conn: Connection, text: str, limit: int | str = 20, offset: int = 0
             ORDER BY bm25(statement_search, 5.0, 1.0), s.rowid LIMIT :limit OFFSET :offset""")
         params: dict[str, Any] = {"q": fts5_query(text)}
     else:
-        fts5_query(text)  # the same rule for an empty search on both databases
+        tsquery, params = tsquery_sql(text)
         sql = sa.text(f"""
             SELECT s.statement_id, c.source_url, c.title, c.deleted_at,
-                   ts_headline('english', c.body_text, q,
+                   ts_headline('english', c.body_text, t.q,
                                'StartSel="{MARK_START}", StopSel="{MARK_END}", MaxWords=30,
                                 MinWords=12, MaxFragments=1, FragmentDelimiter=" … "')
                      AS snippet,
-                   ts_rank(s.tsv, q) AS rank
+                   ts_rank(s.tsv, t.q) AS rank
             FROM statement_search s JOIN current_statements c ON c.statement_id = s.statement_id,
-                 websearch_to_tsquery('english', :q) AS q
-            WHERE s.tsv @@ q
+                 (SELECT {tsquery} AS q) AS t
+            WHERE s.tsv @@ t.q
             ORDER BY rank DESC, s.statement_id LIMIT :limit OFFSET :offset""")
-        params = {"q": text}
     params.update(limit=_bounded(limit, "limit"), offset=max(0, int(offset)))
     typed = sql.columns(deleted_at=UTCDateTime)
     try:
@@ -312,33 +463,38 @@ def search(conn: Connection, text: str, limit: int | str = 20, offset: int = 0
 
 
 def _bounded(value: int | str, name: str, top: int = 10_000) -> int:
-    text = str(value).strip()
-    if not text.isdigit() or not 1 <= int(text) <= top:
+    number = whole_number(str(value).strip())
+    if number is None or not 1 <= number <= top:
         raise UsageError(f"{name} must be a whole number from 1 to {top}, not {value!r}")
-    return int(text)
+    return number
 
 
 # --- the change log, errors and status ----------------------------------------------------
 
-_SINCE_RE = re.compile(r"^(\d+)\s*([mhdw])$")
+_SINCE_RE = re.compile(r"^([0-9]+)\s*([mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
     """A point in time from `2026-02-03`, `2026-02-03T16:44:17Z` (no zone = UTC) or an age
-    such as `30m`, `12h`, `7d`, `2w`."""
+    such as `30m`, `12h`, `7d`, `2w`; a time outside the years 1 to 9999 (UTC) is a
+    UsageError, not an OverflowError."""
     value = text.strip()
     m = _SINCE_RE.match(value.lower())
-    if m:
-        now = now or dt.datetime.now(dt.UTC)
-        return now - dt.timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
     try:
-        when = dt.datetime.fromisoformat(value.replace(" ", "T", 1) if len(value) > 10
-                                         else value)
-    except ValueError:
-        raise UsageError(f"since {text!r} is not a time: use e.g. 2026-02-03, "
-                         "2026-02-03T16:44:17Z or 7d, 12h, 30m") from None
-    return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+        if m:
+            now = now or dt.datetime.now(dt.UTC)
+            return now - dt.timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+        try:
+            when = dt.datetime.fromisoformat(value.replace(" ", "T", 1) if len(value) > 10
+                                             else value)
+        except ValueError:
+            raise UsageError(f"since {text!r} is not a time: use e.g. 2026-02-03, "
+                             "2026-02-03T16:44:17Z or 7d, 12h, 30m") from None
+        return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+    except OverflowError:
+        raise UsageError(f"since {text!r} is out of range: a time must fall in the years "
+                         "1 to 9999 (UTC)") from None
 
 
 def events(conn: Connection, since: dt.datetime | None = None, kind: str | None = None,

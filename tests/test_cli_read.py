@@ -315,6 +315,48 @@ def test_every_error_is_one_line_with_its_exit_code(cfg: Path) -> None:
         assert (res.code, res.out, res.err) == (code, "", f"redline: error: {message}\n"), args
 
 
+ODD_INPUTS = [
+    (["history", "99999999999999999999999999"], 1,
+     "no statement with id 99999999999999999999999999"),
+    (["history", str(2**63)], 1, f"no statement with id {2**63}"),
+    (["diff", "99999999999999999999999999"], 1,
+     "no statement with id 99999999999999999999999999"),
+    (["events", "--since", "9999999d"], 2,
+     "since '9999999d' is out of range: a time must fall in the years 1 to 9999 (UTC)"),
+    (["events", "--since", "99999999999999999999w"], 2, "since '99999999999999999999w' is out "
+                                                       "of range: a time must fall in the "
+                                                       "years 1 to 9999 (UTC)"),
+    (["events", "--since", "0001-01-01T00:00:00+14:00"], 2, "since '0001-01-01T00:00:00+14:00'"
+     " is out of range: a time must fall in the years 1 to 9999 (UTC)"),
+    (["events", "--limit", "²"], 2, "limit must be a whole number from 1 to 10000, not '²'"),
+    (["diff", MEXICAN_WAR, "--to", "²"], 2, "to must be a revision number (1, 2, ...), not '²'"),
+]
+
+
+def test_odd_numbers_and_times_are_one_line_not_a_traceback(cfg: Path) -> None:
+    """Ids beyond 64 bits are unknown statements (exit 1); ages and times outside the years
+    1-9999 and digits `int` refuses are bad arguments (exit 2): one line, no traceback."""
+    for args, code, message in ODD_INPUTS:
+        res = redline(cfg, *args)
+        assert (res.code, res.out, res.err) == (code, "", f"redline: error: {message}\n"), args
+
+
+def test_an_empty_search_or_events_is_exit_1_with_json_too(cfg: Path) -> None:
+    """README: an empty result of search or events exits 1, like grep finding nothing; with
+    --json it did print `[]` but exited 0. It now prints `[]` (valid JSON for a pipe) and
+    exits 1 with the one line on stderr."""
+    for args, message in ((["search", "zzyzx"], "no statement matches 'zzyzx'"),
+                          (["events", "--since", "2027-01-01"],
+                           "no events match since 2027-01-01")):
+        plain = redline(cfg, *args)
+        assert (plain.code, plain.out, plain.err) == (1, "", f"redline: error: {message}\n")
+        res = redline(cfg, *args, "--json")
+        assert (res.code, json.loads(res.out), res.err) == (1, [], f"redline: error: "
+                                                                   f"{message}\n"), args
+    found = redline(cfg, "search", "Guadalupe", "--json")
+    assert found.code == 0 and len(json.loads(found.out)) == 1
+
+
 def test_an_unmigrated_database_is_one_line(tmp_path: Path, db_url: str) -> None:
     """The read commands never create the schema: an empty database is exit 1 and one line
     telling to run `redline db upgrade`."""

@@ -388,6 +388,73 @@ def test_search_syntax_is_never_a_database_error(engine: sa.Engine) -> None:
                 assert "\n" not in str(exc), text
 
 
+def test_a_term_without_a_word_is_ignored_on_both_databases(record: Record) -> None:
+    """A lone `-` (or `--`, `*`, `"-"`) is only text without a word: it is left out, as
+    PostgreSQL's parser leaves it out, instead of an empty FTS5 phrase matching nothing."""
+    with record.reader.connect() as conn:
+        plain = query.search(conn, "Mexican", limit=50)
+        assert plain
+        for text in ("Mexican -", "Mexican - -- *", 'Mexican "-"', "Mexican -*",
+                     '- Mexican "-"'):
+            assert query.search(conn, text, limit=50) == plain, text
+        with pytest.raises(UsageError, match="^search needs at least one word"):
+            query.search(conn, '- -- "-" *')
+    assert query.fts5_query("ceasefire -") == '"ceasefire"'
+
+
+def test_search_is_bounded_in_words_and_prefixes(record: Record) -> None:
+    """At most MAX_SEARCH_TERMS words or phrases and MAX_PREFIX_TERMS prefixes: beyond, a
+    one-line UsageError before any database work (2,000 `a*` terms once kept a CPU busy for
+    minutes); repeated terms are asked once, so `the` x 32 costs what `the` costs."""
+    words = [f"zq{i}x" for i in range(query.MAX_SEARCH_TERMS)]
+    prefixes = [f"{c}*" for c in "abcdefghijk"[:query.MAX_PREFIX_TERMS]]
+    with record.reader.connect() as conn:
+        assert query.search(conn, " OR ".join(words)) == []
+        with pytest.raises(UsageError, match=r"^search takes at most 32 words or \"phrases\" "
+                                             r"\(OR alternatives and -words included\); 33 "
+                                             r"were given$"):
+            query.search(conn, " ".join([*words, "Mexican"]))
+        with pytest.raises(UsageError, match="^search takes at most 32 words"):
+            query.search(conn, "Mexican " + " ".join(f"-{w}" for w in words))
+        assert query.search(conn, " OR ".join(prefixes), limit=1)
+        with pytest.raises(UsageError, match=r"^search takes at most 8 prefix\* words"):
+            query.search(conn, " ".join([*prefixes, "z*"]))
+        with pytest.raises(UsageError, match="^search takes at most"):
+            query.search(conn, " OR ".join(["a*"] * 2000))
+        with pytest.raises(UsageError, match="^search text is 2001 characters long"):
+            query.search(conn, '"' + "x" * 2000)
+        assert query.search(conn, " ".join(["Mexican"] * 32)) == query.search(conn, "Mexican")
+    assert query.fts5_query("a* A* á* a* -x -X war") == '"a" * AND "war" NOT "x"'
+    assert query.fts5_query("a OR b b OR a c") == '("a" OR "b") AND "c"'
+
+
+def test_prefixes_phrases_or_and_minus_work_alike_on_both_databases(record: Record) -> None:
+    """README: `word*` searches a prefix on both databases (PostgreSQL's websearch_to_tsquery
+    has no prefix operator: `Guadal*` found nothing there), with the rest of the syntax kept
+    (all words required, "phrase", OR, -word); tsquery syntax typed by a person is only
+    text there too."""
+    with record.reader.connect() as conn:
+        def ids(text: str) -> list[int]:
+            return sorted(h["statement_id"] for h in query.search(conn, text, limit=100))
+
+        sid = query.resolve_statement(conn, MEXICAN_WAR)
+        assert ids("Guadal*") == ids("Guadalupe") == [sid]
+        assert ids("guadal* HIDAL*") == [sid]
+        assert ids("Guadal* OR zzyzxq*") == [sid]
+        assert ids("zzyzxq* OR Guadal*") == [sid]
+        assert ids("Guadal* zzyzxq*") == []
+        assert sid in ids("Mexic*") and sid not in ids("Mexic* -Guadal*")
+        assert sid not in ids("Mexic* -guadalupe") and ids("Mexic* -zzyzxq") == ids("Mexic*")
+        assert ids('"Treaty of Guadalupe Hidalgo"') == [sid]
+        assert ids('"Hidalgo Guadalupe"') == []
+        assert ids('"Treaty of Guadal"*') == ids("Treaty of Guadal") == []
+        for text in ["Guadalupe & !Hidalgo", "Guadalupe:*", "Guadal'*", "Guadalupe | !Hidalgo",
+                     "Guadalupe <-> Hidalgo", "Guadal\\*", "(Guadalupe", "'Guadalupe'",
+                     "Guadalupe\\'", "Guadal'':* | !'Hidalgo'*", "Guadal')*", "Guadal\\'*"]:
+            assert ids(text) == [sid], text
+        assert ids("zzyzxq:* | Guadalupe") == []
+
+
 def test_fts5_query_quotes_every_word() -> None:
     """The FTS5 query keeps words and phrases as text and supports OR, -word and prefix*."""
     assert query.fts5_query('steel "executive order" OR tariff -china war*') == \

@@ -16,6 +16,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -24,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import feedparser
@@ -37,6 +39,7 @@ from starlette.testclient import TestClient
 from daemon import query
 from daemon.cli import cli
 from daemon.config import ChannelConfig, WatchConfig
+from daemon.errors import QueryTimeout
 from daemon.ingest import Ingestor
 from daemon.notify.outbox import DeliveryOutbox
 from daemon.store import migrate
@@ -597,6 +600,71 @@ def test_api_serves_what_the_cli_prints_with_json(
     assert bad.status_code == 400 and "limit" in bad.json()["error"]
 
 
+HUGE = "99999999999999999999999999"
+
+
+def test_odd_ids_and_times_are_404_and_400_never_500(client: TestClient) -> None:
+    """Ids beyond 64 bits, ages reaching before the year 1, times out of range once in UTC
+    and digits `int` refuses are an unknown statement (404) or a bad parameter (400) with
+    one line, on the pages and the API alike: never a 500."""
+    not_found = [f"/statements/{HUGE}", f"/statements/{2**63}", f"/statements/{2**63 - 1}",
+                 f"/statements/{HUGE}/diff", f"/api/statements/{2**63}",
+                 f"/api/statements/{HUGE}/history", f"/api/statements/{HUGE}/diff",
+                 f"/statements?id={HUGE}", f"/api/statements?url={HUGE}"]
+    bad = ["/api/events?since=1000000d", "/api/events?since=999999w",
+           "/?since=99999999999999999999d", "/feed.atom?since=1000000d",
+           "/api/events?since=0001-01-01T00:00:00%2B14:00",
+           "/api/events?since=9999-12-31T23:59:59-01:00", "/api/events?limit=%C2%B2",
+           "/api/statements/1/diff?from=%C2%B2", "/api/events?since=%C2%B2d"]
+    for urls, status in ((not_found, 404), (bad, 400)):
+        for url in urls:
+            r = client.get(url, follow_redirects=False)
+            assert r.status_code == status, (url, r.status_code, r.text[:200])
+            if url.startswith("/api/"):
+                assert list(r.json()) == ["error"] and "\n" not in r.json()["error"], url
+    assert "out of range" in client.get("/api/events?since=1000000d").json()["error"]
+
+
+def test_a_search_beyond_its_bounds_is_a_400(client: TestClient) -> None:
+    """Too many words, too many prefixes or 2,000 `a*` terms: 400 with one line, at once
+    (the last once kept `serve` at 100 % CPU for over ten minutes)."""
+    too_many = " ".join(f"zq{i}x" for i in range(query.MAX_SEARCH_TERMS + 1))
+    prefixes = " ".join(f"{c}*" for c in "abcdefghijk"[:query.MAX_PREFIX_TERMS + 1])
+    for q in (too_many, prefixes, " OR ".join(["a*"] * 2000)):
+        r = client.get("/api/search", params={"q": q})
+        assert r.status_code == 400, r.text[:200]
+        assert r.json()["error"].startswith("search takes at most")
+        page = client.get("/search", params={"q": q})
+        assert page.status_code == 400 and "search takes at most" in page.text
+
+
+def test_deliveries_times_are_whole_seconds_in_the_api_and_the_cli(
+        client: TestClient, engine_rw: sa.Engine, db_url: str, tmp_path: Path) -> None:
+    """`redline deliveries --json` printed microseconds in delivered_at/next_attempt_at where
+    /api/deliveries (and every other --json) has whole seconds: both are now the same rows,
+    ISO 8601 with Z and no fraction."""
+    when = dt.datetime(2026, 3, 1, 12, 0, 5, 123456)
+    with engine_rw.begin() as conn:
+        event_id = conn.execute(sa.text("SELECT max(event_id) FROM change_log")).scalar()
+        for channel, status, next_at, done_at in (("hook-a", "delivered", None, when),
+                                                  ("hook-b", "failed", when, None)):
+            conn.execute(sa.text(
+                "INSERT INTO deliveries (event_id, channel, mode, status, attempts, "
+                "created_at, next_attempt_at, delivered_at) "
+                "VALUES (:e, :c, 'immediate', :s, 1, :t, :n, :d)"),
+                {"e": event_id, "c": channel, "s": status, "t": when, "n": next_at,
+                 "d": done_at})
+    cfg = write_config(tmp_path / "cfg", db_url)
+    for status in ("delivered", "failed"):
+        api = client.get(f"/api/deliveries?status={status}").json()
+        assert api == _cli_json(cfg, "deliveries", "--status", status)
+        [row] = [r for r in api if r["channel"].startswith("hook-")]
+        assert row["delivered_at" if status == "delivered" else "next_attempt_at"] == \
+            "2026-03-01T12:00:05Z"
+    plain = CliRunner().invoke(cli, ["--config", str(cfg), "deliveries", "--status", "failed"])
+    assert "next attempt 2026-03-01T12:00:05Z" in plain.output
+
+
 def test_openapi_document_is_valid_and_every_endpoint_answers(
         client: TestClient, record: Record) -> None:
     """/api/openapi.json is a valid OpenAPI 3 document and each documented GET answers
@@ -703,6 +771,155 @@ def test_redline_serve_runs_tells_systemd_and_stops_on_sigterm(
     finally:
         code = served.stop()
     assert code == 0, served.log.read_text()
+
+
+def _file_state(path: Path) -> tuple[int, int, str] | None:
+    if not path.exists():
+        return None
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _leave_wal(db: Path, sql_text: str) -> None:
+    """Commit `sql_text` and exit without closing: the change stays in the WAL, as when a
+    writer is killed or another connection is still open."""
+    code = ("import os, sqlite3, sys\n"
+            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "c.execute('PRAGMA wal_autocheckpoint = 0')\n"
+            "c.execute(sys.argv[2])\n"
+            "os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", code, str(db), sql_text], check=True)
+
+
+def _crawl(base: str) -> Any:
+    status = httpx.get(base + "/api/status", timeout=10).json()
+    for url in ("/", "/search?q=Mexican", "/statements/1", "/statements/1/diff", "/feed.atom",
+                "/errors", "/deliveries", "/api/events?limit=5"):
+        assert httpx.get(base + url, timeout=10).status_code == 200, url
+    return status
+
+
+def test_redline_serve_never_writes_to_the_sqlite_file(record_templates: RecordTemplates,
+                                                       tmp_path: Path) -> None:
+    """SPEC §10: serve never writes. Closing the last connection to a WAL database used to
+    checkpoint the WAL into the file and delete it (file bytes and mtime changed); opened
+    `mode=ro`, serve leaves the file and its WAL as they were: when a writer left changes in
+    the WAL, when no -wal/-shm exist (a writer's clean stop removes them), and it still
+    reads what a writer commits while it runs."""
+    db = tmp_path / "redline.db"
+    db_url = f"sqlite:///{db}"
+    record_templates.clone_into(db_url)
+    cfg = write_config(tmp_path, db_url)
+    wal = Path(f"{db}-wal")
+    # 1. changes only in the WAL, no writer left
+    _leave_wal(db, "INSERT INTO heartbeats (instance, hostname, pid, started_at, seen_at, "
+                   "watching, status) VALUES ('gone', 'h', 1, '2026-01-01 00:00:00', "
+                   "'2026-01-01 00:00:00', 0, 'killed')")
+    before = _file_state(db), _file_state(wal)
+    assert before[1] is not None and before[1][0] > 0
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    served = start_serve(cfg, tmp_path / "a")
+    try:
+        instances = _crawl(served.base)["watcher"]["instances"]
+        assert [i["instance"] for i in instances] == ["gone"]
+    finally:
+        assert served.stop() == 0, served.log.read_text()
+    assert (_file_state(db), _file_state(wal)) == before
+    # 2. no -wal and no -shm at all
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    assert not wal.exists() and not Path(f"{db}-shm").exists()
+    served = start_serve(cfg, tmp_path / "b")
+    try:
+        assert _crawl(served.base)["statements"]["total"] > 30
+        # 3. a writer commits while serve reads
+        writer = make_engine(db_url)
+        try:
+            root = tmp_path / "statements"
+            shutil.copyfile(next((Path(__file__).parent / "fixtures" / "corpus" / "current")
+                                 .rglob("*.md")), root / "new.md")
+            text = (root / "new.md").read_text(encoding="utf-8")
+            (root / "new.md").write_text(text.replace("source_url: ", "source_url: "
+                                                      "https://example.org/moved", 1)
+                                         + "\nquokkaserve\n", encoding="utf-8")
+            assert Ingestor(writer, WatchConfig(paths=(root,))).scan().added == 1
+            hits = httpx.get(served.base + "/api/search?q=quokkaserve", timeout=10).json()
+            assert len(hits) == 1
+        finally:
+            writer.dispose()
+        after_writer = _file_state(db), _file_state(wal)
+    finally:
+        assert served.stop() == 0, served.log.read_text()
+    assert (_file_state(db), _file_state(wal)) == after_writer
+
+
+SLOW_SQL = {  # a few seconds each, unbounded
+    "sqlite": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 20000000) "
+              "SELECT count(*) FROM c",
+    "postgresql": "SELECT count(*) FROM pg_sleep(4)",
+}
+
+
+def test_a_slow_query_of_the_site_is_stopped(record: Record, db_url: str) -> None:
+    """The backstop behind the search bounds: a query of serve's engine running longer than
+    its bound is stopped (SQLite progress handler, PostgreSQL statement_timeout) with
+    QueryTimeout, a 503 with one line; the engine answers the next query as usual."""
+    ro = read_only_engine(db_url, query_seconds=0.5)
+    try:
+        with ro.connect() as conn:
+            with pytest.raises(QueryTimeout, match=r"^the query ran longer than 0.5 s"):
+                conn.execute(sa.text(SLOW_SQL[ro.dialect.name])).scalar()
+        with ro.connect() as conn:
+            assert query.search(conn, "Mexican")
+    finally:
+        ro.dispose()
+
+
+def test_serve_answers_a_blocked_request_and_stops_on_sigterm(
+        record: Record, db_url: str, tmp_path: Path) -> None:
+    """A request stuck in the database (here: behind a table lock) is stopped after
+    QUERY_SECONDS and answered 503, and a SIGTERM meanwhile still stops serve with exit 0
+    (uvicorn used to wait for the request for as long as it ran: over ten minutes)."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("nothing blocks a SQLite reader in WAL mode; the SQLite bound is "
+                    "test_a_slow_query_of_the_site_is_stopped")
+    pg_url = db_url
+    cfg = write_config(tmp_path, pg_url)
+    served = start_serve(cfg, tmp_path)
+    locker = make_engine(pg_url)
+    lock = locker.connect()
+    answers: list[httpx.Response | BaseException] = []
+    try:
+        lock.exec_driver_sql("BEGIN")
+        lock.exec_driver_sql("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+
+        def ask() -> None:
+            try:
+                answers.append(httpx.get(served.base + "/api/events", timeout=120))
+            except BaseException as exc:  # recorded for the assertion below
+                answers.append(exc)
+
+        asking = threading.Thread(target=ask)
+        asking.start()
+        time.sleep(1.5)  # the request is waiting for the lock
+        assert not answers
+        served.proc.send_signal(signal.SIGTERM)
+        code = served.proc.wait(timeout=60)
+        asking.join(timeout=60)
+    finally:
+        lock.rollback()
+        lock.close()
+        locker.dispose()
+        if served.proc.poll() is None:
+            served.proc.kill()
+        served.stop()
+    assert code == 0, served.log.read_text()
+    [answer] = answers
+    assert isinstance(answer, httpx.Response), answer
+    assert answer.status_code == 503
+    assert answer.json()["error"].startswith("the query ran longer than 5 s")
 
 
 def test_redline_serve_refuses_a_missing_database(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from daemon import query
 from daemon.cli.app import App, echo_json
 from daemon.errors import UsageError
 from daemon.notify import ledger
@@ -119,9 +120,8 @@ def deliveries_cmd(app: App, status: str | None, channel: str | None, retry: boo
     with engine.connect() as conn:
         rows = ledger.list_deliveries(conn, status, channel, limit)
         counts = ledger.status_counts(conn)
-    if as_json:
-        echo_json([{k: iso(v) if isinstance(v, dt.datetime) else v for k, v in r.items()}
-                   for r in rows])
+    if as_json:  # the rows of /api/deliveries, times in whole seconds like every --json
+        echo_json([{k: query.iso(v) for k, v in r.items()} for r in rows])
         return
     for ch, by_status in sorted(counts.items()):
         if channel and ch != channel:
@@ -132,8 +132,9 @@ def deliveries_cmd(app: App, status: str | None, channel: str | None, retry: boo
         return
     click.echo("")
     for r in rows:
-        when = (f"delivered {iso(r['delivered_at'])}" if r["delivered_at"] else
-                f"next attempt {iso(r['next_attempt_at'])}" if r["next_attempt_at"] else "")
+        when = (f"delivered {query.iso(r['delivered_at'])}" if r["delivered_at"] else
+                f"next attempt {query.iso(r['next_attempt_at'])}" if r["next_attempt_at"]
+                else "")
         line = (f"event {r['event_id']} {r['kind']} → {r['channel']}: {r['status']}, "
                 f"{r['attempts']} attempt{'' if r['attempts'] == 1 else 's'}"
                 + (f", {when}" if when else ""))

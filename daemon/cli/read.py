@@ -3,7 +3,8 @@
 Thin commands over `daemon.query` (what to ask) and `daemon.render` (how a diff looks). They
 open the database read-only. On a terminal they print rich tables; piped, plain aligned
 columns (stable for scripts and tests); with `--json`, the same data the web API serves.
-An empty result is exit 1 with one line on stderr, like grep finding nothing.
+An empty result of search or events is exit 1 with one line on stderr, like grep finding
+nothing; with `--json` too (after printing `[]`).
 """
 
 from __future__ import annotations
@@ -246,10 +247,11 @@ def search(app: App, text: tuple[str, ...], limit: str, as_json: bool) -> None:
     with _reading(app) as conn:
         hits = query.search(conn, words, limit=limit)
     if as_json:
-        echo_json(hits)
-        return
+        echo_json(hits)  # `[]` when empty, and still exit 1 below
     if not hits:
         raise NotFound(f"no statement matches {words!r}")
+    if as_json:
+        return
     rows = [(str(h["statement_id"]), h["title"] + (" (deleted)" if h["deleted_at"] else ""),
              render.search_snippet_rich(h["snippet"], query.MARK_START, query.MARK_END)
              if _terminal() else h["snippet"]) for h in hits]
@@ -280,12 +282,13 @@ def events(app: App, since: str | None, kind: str | None, tag: str | None, limit
     with _reading(app) as conn:
         rows = query.events(conn, since=when, kind=kind, tag=tag, limit=limit)
     if as_json:
-        echo_json(rows)
-        return
+        echo_json(rows)  # `[]` when empty, and still exit 1 below
     if not rows:
         what = " ".join(f"{k} {v}" for k, v in (("since", since), ("kind", kind), ("tag", tag))
                         if v is not None)
         raise NotFound("no events" + (f" match {what}" if what else " recorded yet"))
+    if as_json:
+        return
     _table(("event", "occurred", "kind", "statement", "rev", "summary", "title"),
            [(str(r["event_id"]), r["occurred_at"], r["kind"], str(r["statement_id"]),
              _revs(r), r["summary"], r["title"]) for r in rows])

@@ -19,7 +19,7 @@ log = structlog.get_logger(__name__)
 BUSY_TIMEOUT_MS = 30_000
 
 
-def make_engine(url: str, *, readonly: bool = False, **kwargs: Any) -> Engine:
+def make_engine(url: str | sa.URL, *, readonly: bool = False, **kwargs: Any) -> Engine:
     """Create an engine; writers on SQLite take the write lock at BEGIN (one writer, no
     'database is locked' on a read-to-write upgrade), readers never block the writer."""
     try:
@@ -49,7 +49,8 @@ def _sqlite_engine(url: sa.URL, *, readonly: bool, **kwargs: Any) -> Engine:
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys = ON")
-        if url.database not in (None, "", ":memory:"):
+        if url.database not in (None, "", ":memory:") and not readonly:
+            # (readers find the mode in the file; setting it could need a write)
             cur.execute("PRAGMA journal_mode = WAL")
             # Checkpoints run beside the writer (Checkpointer); a writer checkpoints itself
             # only if the WAL reaches ~40 MB, e.g. when no checkpointer is running.

@@ -15,7 +15,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from daemon import query
-from daemon.errors import DatabaseError, NotFound, RedlineError
+from daemon.errors import DatabaseError, NotFound, QueryTimeout, RedlineError
 from daemon.web import api, pages
 from daemon.web.assets import ASSETS
 from daemon.web.cache import RenderCache, cached
@@ -72,7 +72,7 @@ async def static(request: Request) -> Response:
 def _status_of(exc: Exception) -> int:
     if isinstance(exc, NotFound):
         return 404
-    if isinstance(exc, DatabaseError | sa.exc.OperationalError):
+    if isinstance(exc, DatabaseError | QueryTimeout | sa.exc.OperationalError):
         return 503
     return 400
 

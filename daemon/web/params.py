@@ -56,9 +56,10 @@ def int_param(params: Mapping[str, str], name: str, default: int, lo: int, hi: i
     value = text_param(params, name)
     if value is None:
         return default
-    if not value.isdigit() or not lo <= int(value) <= hi:
+    number = query.whole_number(value)
+    if number is None or not lo <= number <= hi:
         raise UsageError(f"{name} must be a whole number from {lo} to {hi}, not {value!r}")
-    return int(value)
+    return number
 
 
 def page_param(params: Mapping[str, str]) -> int:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
+import math
+import os
 import signal
+import sqlite3
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 import structlog
@@ -15,7 +20,7 @@ import uvicorn
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from daemon.errors import DatabaseError
+from daemon.errors import DatabaseError, QueryTimeout
 from daemon.store import migrate
 from daemon.store.engine import make_engine
 from daemon.systemd import SystemdNotifier
@@ -24,10 +29,23 @@ from daemon.web.app import create_app
 log = structlog.get_logger(__name__)
 
 
-def read_only_engine(url: str) -> Engine:
-    """An engine that cannot write: SQLite connections are `query_only`, PostgreSQL
-    sessions `default_transaction_read_only`. The schema must already be at head (the server
-    never migrates, and never creates an empty SQLite file)."""
+# Every query of the site is answered in milliseconds; one that runs this long is stopped
+# (SQLite: a progress handler; PostgreSQL: statement_timeout) and answered 503, so that no
+# request can hold a CPU, or a worker thread that a stop must wait for, for long.
+QUERY_SECONDS = 5.0
+# On SIGTERM, requests in progress get this long to finish before they are cancelled.
+GRACEFUL_SHUTDOWN_SECONDS = 5
+
+
+def read_only_engine(url: str, query_seconds: float = QUERY_SECONDS) -> Engine:
+    """An engine that cannot write: SQLite files are opened read-only (`mode=ro`, and
+    `query_only`), PostgreSQL sessions are `default_transaction_read_only`. The schema must
+    already be at head (the server never migrates, and never creates an empty SQLite file).
+
+    `mode=ro` matters beyond refusing writes: the last connection to close a WAL database
+    checkpoints the WAL into the file and deletes it, and `query_only` does not prevent
+    that; a read-only connection cannot take the lock it needs, so the file, its bytes and
+    its mtime, and the WAL stay as the writer left them."""
     sa_url = sa.engine.make_url(url)
     if sa_url.get_backend_name() == "sqlite":
         db = sa_url.database or ""
@@ -36,18 +54,50 @@ def read_only_engine(url: str) -> Engine:
         if not Path(db).is_file():
             raise DatabaseError(f"no database at {db}: run `redline ingest` or `redline run` "
                                 "first (redline serve only reads)")
-        engine = make_engine(url, readonly=True)
+        # a URI filename: %, #, ? and spaces in the path are escaped, not parsed
+        ro_url = sa.engine.URL.create(
+            sa_url.drivername, database="file:" + quote(os.path.abspath(db)),
+            query={"uri": "true", "mode": "ro"})
+        engine = make_engine(ro_url, readonly=True)
 
         @event.listens_for(engine, "connect")
-        def _query_only(dbapi_conn: Any, _record: Any) -> None:
+        def _query_only(dbapi_conn: Any, record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA query_only = ON")
             cur.close()
+            deadline = record.info[_DEADLINE] = [math.inf]
+            # called every 1,000 SQLite VM steps; a true value interrupts the statement
+            dbapi_conn.set_progress_handler(lambda: time.monotonic() > deadline[0], 1000)
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _start_clock(conn: Any, *_args: Any) -> None:
+            deadline = conn.info.get(_DEADLINE)
+            if deadline is not None:
+                deadline[0] = time.monotonic() + query_seconds
     else:
         engine = make_engine(url, readonly=True, connect_args={
-            "options": "-c default_transaction_read_only=on"})
+            "options": "-c default_transaction_read_only=on "
+                       f"-c statement_timeout={max(1, round(query_seconds * 1000))}"})
+
+    @event.listens_for(engine, "handle_error")
+    def _timed_out(context: Any) -> None:
+        if _is_timeout(context.original_exception):
+            raise QueryTimeout(f"the query ran longer than {query_seconds:g} s and was "
+                               "stopped: ask for less (fewer words, longer prefixes, a "
+                               "smaller limit) or try again") from None
+
     migrate.require_current(engine)
     return engine
+
+
+_DEADLINE = "redline_query_deadline"
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """SQLite interrupted by the progress handler, or PostgreSQL's query_canceled."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return str(exc) == "interrupted"
+    return getattr(exc, "sqlstate", None) == "57014"
 
 
 def is_loopback(host: str) -> bool:
@@ -88,7 +138,7 @@ def serve(engine: Engine, host: str, port: int, token: str | None,
                          "set [serve] token_env")
     config = uvicorn.Config(create_app(engine, token), host=host, port=port, log_config=None,
                             access_log=access_log, server_header=False, proxy_headers=False,
-                            lifespan="off")
+                            lifespan="off", timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
     shown = f"[{host}]" if ":" in host else host
     server = _NotifyingServer(config, SystemdNotifier(environ), f"http://{shown}:{port}/")
     if threading.current_thread() is not threading.main_thread():
