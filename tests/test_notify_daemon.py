@@ -176,3 +176,33 @@ def test_a_digest_period_is_sent_once_across_daemon_restarts(
     assert body["type"] == "digest" and req.headers["X-Redline-Event"] == "digest"
     assert body["until"] == boundary.isoformat().replace("+00:00", "Z")
     assert [e["kind"] for e in body["events"]] == ["added", "added"]
+
+
+def test_a_retry_comes_at_its_backoff_not_at_the_next_dispatch_run(
+        daemon_available: None, daemons: list[Daemon], db_url: str, sample: Path,
+        tmp_path: Path) -> None:
+    """With a minute between scheduled dispatch runs and backoff_seconds = 1, a receiver
+    that fails once gets the retry about a second later (the channel is woken at the
+    delivery's next_attempt_at), with the same delivery id."""
+    folder = tmp_path / "statements"
+    with HttpReceiver(statuses=[500]) as rx:
+        cfg = write_config(tmp_path, db_url, [folder], extra=(
+            '[schedule]\ndispatch_seconds = 60\n\n[log]\nformat = "json"\n\n'
+            f'[[channels]]\nname = "hook"\ntype = "webhook"\nurl = "{rx.url}"\n'
+            'backoff_seconds = 1\nkinds = ["revised"]\n\n'))
+        (path,) = copy_statements(sample, folder, 1)
+        d = Daemon(cfg)
+        daemons.append(d)
+        engine = make_engine(db_url)
+        try:
+            wait_until(lambda: d.logged("ready"), 60, "the daemon to be ready")
+            edit_one_word(path)
+            first, second = rx.wait_for(2, 40)  # without the wake: the run 60 s on
+            wait_until(lambda: [(r.status, r.attempts) for r in state(engine, "hook")] == [
+                ("delivered", 2)], 15, "the retry to be recorded")
+        finally:
+            engine.dispose()
+    gap = second.at - first.at
+    assert 0.7 <= gap < 20, gap  # 0.75-1 s of backoff (jitter), well before 60 s
+    assert first.headers["X-Redline-Delivery"] == second.headers["X-Redline-Delivery"]
+    assert first.body == second.body
