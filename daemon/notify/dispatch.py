@@ -177,10 +177,12 @@ class Dispatcher:
     def release_dead_claims(self) -> int:
         """Drop claims of earlier processes of this host that are gone (a crash or SIGKILL),
         so their deliveries need not wait for the claims to expire."""
-        host, _, _pid = self.instance_id.rpartition(":")
+        own = _host_pid(self.instance_id)
+        if own is None:
+            return 0
         with self.engine.begin() as conn:
             dead = [c for c in ledger.claimants(conn)
-                    if c != self.instance_id and _is_dead_local(c, host)]
+                    if c != self.instance_id and _is_dead_local(c, own[0])]
             released = ledger.release_instances(conn, dead)
         if released:
             log.info("stale_claims_released", instances=dead, count=released)
@@ -430,13 +432,22 @@ class Dispatcher:
         return found
 
 
+def _host_pid(instance: str) -> tuple[str, int] | None:
+    """The host and process of an instance id: `host:pid` (the default here) or
+    `host:pid:random` (the daemon's); None for any other form."""
+    parts = instance.split(":")
+    if len(parts) not in (2, 3) or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
+
+
 def _is_dead_local(instance: str, host: str) -> bool:
     """An instance id of this host whose process is gone."""
-    other_host, _, pid = instance.rpartition(":")
-    if other_host != host or not pid.isdigit():
+    found = _host_pid(instance)
+    if found is None or found[0] != host:
         return False
     try:
-        os.kill(int(pid), 0)
+        os.kill(found[1], 0)
     except ProcessLookupError:
         return True
     except PermissionError:
