@@ -8,7 +8,8 @@ and a failing job logs and runs again at its next time: it never stops the daemo
 - reconcile    every `schedule.reconcile_minutes`: asks the live worker for a full rescan
 - dispatch     every `schedule.dispatch_seconds`, and at once when events commit
 - digest       on `schedule.digest_cron` in `schedule.timezone` (and once at start, to
-               catch a period that ended while the daemon was down)
+               catch a period that ended while the daemon was down); after a failed
+               digest, also at its retry time when that comes before the next cron time
 - housekeeping every 10 minutes: SQLite WAL checkpoint and `PRAGMA optimize`, old heartbeats
 - heartbeat    every 15 seconds: this instance's row in `heartbeats`
 """
@@ -25,7 +26,13 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 import structlog
-from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MAX_INSTANCES,
+    JobEvent,
+    JobExecutionEvent,
+)
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
@@ -42,6 +49,11 @@ HOUSEKEEPING_MINUTES = 10.0
 HEARTBEAT_SECONDS = 15.0
 HEARTBEAT_KEEP = dt.timedelta(days=7)  # rows of instances gone longer are deleted
 DISPATCH_ROUNDS = 50  # a dispatch run repeats while wakes keep arriving, up to this
+# a digest retry runs this long after its retry time, so the runner finds it due
+DIGEST_RETRY_MARGIN = 0.05
+# a retry time the run left in the past (another instance holds the channel, or the channel
+# raised) is looked at again after this long, not at once: the job must not spin
+DIGEST_RETRY_PAST_SECONDS = 30.0
 
 
 def utcnow() -> dt.datetime:
@@ -198,6 +210,8 @@ class DispatchRunner(Protocol):
 class DigestRunnerLike(Protocol):
     def run_due(self) -> int: ...
 
+    # optional: `next_retry_at() -> datetime | None`, when a failed digest is due again
+
 
 def default_dispatch(engine: Engine, config: Config, clock: Callable[[], dt.datetime],
                      instance_id: str) -> DispatchRunner:
@@ -256,8 +270,10 @@ class Jobs:
         self._idle = threading.Condition()
         self.failures: dict[str, int] = {}
         self.last_error: dict[str, str] = {}
+        self.digest_retry_at: dt.datetime | None = None  # found by the last digest run
         self.scheduler = BackgroundScheduler(timezone=ZoneInfo(config.schedule.timezone))
         self.scheduler.add_listener(self._on_max_instances, EVENT_JOB_MAX_INSTANCES)
+        self.scheduler.add_listener(self._on_job_done, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
         self.bodies: dict[str, Callable[[], Any]] = {
             "reconcile": self.run_reconcile,
             "dispatch": self.run_dispatch,
@@ -299,6 +315,9 @@ class Jobs:
         self.config = config
         for name, spec in JOB_SPECS.items():
             self.scheduler.reschedule_job(name, trigger=spec.trigger(config.schedule))
+        # rescheduling moved the digest job to its cron time: a pending retry comes first
+        if self.digest_retry_at is not None:
+            self.schedule_digest_retry(self.digest_retry_at)
 
     @property
     def running(self) -> bool:
@@ -331,6 +350,32 @@ class Jobs:
         except JobLookupError:
             pass
 
+    def schedule_digest_retry(self, retry_at: dt.datetime) -> bool:
+        """Run the digest job at `retry_at` (a failed digest's retry, by self.clock) when
+        that comes before its next cron time; never later. True if the job was moved."""
+        if not self.scheduler.running:
+            return False
+        tz = ZoneInfo(self.config.schedule.timezone)
+        wait = (retry_at - self.clock()).total_seconds()
+        wait = wait + DIGEST_RETRY_MARGIN if wait > 0 else DIGEST_RETRY_PAST_SECONDS
+        when = dt.datetime.now(tz) + dt.timedelta(seconds=wait)
+        job = self.scheduler.get_job("digest")
+        if job is None or job.next_run_time is None or when >= job.next_run_time:
+            return False
+        self.scheduler.modify_job("digest", next_run_time=when)
+        log.info("digest_retry_scheduled", at=when.isoformat(),
+                 cron_time=job.next_run_time.isoformat())
+        return True
+
+    def _on_job_done(self, event: JobEvent) -> None:
+        # called once the run no longer counts as a running instance, so a retry that is
+        # due at once is not skipped as a second instance
+        if event.job_id == "digest" and self.digest_retry_at is not None:
+            try:
+                self.schedule_digest_retry(self.digest_retry_at)
+            except Exception:  # noqa: BLE001 - the cron time still comes
+                log.warning("digest_retry_not_scheduled", exc_info=True)
+
     def _on_max_instances(self, event: JobExecutionEvent) -> None:
         # A wake that arrived while the job was finishing would wait a whole interval.
         if event.job_id == "dispatch" and self._wake.is_set():
@@ -353,7 +398,16 @@ class Jobs:
         return total
 
     def run_digest(self) -> int:
-        return self.digest.run_due() if self.digest is not None else 0
+        """Send the due digests; remember when a failed one is due again (the job is then
+        moved earlier, see _on_job_done)."""
+        self.digest_retry_at = None
+        if self.digest is None:
+            return 0
+        sent = self.digest.run_due()
+        next_retry = getattr(self.digest, "next_retry_at", None)
+        if next_retry is not None:
+            self.digest_retry_at = next_retry()
+        return sent
 
     def run_housekeeping(self) -> dict[str, Any]:
         result = housekeep(self.engine, self.clock())

@@ -10,9 +10,11 @@ watches, and keeps systemd's STATUS= line current.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -48,6 +50,7 @@ log = structlog.get_logger(__name__)
 
 VERIFY_SECONDS = 60.0  # how often the inotify watches are counted (FolderWatcher.verify)
 STARTUP_DB_WAIT = 60.0  # seconds to wait for an unreachable database at start
+EXIT_GRACE = 0.2  # after the stop, how long threads that would hold up the exit may take
 
 
 class _Stopped(Exception):
@@ -451,3 +454,49 @@ def run_daemon(load_config: Callable[[], Config],
     finally:
         service.stop()
     return 0
+
+
+def lingering_threads(grace: float = EXIT_GRACE) -> list[threading.Thread]:
+    """The threads the interpreter would wait for at exit that are still alive after
+    `grace` seconds: a job of the scheduler's thread pool in the middle of a send (a
+    digest to a receiver that holds the request), say.
+
+    Those are the non-daemon threads and the workers of every concurrent.futures thread
+    pool: the interpreter joins those at exit even when they are daemon threads (they
+    are, when started from one, like APScheduler's, started from its daemon thread)."""
+    from concurrent.futures import thread as pool_threads
+
+    pooled = list(getattr(pool_threads, "_threads_queues", {}))  # joined at exit
+    candidates = dict.fromkeys([*(t for t in threading.enumerate() if not t.daemon),
+                                *pooled])
+    deadline = time.monotonic() + grace
+    left = []
+    for thread in candidates:
+        if thread is threading.current_thread():
+            continue
+        thread.join(max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            left.append(thread)
+    return left
+
+
+def exit_without_waiting(status: int) -> None:
+    """After the daemon's orderly stop: if threads would hold up the exit, say which and
+    end the process now with `status` (os._exit), so a stop takes the budget (8 s) and not
+    a receiver's timeout. What they were sending is owed still: a digest's watermark has
+    not moved and a delivery stays claimed (released at the next start), so it is sent
+    again, with the same delivery id. Returns when no such thread is left.
+
+    Only for the `redline run` process: it ends the process, whoever called it."""
+    left = lingering_threads()
+    if not left:
+        return
+    log.warning("exiting_without_threads", threads=[t.name for t in left],
+                detail="not waited for; what they were sending is sent again after a start")
+    logging.shutdown()  # flushes the log handlers
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)

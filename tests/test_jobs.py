@@ -372,3 +372,28 @@ def test_daemon_digest_periods_read_the_crontab_weekday_as_cron_does(tmp_path: P
     boundary = runner.schedule.next_after(dt.datetime(2026, 11, 25, tzinfo=dt.UTC))
     assert boundary == dt.datetime(2026, 11, 29, 8, tzinfo=dt.UTC)
     assert boundary.weekday() == 6  # Sunday
+
+
+def test_a_digest_retry_moves_the_digest_job_earlier_never_later(
+        make_jobs: Callable[..., Jobs], tmp_path: Path) -> None:
+    """A failed digest's retry time runs the digest job then when it comes before the next
+    cron time; a retry after the cron time leaves the cron time; one already past is looked
+    at again later, not at once."""
+    jobs = make_jobs(make_config(tmp_path, digest_cron="0 8 * * *"))
+    jobs.start(paused=True)
+    job = jobs.scheduler.get_job("digest")
+    cron_time = job.trigger.get_next_fire_time(None, dt.datetime.now(UTC))
+    jobs.scheduler.modify_job("digest", next_run_time=cron_time)  # as after the start run
+
+    now = dt.datetime.now(UTC)
+    assert jobs.schedule_digest_retry(now + dt.timedelta(seconds=5)) is True
+    moved = jobs.scheduler.get_job("digest").next_run_time
+    assert now + dt.timedelta(seconds=4.9) <= moved <= now + dt.timedelta(seconds=10)
+
+    jobs.scheduler.modify_job("digest", next_run_time=cron_time)
+    assert jobs.schedule_digest_retry(cron_time + dt.timedelta(hours=1)) is False
+    assert jobs.scheduler.get_job("digest").next_run_time == cron_time
+
+    now = dt.datetime.now(UTC)
+    assert jobs.schedule_digest_retry(now - dt.timedelta(seconds=5)) is True
+    assert jobs.scheduler.get_job("digest").next_run_time >= now + dt.timedelta(seconds=29)

@@ -10,14 +10,24 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from conftest import write_config
-from notify_support import HttpReceiver, copy_statements, edit_one_word, wait_until
+from notify_support import (
+    FakeClock,
+    HttpReceiver,
+    copy_statements,
+    edit_one_word,
+    ingestor,
+    wait_until,
+)
 
+from daemon.config import load_config
+from daemon.store import migrate
 from daemon.store.engine import make_engine
 from daemon.store.schema import UTCDateTime
 
@@ -176,3 +186,86 @@ def test_a_digest_period_is_sent_once_across_daemon_restarts(
     assert body["type"] == "digest" and req.headers["X-Redline-Event"] == "digest"
     assert body["until"] == boundary.isoformat().replace("+00:00", "Z")
     assert [e["kind"] for e in body["events"]] == ["added", "added"]
+
+
+def test_a_retry_comes_at_its_backoff_not_at_the_next_dispatch_run(
+        daemon_available: None, daemons: list[Daemon], db_url: str, sample: Path,
+        tmp_path: Path) -> None:
+    """With a minute between scheduled dispatch runs and backoff_seconds = 1, a receiver
+    that fails once gets the retry about a second later (the channel is woken at the
+    delivery's next_attempt_at), with the same delivery id."""
+    folder = tmp_path / "statements"
+    with HttpReceiver(statuses=[500]) as rx:
+        cfg = write_config(tmp_path, db_url, [folder], extra=(
+            '[schedule]\ndispatch_seconds = 60\n\n[log]\nformat = "json"\n\n'
+            f'[[channels]]\nname = "hook"\ntype = "webhook"\nurl = "{rx.url}"\n'
+            'backoff_seconds = 1\nkinds = ["revised"]\n\n'))
+        (path,) = copy_statements(sample, folder, 1)
+        d = Daemon(cfg)
+        daemons.append(d)
+        engine = make_engine(db_url)
+        try:
+            wait_until(lambda: d.logged("ready"), 60, "the daemon to be ready")
+            edit_one_word(path)
+            first, second = rx.wait_for(2, 40)  # without the wake: the run 60 s on
+            wait_until(lambda: [(r.status, r.attempts) for r in state(engine, "hook")] == [
+                ("delivered", 2)], 15, "the retry to be recorded")
+        finally:
+            engine.dispose()
+    gap = second.at - first.at
+    assert 0.7 <= gap < 20, gap  # 0.75-1 s of backoff (jitter), well before 60 s
+    assert first.headers["X-Redline-Delivery"] == second.headers["X-Redline-Delivery"]
+    assert first.body == second.body
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["immediate", "digest"])
+def test_sigterm_with_a_request_in_flight_exits_in_ten_seconds_and_resends_it(
+        daemon_available: None, daemons: list[Daemon], db_url: str, sample: Path,
+        tmp_path: Path, mode: str) -> None:
+    """SIGTERM while a receiver holds a delivery's (or a digest's) request open for 30 s,
+    with a 25 s HTTP timeout: `redline run` exits 0 within 10 s (SPEC §8) instead of
+    waiting for the request. The interrupted delivery stays owed: after a restart with
+    the receiver answering, it arrives again with the same delivery id and body."""
+    folder = tmp_path / "statements"
+    with HttpReceiver(hold=True) as rx:
+        kinds = 'kinds = ["revised"]\n' if mode == "immediate" else ""
+        cfg = write_config(tmp_path, db_url, [folder], extra=(
+            '[log]\nformat = "json"\n\n'
+            f'[[channels]]\nname = "hook"\ntype = "webhook"\nurl = "{rx.url}"\n'
+            f'mode = "{mode}"\ntimeout_seconds = 25\n{kinds}\n'))
+        (path,) = copy_statements(sample, folder, 1)
+        engine = make_engine(db_url)
+        try:
+            if mode == "digest":
+                # an event of two days ago: its period has ended, the start-up run sends it
+                migrate.upgrade(engine)
+                ingestor(engine, load_config(cfg, {}), FakeClock(dt.datetime.now(dt.UTC)
+                                                   - dt.timedelta(days=2))
+                         ).process_paths([str(path)])
+            first = Daemon(cfg)
+            daemons.append(first)
+            wait_until(lambda: first.logged("ready"), 60, "the daemon to be ready")
+            if mode == "immediate":
+                edit_one_word(path)
+            rx.wait_for(1, 30)                      # the request is open, unanswered
+            started = time.monotonic()
+            first.proc.terminate()
+            code = first.proc.wait(40)
+            took = time.monotonic() - started
+            first.reader.join(5)
+            owed = [(r.status, r.attempts) for r in state(engine, "hook")]
+            rx.release()                            # the receiver answers from now on
+            second = Daemon(cfg)
+            daemons.append(second)
+            wait_until(lambda: [r.status for r in state(engine, "hook")][-1:] == [
+                "delivered"], 60, "the delivery after the restart")
+        finally:
+            engine.dispose()
+        got = rx.wait_for(2)
+    assert code == 0 and took < 10, (code, took, first.lines[-5:])
+    assert first.logged("stopped")
+    assert owed[-1:] == [("pending", 0)]            # the interrupted attempt is still owed
+    assert len(got) == 2
+    assert got[0].headers["X-Redline-Delivery"] == got[1].headers["X-Redline-Delivery"]
+    assert got[0].body == got[1].body

@@ -19,8 +19,10 @@ from notify_support import (
     edit_one_word,
     ingestor,
     rows,
+    wait_until,
 )
 
+from daemon.jobs import Heartbeat, Jobs, default_digest, default_dispatch
 from daemon.notify.digest import DigestRunner, DigestSchedule
 
 UTC = dt.UTC
@@ -135,6 +137,38 @@ def test_a_failed_digest_is_retried_with_backoff_then_sent_once(
     assert got[0].body == got[1].body
     assert got[0].headers["X-Redline-Delivery"] == got[1].headers["X-Redline-Delivery"]
     assert rows(engine, "SELECT status, attempts FROM delivery_status")[0] == ("delivered", 2)
+
+
+def test_the_digest_job_retries_a_failed_digest_after_the_backoff_not_the_next_cron_time(
+        engine: sa.Engine, db_url: str, sample: Path, tmp_path: Path) -> None:
+    """The daemon's jobs on a real scheduler, the real runner and a receiver failing once:
+    the digest sent at start fails and is sent again about backoff_seconds later, not at
+    the next 08:00; the digest job then waits for its cron time again."""
+    now = dt.datetime.now(UTC)
+    with HttpReceiver(statuses=[503]) as rx:
+        config = config_for(tmp_path, db_url, digest_webhook(rx.url, backoff_seconds=1),
+                            schedule='digest_cron = "0 8 * * *"\ntimezone = "UTC"')
+        (path,) = copy_statements(sample, tmp_path / "statements", 1)
+        # an event two days ago: its period has ended whatever the time of day
+        ingestor(engine, config, FakeClock(now - dt.timedelta(days=2))).process_paths(
+            [str(path)])
+        jobs = Jobs(config, engine, instance_id="test:1:x", request_reconcile=lambda r: None,
+                    heartbeat=lambda: Heartbeat("test:1:x", "test", 1, now, now, True, ""),
+                    dispatch_factory=default_dispatch, digest_factory=default_digest)
+        try:
+            jobs.start()                     # the digest job runs at start
+            first, second = rx.wait_for(2, 30)
+            wait_until(lambda: rows(engine, "SELECT status, attempts FROM delivery_status")
+                       == [("delivered", 2)], 10, "the retried digest recorded")
+            job = jobs.scheduler.get_job("digest")
+            back_to_cron = job.next_run_time == job.trigger.get_next_fire_time(
+                None, dt.datetime.now(UTC))
+        finally:
+            jobs.shutdown(5)
+    assert 0.7 <= second.at - first.at < 20  # 0.75-1 s of backoff, not the next 08:00
+    assert first.body == second.body
+    assert first.headers["X-Redline-Delivery"] == second.headers["X-Redline-Delivery"]
+    assert back_to_cron
 
 
 def test_an_email_digest_is_one_message(engine: sa.Engine, db_url: str, sample: Path,

@@ -24,7 +24,7 @@ def run(app: App) -> None:
       redline --config config.toml run
       systemctl reload redline        # sends SIGHUP
     """
-    from daemon.service import run_daemon
+    from daemon.service import exit_without_waiting, run_daemon
 
     def load() -> Config:  # at start and at each SIGHUP
         config = load_config(find_config_path(app.config_path, app.environ), app.environ)
@@ -34,4 +34,8 @@ def run(app: App) -> None:
     def logs(cfg: LogConfig) -> None:
         configure_logging(cfg.level, cfg.format)
 
-    click.get_current_context().exit(run_daemon(load, logs, app.environ))
+    status = run_daemon(load, logs, app.environ)
+    # a send in flight in a non-daemon thread (the scheduler's pool) would keep the process
+    # alive until the receiver's timeout, past systemd's TimeoutStopSec: not waited for
+    exit_without_waiting(status)
+    click.get_current_context().exit(status)

@@ -109,6 +109,18 @@ class DigestRunner:
                 log.exception("digest_error", channel=ch.name)
         return sent
 
+    def next_retry_at(self) -> dt.datetime | None:
+        """When the earliest failed digest of these channels is due again (its retry_at in
+        job_state); None when no digest waits for a retry. The digest job runs then."""
+        if not self.channels:
+            return None
+        names = [_state_name(c.name) for c in self.channels]
+        with self.engine.connect() as conn:
+            values = conn.execute(sa.select(job_state.c.value).where(
+                job_state.c.name.in_(names))).scalars().all()
+        return min((_parse(v["retry_at"]) for v in values if v and v.get("retry_at")),
+                   default=None)
+
     # ---- one channel --------------------------------------------------------------
 
     def _run_channel(self, ch: ChannelConfig) -> int:

@@ -5,19 +5,27 @@ own deliveries. `wake()` (called when events commit) and `dispatch_due()` (calle
 schedule) only start idle workers and return; a worker keeps claiming and sending until
 nothing of its channel is due. No database transaction is open while a receiver is called:
 claim (short transaction) → send → record the outcome (short transaction).
+
+A worker that goes idle looks up its channel's next retry time (`next_attempt_at` of a
+failed delivery, or the end of a pause after a timeout) and a timer wakes the channel
+then, so a retry waits for its backoff, not for the next scheduled dispatch.
+
+The workers are daemon threads: a send in flight at exit (a receiver that holds the
+request) never keeps the process alive; its delivery stays claimed and is sent again,
+with the same delivery id, after the claim is released (at least once).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import os
 import random
 import socket
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import structlog
@@ -32,6 +40,8 @@ log = structlog.get_logger(__name__)
 
 CLAIM_BATCH = 25
 BODY_CACHE_SIZE = 2048
+# a retry wake comes this long after the retry time, so the claim then finds the row due
+RETRY_WAKE_MARGIN = 0.05
 
 
 def utcnow() -> dt.datetime:
@@ -64,8 +74,6 @@ class Dispatcher:
                 log.warning("channel_cannot_deliver", detail="its deliveries stay pending",
                             channel=ch.name, type=ch.type)
         self.channels = [c for c in self.channels if can_send(c.type)]
-        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.channels)),
-                                        thread_name_prefix="redline-deliver")
         self._lock = threading.Condition()
         self._running: set[str] = set()
         self._again: set[str] = set()
@@ -81,20 +89,34 @@ class Dispatcher:
         # channel -> delivery ids claimed and not sent, whose claims could not be given back
         # (the database was away): given back before the channel claims again
         self._unreleased: dict[str, list[int]] = {}
+        # (time by self.clock, channel): when to wake a channel for a retry; one timer is
+        # set for the earliest
+        self._wakes: list[tuple[dt.datetime, str]] = []
+        self._timer: threading.Timer | None = None
+        self._timer_due: dt.datetime | None = None
 
     # ---- the public surface: wake, dispatch_due, wait_idle, close ---------------------
 
     def wake(self) -> None:
         """Start every idle channel worker (safe from any thread; returns at once)."""
+        self._start(None)
+
+    def _start(self, names: Collection[str] | None) -> None:
+        """Start the workers of these channels (None: all); one already running looks
+        again before it stops."""
         with self._lock:
             if self._stopping.is_set():
                 return
             for ch in self.channels:
+                if names is not None and ch.name not in names:
+                    continue
                 if ch.name in self._running:
                     self._again.add(ch.name)
                 else:
                     self._running.add(ch.name)
-                    self._pool.submit(self._drain, ch)
+                    # a daemon thread: a send in flight must not hold up the exit
+                    threading.Thread(target=self._drain, args=(ch,), daemon=True,
+                                     name=f"redline-deliver-{ch.name}").start()
 
     def dispatch_due(self, wait: float = 0.0) -> int:
         """Deliver what is due now: start the channel workers, wait up to `wait` seconds
@@ -129,8 +151,12 @@ class Dispatcher:
         """Stop: no new attempts; an attempt in flight finishes (within its timeout) and its
         worker then gives back the rest of its batch and closes its sender."""
         self._stopping.set()
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._timer_due = None
+            self._wakes.clear()
         self.wait_idle(timeout)
-        self._pool.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             idle = [name for name in self._senders if name not in self._running]
             unsettled = [name for name in {*self._unrecorded, *self._unreleased}
@@ -151,10 +177,12 @@ class Dispatcher:
     def release_dead_claims(self) -> int:
         """Drop claims of earlier processes of this host that are gone (a crash or SIGKILL),
         so their deliveries need not wait for the claims to expire."""
-        host, _, _pid = self.instance_id.rpartition(":")
+        own = _host_pid(self.instance_id)
+        if own is None:
+            return 0
         with self.engine.begin() as conn:
             dead = [c for c in ledger.claimants(conn)
-                    if c != self.instance_id and _is_dead_local(c, host)]
+                    if c != self.instance_id and _is_dead_local(c, own[0])]
             released = ledger.release_instances(conn, dead)
         if released:
             log.info("stale_claims_released", instances=dead, count=released)
@@ -168,6 +196,8 @@ class Dispatcher:
                 more = self._one_batch(ch)
                 if more:
                     continue
+                # before the last look at _again: a wake meanwhile is not lost
+                self._wake_for_next_retry(ch)
                 with self._lock:
                     if ch.name in self._again:
                         self._again.discard(ch.name)
@@ -182,6 +212,61 @@ class Dispatcher:
                 self._running.discard(ch.name)
                 self._again.discard(ch.name)
                 self._lock.notify_all()
+
+    # ---- waking a channel at its next retry time ---------------------------------------
+
+    def _wake_for_next_retry(self, ch: ChannelConfig) -> None:
+        """Set a wake for the channel's earliest retry: a failed delivery's next attempt
+        (this process's, or a predecessor's) or the end of a pause after a timeout."""
+        now = self.clock()
+        try:
+            with self.engine.connect() as conn:
+                nxt = ledger.next_retry_at(conn, ch.name, now)
+        except Exception as exc:  # noqa: BLE001 - the database is away: the ticks go on
+            log.debug("next_retry_unknown", channel=ch.name,
+                      error=str(exc).strip().splitlines()[0][:200])
+            nxt = None
+        paused = self._paused_until.get(ch.name)
+        times = [t for t in (nxt, paused) if t is not None and t > now]
+        if times:
+            self._wake_at(ch.name, min(times))
+
+    def _wake_at(self, channel: str, when: dt.datetime) -> None:
+        with self._lock:
+            if self._stopping.is_set() or (when, channel) in self._wakes:
+                return
+            heapq.heappush(self._wakes, (when, channel))
+            if self._timer_due is None or when < self._timer_due:
+                self._arm()
+
+    def _arm(self) -> None:
+        """(Re)set the one timer for the earliest wake; called with the lock held."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = self._timer_due = None
+        if not self._wakes or self._stopping.is_set():
+            return
+        due = self._wakes[0][0]
+        delay = max(0.0, (due - self.clock()).total_seconds()) + RETRY_WAKE_MARGIN
+        timer = threading.Timer(delay, self._on_timer)
+        timer.args = (timer,)
+        timer.daemon = True
+        timer.name = "redline-retry-wake"
+        self._timer, self._timer_due = timer, due
+        timer.start()
+
+    def _on_timer(self, timer: threading.Timer) -> None:
+        with self._lock:
+            if timer is not self._timer:
+                return  # replaced by an earlier one meanwhile
+            self._timer = self._timer_due = None
+            now = self.clock()
+            names: set[str] = set()
+            while self._wakes and self._wakes[0][0] <= now:
+                names.add(heapq.heappop(self._wakes)[1])
+            self._arm()
+        if names:
+            self._start(names)
 
     def _one_batch(self, ch: ChannelConfig) -> bool:
         """Claim and send one batch; True when all of it was delivered (more may be due)."""
@@ -302,7 +387,8 @@ class Dispatcher:
                     seconds=ledger.backoff_delay(ch, item.attempts + 1, self.rand))
                 self._unsent(ch.name, [c.id for c in claimed[i + 1:]])
                 return False
-        # after a failure, stop for now: what is due again waits for the next wake
+        # after a failure, stop for now: what is due again waits for the next wake (at the
+        # earliest retry time at the latest)
         return all_delivered
 
     def _record_failure(self, ch: ChannelConfig, item: ledger.ClaimedDelivery,
@@ -346,13 +432,22 @@ class Dispatcher:
         return found
 
 
+def _host_pid(instance: str) -> tuple[str, int] | None:
+    """The host and process of an instance id: `host:pid` (the default here) or
+    `host:pid:random` (the daemon's); None for any other form."""
+    parts = instance.split(":")
+    if len(parts) not in (2, 3) or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
+
+
 def _is_dead_local(instance: str, host: str) -> bool:
     """An instance id of this host whose process is gone."""
-    other_host, _, pid = instance.rpartition(":")
-    if other_host != host or not pid.isdigit():
+    found = _host_pid(instance)
+    if found is None or found[0] != host:
         return False
     try:
-        os.kill(int(pid), 0)
+        os.kill(found[1], 0)
     except ProcessLookupError:
         return True
     except PermissionError:

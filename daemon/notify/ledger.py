@@ -74,6 +74,14 @@ def claim(conn: Connection, channel: str, instance: str, now: dt.datetime,
     return [ClaimedDelivery(r.id, r.event_id, r.attempts, r.created_at) for r in rows]
 
 
+def next_retry_at(conn: Connection, channel: str, now: dt.datetime) -> dt.datetime | None:
+    """The earliest `next_attempt_at` after `now` among the channel's deliveries still due
+    (a failed attempt's retry time); None when there is none."""
+    return conn.execute(sa.select(sa.func.min(deliveries.c.next_attempt_at)).where(
+        deliveries.c.channel == channel, deliveries.c.status.in_(DUE_STATUSES),
+        deliveries.c.next_attempt_at > now)).scalar()  # type: ignore[no-any-return]
+
+
 def record_delivered(conn: Connection, ids: Sequence[int], now: dt.datetime,
                      instance: str | None = None) -> int:
     """Mark deliveries delivered (one more attempt each) and drop their claim."""
