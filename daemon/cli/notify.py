@@ -13,7 +13,6 @@ from daemon.cli.app import App, echo_json
 from daemon.errors import UsageError
 from daemon.notify import ledger
 from daemon.notify.channels import DeliveryFailed, Message, can_send, make_sender
-from daemon.notify.payload import iso
 
 TEST_TEXT = ("This is a TEST notification from redline (`redline notify test`), sent to check "
              "that channel {name} works. No statement changed.")
@@ -52,7 +51,7 @@ def notify_test(app: App, name: str | None, as_json: bool) -> None:
     results = []
     for ch in channels:
         now = dt.datetime.now(dt.UTC)
-        body = {"type": "test", "test": True, "channel": ch.name, "sent_at": iso(now),
+        body = {"type": "test", "test": True, "channel": ch.name, "sent_at": query.iso(now),
                 "message": TEST_TEXT.format(name=ch.name)}
         result: dict[str, Any] = {"channel": ch.name, "type": ch.type, "ok": False,
                                   "error": None}

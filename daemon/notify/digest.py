@@ -35,7 +35,8 @@ from daemon.notify.channels import (
     can_send,
     make_sender,
 )
-from daemon.notify.payload import event_bodies, iso
+from daemon.notify.payload import event_bodies
+from daemon.query import iso
 from daemon.store.schema import deliveries, events, job_state
 
 log = structlog.get_logger(__name__)

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from daemon.diffs import WordOp, unified_diff, word_diff
+from daemon.query import iso  # one form for every outward time: whole seconds, Z
 from daemon.store.schema import events, revisions
 from daemon.text import paragraphs, title_text
 
@@ -23,16 +24,6 @@ from daemon.text import paragraphs, title_text
 DIFF_LIMIT_CHARS = 100_000
 # Fields of a revision that a notification shows as the statement.
 _STATEMENT_FIELDS = ("source_url", "title", "date", "published_time", "modified_time", "tags")
-
-
-def iso(value: dt.datetime | dt.date | None) -> str | None:
-    """ISO 8601 as SPEC §7 shows it: UTC datetimes to the second, ending in Z (as the CLI's
-    --json and the web API give them; the database keeps the microseconds)."""
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return value.isoformat()
 
 
 def event_bodies(conn: Connection, event_ids: Iterable[int],
