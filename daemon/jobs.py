@@ -194,8 +194,10 @@ def housekeep(engine: Engine, now: dt.datetime) -> dict[str, Any]:
         try:
             # outside any transaction: a checkpoint cannot run inside one
             cur = raw.driver_connection.cursor()  # type: ignore[union-attr]
-            busy, wal_frames, moved = cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            # optimize first: it may write (ANALYZE's statistics), and the checkpoint then
+            # takes that too, leaving the WAL empty
             cur.execute("PRAGMA optimize")
+            busy, wal_frames, moved = cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             cur.close()
         finally:
             raw.close()

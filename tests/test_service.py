@@ -157,7 +157,9 @@ def test_changes_made_while_stopped_are_ingested_before_ready(
     # while it is down
     (root / "s1.md").write_text(doc(1, body="An entirely different body of words."))
     (root / "s2.md").unlink()
-    (root / "s4.md").write_text(doc(4))
+    # words of its own: with s2's words and a new URL, in the pass that finds s2 gone,
+    # it would be s2 moved and re-addressed (one metadata revision, README)
+    (root / "s4.md").write_text(doc(4, body="A statement of its own, in new words."))
     second = run_daemon(cfg)
     second.wait_message("READY=1")
     kinds = count(db_url, "SELECT count(*) FROM statement_revisions WHERE "

@@ -133,7 +133,7 @@ class DigestRunner:
                 earliest = _earliest_owed(conn, ch.name)
                 if state is None:
                     start = min(earliest, now) if earliest else now
-                    state = {"until": iso(self.schedule.last_at_or_before(start) or start)}
+                    state = {"until": _stamp(self.schedule.last_at_or_before(start) or start)}
                     _save_state(conn, ch.name, state, now)
             if state.get("retry_at") and now < _parse(state["retry_at"]):
                 return sent
@@ -146,7 +146,7 @@ class DigestRunner:
                 # empty periods: move on to the last boundary before anything is owed
                 target = self.schedule.last_at_or_before(min(now, earliest or now)) or until
                 with self.engine.begin() as conn:
-                    _save_state(conn, ch.name, {"until": iso(max(target, until))}, now)
+                    _save_state(conn, ch.name, {"until": _stamp(max(target, until))}, now)
                 continue
             if not self._send_period(ch, state, since, until):
                 return sent
@@ -171,7 +171,7 @@ class DigestRunner:
                             f"lists at most {DIGEST_MAX_EVENTS}): `redline events --since "
                             f"{iso(since)}` shows them all")
         delivery_id = str(uuid.uuid5(DELIVERY_NAMESPACE,
-                                     f"digest:{ch.name}:{iso(since)}:{iso(until)}"))
+                                     f"digest:{ch.name}:{_stamp(since)}:{_stamp(until)}"))
         sender = make_sender(ch)
         try:
             sender.send(Message("digest", delivery_id, body))
@@ -189,7 +189,7 @@ class DigestRunner:
             if error is None:
                 for chunk in _chunks(ids):
                     ledger.record_delivered(conn, chunk, now)
-                _save_state(conn, ch.name, {"until": iso(until)}, now)
+                _save_state(conn, ch.name, {"until": _stamp(until)}, now)
                 log.info("digest_sent", channel=ch.name, events=len(owed), until=iso(until))
                 return True
             attempts = int(state.get("attempts", 0)) + 1
@@ -200,10 +200,10 @@ class DigestRunner:
                 ledger.record_failed(conn, row_id, attempts, f"digest: {error}", retry_at)
             if dead:
                 # given up: the deliveries are dead (visible, re-queueable), the period done
-                _save_state(conn, ch.name, {"until": iso(until)}, now)
+                _save_state(conn, ch.name, {"until": _stamp(until)}, now)
             else:
-                _save_state(conn, ch.name, {"until": iso(since), "attempts": attempts,
-                                            "retry_at": iso(retry_at)}, now)
+                _save_state(conn, ch.name, {"until": _stamp(since), "attempts": attempts,
+                                            "retry_at": _stamp(retry_at)}, now)
         log.warning("digest_failed", channel=ch.name, error=str(error), attempts=attempts,
                     status="dead" if dead else "failed")
         return dead
@@ -267,6 +267,13 @@ def _owed(conn: Connection, channel: str, until: dt.datetime) -> list[tuple[int,
         .order_by(events.c.occurred_at, events.c.id)
     ).all()
     return [(r[0], r[1], r[2]) for r in rows]
+
+
+def _stamp(value: dt.datetime) -> str:
+    """A time as the watermark, the retry time and the delivery id keep it: to the
+    microsecond (the outward `iso` stops at the second: a retry would come up to a second
+    early, and a delivery id would change)."""
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _parse(value: str) -> dt.datetime:
