@@ -80,9 +80,9 @@ class Ingestor:
         settling deletions): with the paths here that are gone, they tell a file moved
         and re-addressed from a new statement (see `apply`)."""
         counts = IngestCounts()
-        first = self._jobs(paths, with_known=True)
-        moves = self._moves([*(p for p, _max, _sha in first if not os.path.exists(p)),
-                             *leaving], len(first))
+        gone: list[str] = []
+        first = self._jobs(paths, with_known=True, gone=gone)
+        moves = self._moves([*gone, *leaving], len(first) - len(gone))
         if more is None:
             self._apply_stream(prepare_many(first), counts, stop=stop,
                                total=lambda: len(first), moves=moves)
@@ -104,10 +104,16 @@ class Ingestor:
                            total=lambda: taken[0], moves=moves)
         return counts
 
-    def _jobs(self, paths: Sequence[str], with_known: bool) -> list[Job]:
-        wanted = list(dict.fromkeys(os.path.abspath(p) for p in paths))
+    def _jobs(self, paths: Sequence[str], with_known: bool,
+              gone: list[str] | None = None) -> list[Job]:
+        """The paths as jobs, present ones first and oldest first; `gone`, when given,
+        receives the paths that are not there (from the same stat)."""
+        order = {p: _present_oldest_first(p)
+                 for p in dict.fromkeys(os.path.abspath(p) for p in paths)}
+        wanted = sorted(order, key=order.__getitem__)
+        if gone is not None:
+            gone += [p for p in wanted if order[p][0]]
         known = self._known_hashes(wanted) if with_known else {}
-        wanted.sort(key=_present_oldest_first)
         return [(p, self.watch.max_file_bytes, known.get(p)) for p in wanted]
 
     def _known_hashes(self, paths: list[str]) -> dict[str, str]:

@@ -168,19 +168,7 @@ class LiveWorker:
         assert watcher is not None
         paths = list(self.gone)  # cleared only once applied: idle() stays False until then
         present = [p for p in paths if os.path.exists(p)]
-        gone: list[str] = []
-        held: dict[str, int] = {}
-        healthy: dict[str, bool] = {}
-        for path in paths:
-            root = watcher.root_of(path)
-            if root is None or path in present:
-                continue
-            if root not in healthy:
-                healthy[root] = watcher.has_files(root)
-            if healthy[root]:
-                gone.append(path)
-            else:
-                held[root] = held.get(root, 0) + 1
+        gone, held = self._deletable(paths)
         for root, n in held.items():
             reason = "missing" if not os.path.isdir(root) else "suddenly empty (unmounted?)"
             self.service.folder_errors[root] = f"{root} is {reason}: {n} deletion(s) held"
@@ -191,6 +179,26 @@ class LiveWorker:
         for path in paths:
             self.gone.pop(path, None)
         return counts
+
+    def _deletable(self, paths: list[str]) -> tuple[list[str], dict[str, int]]:
+        """Of these paths, the gone ones whose watched folder is healthy (holds files), and
+        how many gone ones each missing or suddenly empty folder holds back."""
+        watcher = self.service.watcher
+        assert watcher is not None
+        gone: list[str] = []
+        held: dict[str, int] = {}
+        healthy: dict[str, bool] = {}
+        for path in paths:
+            root = watcher.root_of(path)
+            if root is None or os.path.exists(path):
+                continue
+            if root not in healthy:
+                healthy[root] = watcher.has_files(root)
+            if healthy[root]:
+                gone.append(path)
+            else:
+                held[root] = held.get(root, 0) + 1
+        return gone, held
 
     def _process(self, todo: list[str], budget: float | None = None,
                  stream: bool = False) -> IngestCounts:
@@ -221,9 +229,11 @@ class LiveWorker:
             return []
 
         # the deletions still settling: a file among `todo` may be one of them moved and
-        # re-addressed (a new name and a new source_url at once), not a new statement
+        # re-addressed (a new name and a new source_url at once), not a new statement —
+        # never one held under a missing or empty folder, which may yet come back
+        leaving = self._deletable(list(self.gone))[0] if self.gone else []
         counts = ingestor.process_paths(todo, stop=stop, more=more if stream else None,
-                                        leaving=list(self.gone))
+                                        leaving=leaving)
         if counts.left:
             log.warning("ingest_interrupted", left=counts.left,
                         detail="the rest is picked up by the next start's reconcile")

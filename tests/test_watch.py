@@ -744,6 +744,36 @@ def test_a_file_renamed_and_readdressed_at_once_is_one_metadata_revision(
                     u="https://www.whitehouse.gov/articles/2025/07/s1/")[0][0] == 1
 
 
+def test_a_statement_held_under_a_missing_folder_is_never_taken_for_a_move(
+        tmp_path: Path, db_url: str) -> None:
+    """A watched folder is removed file by file (its deletions held) while a file with the
+    same words and a new URL appears in another watched folder: an addition, not the held
+    statement re-addressed — the folder may come back; and when it does, nothing was
+    lost."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    (first / "s1.md").write_text(doc(1))
+    (second / "keep.md").write_text(doc("keep", body="Words of another statement."))
+    daemon = Live(live_config(tmp_path, db_url, [first, second])).start()
+    try:
+        shutil.copytree(first, tmp_path / "away")
+        shutil.rmtree(first)  # one delete event per file: s1's deletion settles, held
+        daemon.wait_for(lambda: str(first / "s1.md") in daemon.service.live.gone,
+                        "s1's deletion settling")
+        (second / "s9.md").write_text(doc(9))  # meanwhile: s1's words, a new URL
+        daemon.settle(second)
+        daemon.wait_for(lambda: "MISSING" in daemon.service.status_text(), "the report")
+        assert daemon.revisions(9) == [(1, "added")]
+        assert daemon.revisions(1) == [(1, "added")] and daemon.deleted() == []
+        os.rename(tmp_path / "away", first)
+        daemon.wait_for(lambda: "MISSING" not in daemon.service.status_text(), "it back")
+        daemon.settle(second)
+        assert daemon.revisions(1) == [(1, "added")] and daemon.deleted() == []
+    finally:
+        daemon.stop()
+
+
 def test_emptied_folder_filled_again_applies_only_the_real_deletion(
         live: tuple[Live, Path], tmp_path: Path) -> None:
     """Every file moved out of a watched folder (an unmount, a careless mv): the deletions
