@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import sys
+import threading
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import sqlalchemy as sa
-from notify_support import FakeClock, config_for, copy_statements, edit_one_word, ingestor, rows
+from notify_support import (
+    FakeClock,
+    config_for,
+    copy_statements,
+    edit_one_word,
+    ingestor,
+    rows,
+    wait_until,
+)
 
 from daemon.notify.dispatch import Dispatcher
 
@@ -41,6 +54,53 @@ def test_one_parseable_line_per_event_appended(engine: sa.Engine, db_url: str, s
     event_ids = [r[0] for r in rows(engine, "SELECT event_id FROM change_log ORDER BY event_id")]
     assert [b["event_id"] for b in lines] == event_ids
     assert all(b["diff"]["words"] for b in lines)
+    assert {r[0] for r in rows(engine, "SELECT status FROM delivery_status")} == {"delivered"}
+
+
+def test_a_wake_as_a_worker_ends_is_not_lost(engine: sa.Engine, db_url: str, sample: Path,
+                                             tmp_path: Path) -> None:
+    """A wake that comes just as a channel's worker has taken its last look for work (and
+    found none) starts a new worker: the event is delivered at once, not at the next
+    dispatch tick. The wake is made at that exact moment by tracing the worker's thread:
+    at the first line it runs after its last look (the one line of `finally` that every
+    ending passes)."""
+    clock = FakeClock()
+    out = tmp_path / "events.jsonl"
+    config = config_for(tmp_path, db_url, jsonl_channel(out))
+    first, late = copy_statements(sample, tmp_path / "statements", 2)
+    ing = ingestor(engine, config, clock)
+    ing.process_paths([str(first)])
+    d = Dispatcher(engine, config, clock=clock, instance_id="test:1")
+    lines, start = inspect.getsourcelines(Dispatcher._drain)
+    after_last_look = start + next(i for i, line in enumerate(lines)
+                                   if line.strip() == "finally:") + 1
+    fired: list[bool] = []
+    woke = threading.Event()
+
+    def in_drain(frame: FrameType, event: str, arg: Any) -> Any:
+        if event == "line" and frame.f_lineno == after_last_look and not fired:
+            fired.append(True)  # the worker has taken its last look; an edit arrives now
+            ing.process_paths([str(late)])
+            d.wake()
+            woke.set()
+        return in_drain
+
+    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
+        return in_drain if frame.f_code is Dispatcher._drain.__code__ else None
+
+    threading.settrace(tracer)
+    try:
+        d.wake()
+        wait_until(woke.is_set, what="the worker reaching its end")
+    finally:
+        threading.settrace(None)  # type: ignore[arg-type]
+        sys.settrace(None)
+    try:
+        assert d.wait_idle(10)
+        lines_out = out.read_text("utf-8").splitlines()
+        assert len(lines_out) == 2, "the event of the wake was not delivered"
+    finally:
+        d.close()
     assert {r[0] for r in rows(engine, "SELECT status FROM delivery_status")} == {"delivered"}
 
 

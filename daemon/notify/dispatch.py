@@ -191,6 +191,7 @@ class Dispatcher:
     # ---- one channel's worker ------------------------------------------------------
 
     def _drain(self, ch: ChannelConfig) -> None:
+        running = True
         try:
             while not self._stopping.is_set():
                 more = self._one_batch(ch)
@@ -202,16 +203,25 @@ class Dispatcher:
                     if ch.name in self._again:
                         self._again.discard(ch.name)
                         continue
+                    # the worker ends under the lock of its last look: a wake from now on
+                    # starts a new worker (one between the two would be lost)
+                    self._worker_ended(ch.name)
+                    running = False
                     break
         except Exception:  # noqa: BLE001 - a worker must not die silently; the next wake retries
             log.exception("delivery_worker_failed", channel=ch.name)
         finally:
             if self._stopping.is_set():
                 self._close_sender(ch.name)
-            with self._lock:
-                self._running.discard(ch.name)
-                self._again.discard(ch.name)
-                self._lock.notify_all()
+            if running:
+                with self._lock:
+                    self._worker_ended(ch.name)
+
+    def _worker_ended(self, name: str) -> None:
+        """The channel has no worker now (called holding the lock)."""
+        self._running.discard(name)
+        self._again.discard(name)
+        self._lock.notify_all()
 
     # ---- waking a channel at its next retry time ---------------------------------------
 
