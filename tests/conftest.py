@@ -3,7 +3,10 @@ test, the real corpus (when ../shared is present) and the small real sample in f
 
 from __future__ import annotations
 
+import hashlib
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -166,3 +169,22 @@ def _quiet_structlog() -> Iterator[None]:
                         cache_logger_on_first_use=False)
     yield
     structlog.reset_defaults()
+
+
+def file_state(path: Path) -> tuple[int, int, str] | None:
+    """A file's size, mtime and SHA-256; None when it is not there."""
+    if not path.exists():
+        return None
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def leave_wal(db: Path, sql_text: str) -> None:
+    """Commit `sql_text` and exit without closing: the change stays in the WAL, as when a
+    writer is killed or another connection is still open."""
+    code = ("import os, sqlite3, sys\n"
+            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "c.execute('PRAGMA wal_autocheckpoint = 0')\n"
+            "c.execute(sys.argv[2])\n"
+            "os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", code, str(db), sql_text], check=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import write_config
+from conftest import file_state, leave_wal, write_config
 from test_query import (
     MEXICAN_WAR,
     START,
@@ -368,6 +368,33 @@ def test_an_unmigrated_database_is_one_line(tmp_path: Path, db_url: str) -> None
                             r"needs \w+: run `redline db upgrade`|database \S+ does not exist "
                             r"yet: run `redline ingest` or `redline db upgrade` first)\n",
                             res.err), res.err
+
+
+def test_the_read_commands_never_write_to_the_sqlite_file(record_templates: RecordTemplates,
+                                                          tmp_path: Path) -> None:
+    """The read commands open a SQLite file read-only (`mode=ro`), as the README says: the
+    file, its bytes and mtime, and its WAL stay as the writer left them. Opened read-write,
+    the command's connection, the last to close, checkpointed the WAL into the file and
+    deleted it — a write, by a command that only reads, perhaps run by another user. They
+    still see what is only in the WAL."""
+    db = tmp_path / "redline.db"
+    url = f"sqlite:///{db}"
+    record_templates.clone(url)
+    cfg = write_config(tmp_path, url)
+    wal = Path(f"{db}-wal")
+    leave_wal(db, "INSERT INTO heartbeats (instance, hostname, pid, started_at, seen_at, "
+                  "watching, status) VALUES ('gone', 'news-9', 1, '2026-01-01 00:00:00', "
+                  "'2026-01-01 00:00:00', 0, 'killed')")
+    before = file_state(db), file_state(wal)
+    assert before[1] is not None and before[1][0] > 0
+    for args in (["status", "--json"], ["history", WORKERS_NEW], ["diff", WORKERS_NEW],
+                 ["search", "Mexican"], ["events", "--limit", "3"], ["errors"],
+                 ["deliveries"], ["db", "current"]):
+        res = redline(cfg, *args)
+        assert res.code in (0, 1) and "Traceback" not in res.err, (args, res.err)
+        assert (file_state(db), file_state(wal)) == before, args
+    status = json.loads(ok(redline(cfg, "status", "--json")).out)
+    assert [i["instance"] for i in status["watcher"]["instances"]] == ["gone"]
 
 
 def test_on_a_terminal_words_are_coloured(cfg: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,7 +33,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import REPO, write_config
+from conftest import REPO, file_state, leave_wal, write_config
 from starlette.testclient import TestClient
 
 from daemon import query
@@ -773,24 +773,6 @@ def test_redline_serve_runs_tells_systemd_and_stops_on_sigterm(
     assert code == 0, served.log.read_text()
 
 
-def _file_state(path: Path) -> tuple[int, int, str] | None:
-    if not path.exists():
-        return None
-    st = path.stat()
-    return st.st_size, st.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _leave_wal(db: Path, sql_text: str) -> None:
-    """Commit `sql_text` and exit without closing: the change stays in the WAL, as when a
-    writer is killed or another connection is still open."""
-    code = ("import os, sqlite3, sys\n"
-            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
-            "c.execute('PRAGMA wal_autocheckpoint = 0')\n"
-            "c.execute(sys.argv[2])\n"
-            "os._exit(0)\n")
-    subprocess.run([sys.executable, "-c", code, str(db), sql_text], check=True)
-
-
 def _crawl(base: str) -> Any:
     status = httpx.get(base + "/api/status", timeout=10).json()
     for url in ("/", "/search?q=Mexican", "/statements/1", "/statements/1/diff", "/feed.atom",
@@ -812,10 +794,10 @@ def test_redline_serve_never_writes_to_the_sqlite_file(record_templates: RecordT
     cfg = write_config(tmp_path, db_url)
     wal = Path(f"{db}-wal")
     # 1. changes only in the WAL, no writer left
-    _leave_wal(db, "INSERT INTO heartbeats (instance, hostname, pid, started_at, seen_at, "
+    leave_wal(db, "INSERT INTO heartbeats (instance, hostname, pid, started_at, seen_at, "
                    "watching, status) VALUES ('gone', 'h', 1, '2026-01-01 00:00:00', "
                    "'2026-01-01 00:00:00', 0, 'killed')")
-    before = _file_state(db), _file_state(wal)
+    before = file_state(db), file_state(wal)
     assert before[1] is not None and before[1][0] > 0
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -825,7 +807,7 @@ def test_redline_serve_never_writes_to_the_sqlite_file(record_templates: RecordT
         assert [i["instance"] for i in instances] == ["gone"]
     finally:
         assert served.stop() == 0, served.log.read_text()
-    assert (_file_state(db), _file_state(wal)) == before
+    assert (file_state(db), file_state(wal)) == before
     # 2. no -wal and no -shm at all
     conn = sqlite3.connect(db)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -849,10 +831,10 @@ def test_redline_serve_never_writes_to_the_sqlite_file(record_templates: RecordT
             assert len(hits) == 1
         finally:
             writer.dispose()
-        after_writer = _file_state(db), _file_state(wal)
+        after_writer = file_state(db), file_state(wal)
     finally:
         assert served.stop() == 0, served.log.read_text()
-    assert (_file_state(db), _file_state(wal)) == after_writer
+    assert (file_state(db), file_state(wal)) == after_writer
 
 
 SLOW_SQL = {  # a few seconds each, unbounded

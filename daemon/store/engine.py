@@ -6,6 +6,7 @@ import os
 import sqlite3
 import threading
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 import structlog
@@ -39,6 +40,15 @@ def make_engine(url: str | sa.URL, *, readonly: bool = False, **kwargs: Any) -> 
 
 
 def _sqlite_engine(url: sa.URL, *, readonly: bool, **kwargs: Any) -> Engine:
+    db = url.database or ""
+    if readonly and db != ":memory:" and db and not db.startswith("file:"):
+        # A reader opens the file read-only (`mode=ro`), which matters beyond refusing
+        # writes: the last connection to close a WAL database checkpoints the WAL into the
+        # file and deletes it; a read-only connection cannot take the lock that needs, so
+        # the file (its bytes, its mtime) and the WAL stay as the writer left them. A URI
+        # filename: %, #, ? and spaces in the path are escaped, not parsed.
+        url = sa.engine.URL.create(url.drivername, database="file:" + quote(
+            os.path.abspath(db)), query={"uri": "true", "mode": "ro"})
     kwargs.setdefault("connect_args", {})["timeout"] = BUSY_TIMEOUT_MS / 1000
     engine = sa.create_engine(url, **kwargs)
 

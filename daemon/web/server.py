@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import os
 import signal
 import sqlite3
 import threading
@@ -12,7 +11,6 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import sqlalchemy as sa
 import structlog
@@ -38,14 +36,10 @@ GRACEFUL_SHUTDOWN_SECONDS = 5
 
 
 def read_only_engine(url: str, query_seconds: float = QUERY_SECONDS) -> Engine:
-    """An engine that cannot write: SQLite files are opened read-only (`mode=ro`, and
-    `query_only`), PostgreSQL sessions are `default_transaction_read_only`. The schema must
-    already be at head (the server never migrates, and never creates an empty SQLite file).
-
-    `mode=ro` matters beyond refusing writes: the last connection to close a WAL database
-    checkpoints the WAL into the file and deletes it, and `query_only` does not prevent
-    that; a read-only connection cannot take the lock it needs, so the file, its bytes and
-    its mtime, and the WAL stay as the writer left them."""
+    """An engine that cannot write: SQLite files are opened read-only (`mode=ro`, see
+    make_engine, and `query_only`), PostgreSQL sessions are `default_transaction_read_only`.
+    The schema must already be at head (the server never migrates, and never creates an
+    empty SQLite file)."""
     sa_url = sa.engine.make_url(url)
     if sa_url.get_backend_name() == "sqlite":
         db = sa_url.database or ""
@@ -54,11 +48,7 @@ def read_only_engine(url: str, query_seconds: float = QUERY_SECONDS) -> Engine:
         if not Path(db).is_file():
             raise DatabaseError(f"no database at {db}: run `redline ingest` or `redline run` "
                                 "first (redline serve only reads)")
-        # a URI filename: %, #, ? and spaces in the path are escaped, not parsed
-        ro_url = sa.engine.URL.create(
-            sa_url.drivername, database="file:" + quote(os.path.abspath(db)),
-            query={"uri": "true", "mode": "ro"})
-        engine = make_engine(ro_url, readonly=True)
+        engine = make_engine(sa_url, readonly=True)
 
         @event.listens_for(engine, "connect")
         def _query_only(dbapi_conn: Any, record: Any) -> None:
