@@ -625,6 +625,19 @@ def test_odd_ids_and_times_are_404_and_400_never_500(client: TestClient) -> None
     assert "out of range" in client.get("/api/events?since=1000000d").json()["error"]
 
 
+def test_a_parameter_given_twice_is_a_400(client: TestClient) -> None:
+    """`?kind=added&kind=revised` is refused with one line, on the feed, the pages and the
+    API alike: keeping one of the two silently (the last, as it was) answered another
+    question than the one asked."""
+    for url in ("/feed.atom?kind=added&kind=revised", "/?tag=a&tag=b",
+                "/api/events?since=7d&since=1d", "/api/search?q=war&q=peace",
+                "/api/events?limit=1&limit=2", "/search?q=war&q=peace"):
+        r = client.get(url)
+        assert r.status_code == 400, (url, r.status_code)
+        assert "was given 2 times; it takes one value" in r.text, url
+    assert client.get("/feed.atom?kind=added").status_code == 200
+
+
 def test_a_search_beyond_its_bounds_is_a_400(client: TestClient) -> None:
     """Too many words, too many prefixes or 2,000 `a*` terms: 400 with one line, at once
     (the last once kept `serve` at 100 % CPU for over ten minutes)."""

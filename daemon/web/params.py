@@ -30,7 +30,12 @@ class EventFilter:
 
 
 def text_param(params: Mapping[str, str], name: str) -> str | None:
-    """A parameter's value, stripped; empty means absent (an empty form field)."""
+    """A parameter's value, stripped; empty means absent (an empty form field). One given
+    more than once (`?kind=added&kind=revised`) is refused: each parameter takes one value,
+    and keeping one of them silently would answer another question than the one asked."""
+    getlist = getattr(params, "getlist", None)
+    if getlist is not None and len(given := getlist(name)) > 1:
+        raise UsageError(f"{name} was given {len(given)} times; it takes one value")
     value = params.get(name, "").strip()
     return value or None
 
