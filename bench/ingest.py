@@ -6,6 +6,8 @@ source_url; tests/fixtures/corpus/current when the shared corpus is absent), the
   cold      `redline ingest` into an empty SQLite database (subprocess; its peak RSS)
   no-change a second `redline ingest` over the same files
   FTS5      indexing the same titles and texts in an FTS5 table alone (a part of ingest)
+  writes    the rows and search entries the cold ingest committed, inserted alone by one
+            connection into an empty database: what one SQLite writer cannot beat
 and prints each as a rate and as a ratio to the floor. The floor and the cold ingest
 alternate, three times each by default, and their medians are compared. Absolute times are
 not comparable across runs on a noisy machine; the ratios are.
@@ -115,6 +117,46 @@ def fts5_alone(root: Path, db: Path) -> float:
     return elapsed
 
 
+WRITTEN_TABLES = ("statements", "statement_urls", "revisions", "events", "files")
+
+
+def writes_alone(ingested: Path, config: Path, db: Path) -> float:
+    """The SQLite writes of a cold ingest, timed alone: every row the ingest committed
+    (ingested: its database) and the search index entries, inserted into an empty database
+    at the same schema (`redline db upgrade`) by one connection with nothing else to do, in
+    transactions of 400 files as the ingest's. One SQLite writer commits these at best this
+    fast, whatever the rest of the ingest costs: it bounds the ratio to the floor."""
+    src = sqlite3.connect(f"file:{ingested}?mode=ro", uri=True)
+    rows = {t: src.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall()  # noqa: S608
+            for t in WRITTEN_TABLES}
+    search = src.execute("SELECT s.id, r.title, r.body_text FROM statements s JOIN revisions r "
+                         "ON r.statement_id = s.id AND r.number = s.head_revision "
+                         "ORDER BY s.id").fetchall()
+    src.close()
+    subprocess.run([sys.executable, "-m", "daemon", "--config", str(config), "db", "upgrade"],
+                   check=True, stdout=subprocess.DEVNULL,
+                   env={**os.environ, "REDLINE_DATABASE_URL": f"sqlite:///{db}"})
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA synchronous = NORMAL")  # as redline's engine (WAL from the upgrade)
+    n = len(rows["files"])
+    t0 = time.perf_counter()
+    for i in range(0, n, 400):
+        # the i-th share of each table: 400 files, their statements, revisions and events
+        conn.execute("BEGIN IMMEDIATE")
+        for table in WRITTEN_TABLES:
+            part = rows[table][len(rows[table]) * i // n:len(rows[table]) * (i + 400) // n]
+            if part:
+                conn.executemany(f"INSERT INTO {table} VALUES "  # noqa: S608
+                                 f"({', '.join('?' * len(part[0]))})", part)
+        part = search[len(search) * i // n:len(search) * (i + 400) // n]
+        conn.executemany("INSERT INTO statement_search(rowid, title, body_text) "
+                         "VALUES (?, ?, ?)", part)
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - t0
+    conn.close()
+    return elapsed
+
+
 def runs_text(seconds: list[float]) -> str:
     """Every run's time, printed beside a median."""
     return f"(runs {', '.join(f'{x:.2f}' for x in seconds)} s)" if len(seconds) > 1 else ""
@@ -161,7 +203,8 @@ def main() -> None:
     else:
         n = sum(1 for _ in corpus.rglob("*.md"))
     print(f"corpus: {n} files under {corpus}")
-    for f in ("fts5.db", "fts5.db-wal", "fts5.db-shm"):
+    for f in ("fts5.db", "fts5.db-wal", "fts5.db-shm", "writes.db", "writes.db-wal",
+              "writes.db-shm"):
         (work / f).unlink(missing_ok=True)
     config = work / "config.toml"
     config.write_text(f'[watch]\npaths = ["{corpus}"]\n[database]\nurl = '
@@ -183,7 +226,13 @@ def main() -> None:
         assert counts2["unchanged"] == n, counts2
         agains.append(t_again)
     t_fts = fts5_alone(corpus, work / "fts5.db")
-    t_floor, t_cold, t_again = (statistics.median(x) for x in (floors, colds, agains))
+    writes = []
+    for _ in range(args.repeat):
+        for f in ("writes.db", "writes.db-wal", "writes.db-shm"):
+            (work / f).unlink(missing_ok=True)
+        writes.append(writes_alone(work / "redline.db", config, work / "writes.db"))
+    t_floor, t_cold, t_again, t_writes = (statistics.median(x)
+                                          for x in (floors, colds, agains, writes))
     print(f"floor       {t_floor:7.2f} s  {n / t_floor:8.0f} files/s  {runs_text(floors)}")
     print(f"cold ingest {t_cold:7.2f} s  {n / t_cold:8.0f} files/s  {runs_text(colds)}")
     print(f"  ratio to floor {t_floor / t_cold:.2f} (target >= 0.5; medians)  peak RSS "
@@ -193,6 +242,10 @@ def main() -> None:
           "includes interpreter start-up)")
     print(f"FTS5 alone  {t_fts:7.2f} s  = {t_fts / t_floor:.2f} x the floor: indexing the "
           "same texts for search, one required part of an ingest, timed by itself")
+    print(f"SQLite writes alone {t_writes:.2f} s  {runs_text(writes)} = "
+          f"{t_writes / t_floor:.2f} x the floor: the rows and search entries the cold ingest "
+          "committed, inserted by one connection doing nothing else; with one SQLite writer "
+          f"the ratio to the floor cannot pass {t_floor / t_writes:.2f}")
     if not args.keep:
         shutil.rmtree(work)
 
