@@ -180,3 +180,29 @@ def test_a_sender_is_never_made_without_its_secret(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="channels.h.secret_env: environment variable "
                                           "HOOK_SECRET is not set"):
         make_sender(cfg.channels[0])
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ("[schedule]\ndispatch_seconds = nan\n",
+     "schedule.dispatch_seconds: expected a finite number, got nan"),
+    ("[schedule]\nreconcile_minutes = inf\n",
+     "schedule.reconcile_minutes: expected a finite number, got inf"),
+    ("[schedule]\nreconcile_minutes = 1e300\n",
+     "schedule.reconcile_minutes: must be at most 525600, got 1e+300"),
+    ('[[channels]]\nname = "a"\ntype = "jsonl"\npath = "e"\nbackoff_seconds = nan\n',
+     "channels.a.backoff_seconds: expected a finite number, got nan"),
+    ('[[channels]]\nname = "a"\ntype = "jsonl"\npath = "e"\ntimeout_seconds = -inf\n',
+     "channels.a.timeout_seconds: expected a finite number, got -inf"),
+    ('[[channels]]\nname = "a"\ntype = "jsonl"\npath = "e"\ntimeout_seconds = 1e12\n',
+     "channels.a.timeout_seconds: must be at most 3600, got 1e+12"),
+])
+def test_toml_inf_nan_and_huge_periods_are_bad_values(tmp_path: Path, toml: str,
+                                                      message: str) -> None:
+    """TOML's `nan` passes every comparison and `inf` or 1e300 overflow a timedelta: they
+    were accepted, and `redline run` then died with a traceback in APScheduler (or the
+    delivery lease). They are bad values now: one line naming the key, exit 2."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(toml)
+    result = CliRunner().invoke(cli, ["--config", str(cfg), "config", "check"])
+    assert result.exit_code == 2, result.output
+    assert result.output == f"redline: error: {message}\n"
