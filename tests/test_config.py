@@ -206,3 +206,23 @@ def test_toml_inf_nan_and_huge_periods_are_bad_values(tmp_path: Path, toml: str,
     result = CliRunner().invoke(cli, ["--config", str(cfg), "config", "check"])
     assert result.exit_code == 2, result.output
     assert result.output == f"redline: error: {message}\n"
+
+
+def test_relative_paths_are_taken_from_the_config_folder_not_the_cwd(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As README "Configuration" says: watched folders, a jsonl path and a relative SQLite
+    path, in the file or in $REDLINE_DATABASE_URL, are relative to the file's folder."""
+    conf = tmp_path / "etc"
+    conf.mkdir()
+    (conf / "config.toml").write_text('[watch]\npaths = ["in"]\n[[channels]]\nname = "j"\n'
+                                      'type = "jsonl"\npath = "out/e.jsonl"\n')
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(Path("etc/config.toml"), {})
+    assert cfg.watch.paths == (conf / "in",)
+    assert cfg.channels[0].options["path"] == conf / "out" / "e.jsonl"
+    assert cfg.database.url == f"sqlite:///{conf / 'redline.db'}"
+    env = load_config(Path("etc/config.toml"), {"REDLINE_DATABASE_URL": "sqlite:///x/r.db"})
+    assert env.database.url == f"sqlite:///{conf / 'x' / 'r.db'}"
+    absolute = load_config(Path("etc/config.toml"),
+                           {"REDLINE_DATABASE_URL": "sqlite:////tmp/r.db"})
+    assert absolute.database.url == "sqlite:////tmp/r.db"

@@ -26,7 +26,7 @@ def upgrade(app: App) -> None:
 
     \b
     Example:
-      REDLINE_DATABASE_URL=sqlite:///tmp/r.db redline db upgrade
+      REDLINE_DATABASE_URL=sqlite:////tmp/r.db redline db upgrade
     """
     engine = make_engine(app.config.database.url)
     reached = migrate.upgrade(engine)
