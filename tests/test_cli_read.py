@@ -379,3 +379,19 @@ def test_on_a_terminal_words_are_coloured(cfg: Path, monkeypatch: pytest.MonkeyP
     assert "[-" not in out and "{+" not in out
     assert re.search(r"\x1b\[[0-9;]*m1856,\x1b\[0m", out)
     assert re.search(r"\x1b\[[0-9;]*m1846,\x1b\[0m", out)
+
+
+def test_a_reader_that_stops_reading_is_not_a_failure(cfg: Path) -> None:
+    """`redline events | head -1`: the reader closes the pipe. click turned the broken pipe
+    into exit 1 (the "not found" status) in spite of run_cli's own `BrokenPipeError: 0`, so
+    `set -o pipefail` scripts failed. Exit 0, and no traceback on stderr."""
+    import subprocess
+    import sys
+
+    for args in (["events", "--limit", "500"], ["history", MEXICAN_WAR], ["status"]):
+        proc = subprocess.Popen([sys.executable, "-m", "daemon", "--config", str(cfg), *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # before the first write: that write meets a closed pipe
+        err = proc.stderr.read()
+        assert (proc.wait(timeout=60), err) == (0, b""), args
