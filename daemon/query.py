@@ -13,6 +13,7 @@ import datetime as dt
 import difflib
 import re
 import unicodedata
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,14 +107,13 @@ def resolve_statement(conn: Connection, ref: str) -> int:
     ref = ref.strip()
     if not ref:
         raise UsageError("name a statement by its URL, an old URL of it, or its id")
-    candidates = [ref]
-    if "://" in ref:  # a trailing slash is the most common difference in a pasted URL
-        candidates.append(ref[:-1] if ref.endswith("/") else ref + "/")
-    for url in candidates:
-        sid = conn.execute(sa.text("SELECT statement_id FROM statement_urls WHERE url = :u"),
-                           {"u": url}).scalar()
-        if sid is not None:
-            return int(sid)
+    candidates = url_variants(ref)
+    found = dict(conn.execute(
+        sa.text("SELECT url, statement_id FROM statement_urls WHERE url IN :u")
+        .bindparams(sa.bindparam("u", expanding=True)), {"u": candidates}).all())
+    for url in candidates:  # the URL as typed wins over a variant of it
+        if url in found:
+            return int(found[url])
     number = whole_number(ref)
     if number is not None:
         sid = conn.execute(sa.text("SELECT id FROM statements WHERE id = :i"),
@@ -122,6 +122,37 @@ def resolve_statement(conn: Connection, ref: str) -> int:
             return int(sid)
         raise NotFound(f"no statement with id {ref}")
     raise NotFound(f"no statement has the URL {ref} (see `redline search`)")
+
+
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+def url_variants(ref: str) -> list[str]:
+    """The spellings of a pasted URL that name the same page, the URL as typed first: with
+    or without the trailing slash (the most common difference), without a `#fragment`
+    (never sent to the server), with the scheme and host in lower case, and with its
+    percent-escapes in either case and its non-ASCII characters percent-encoded (a browser
+    copies `%E2%81%A0` or shows the character where the file has `%e2%81%a0`)."""
+    if "://" not in ref:
+        return [ref]
+    out: list[str] = []
+
+    def add(url: str) -> None:
+        for u in (url, url[:-1] if url.endswith("/") else url + "/"):
+            if u not in out:
+                out.append(u)
+
+    for base in dict.fromkeys((ref, ref.split("#", 1)[0])):
+        scheme, _, rest = base.partition("://")
+        host, slash, path = rest.partition("/")
+        for url in dict.fromkeys((base, f"{scheme.lower()}://{host.lower()}{slash}{path}")):
+            encoded = "".join(urllib.parse.quote(ch, safe="") if ord(ch) > 127 else ch
+                              for ch in url)
+            add(url)
+            for text in dict.fromkeys((url, encoded)):
+                add(_ESCAPE.sub(lambda m: m.group().lower(), text))
+                add(_ESCAPE.sub(lambda m: m.group().upper(), text))
+    return out
 
 
 def statement_summary(conn: Connection, statement_id: int) -> dict[str, Any]:
