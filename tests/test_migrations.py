@@ -306,6 +306,22 @@ def test_db_current_on_a_mistyped_path_creates_nothing(tmp_path: Path) -> None:
     assert list(missing.parent.iterdir()) == []
 
 
+def test_a_file_that_is_not_a_database_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """database.url naming a file that is not SQLite (a wrong path, a damaged copy): SQLite
+    says "file is not a database", a DatabaseError that is no OperationalError, and every
+    command printed a traceback. Now: one line naming the file, exit 1, file untouched."""
+    junk = tmp_path / "notes.db"
+    junk.write_bytes(b"not a database, just some notes\n" * 100)
+    cfg = write_config(tmp_path, f"sqlite:///{junk}")
+    for args in (["db", "current"], ["db", "upgrade"], ["status"], ["events"], ["ingest"]):
+        proc = subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg), *args],
+                              capture_output=True, text=True, timeout=60)
+        assert (proc.returncode, proc.stdout) == (1, ""), (args, proc.stderr)
+        assert proc.stderr.splitlines() == [f"redline: error: cannot open the database {junk}:"
+                                            " file is not a database"], args
+    assert junk.read_bytes() == b"not a database, just some notes\n" * 100
+
+
 def test_large_text_compresses_with_lz4_on_postgresql(pg_url: str) -> None:
     """Revision and search text use lz4 where the server has it (0002); downgrade undoes it."""
     from alembic import command

@@ -67,8 +67,10 @@ def current_revision(engine: Engine) -> str | None:
             if not sa.inspect(conn).has_table("alembic_version"):
                 return None
             return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-    except sa.exc.OperationalError as exc:
-        raise DatabaseError(f"cannot open the database: {exc.orig}") from None
+    except sa.exc.DatabaseError as exc:  # OperationalError, or SQLite's "file is not a
+        # database" (a DatabaseError only): a wrong path or a damaged file, not a traceback
+        where = f" {engine.url.database}" if engine.dialect.name == "sqlite" else ""
+        raise DatabaseError(f"cannot open the database{where}: {exc.orig}") from None
 
 
 def upgrade(engine: Engine) -> str | None:
