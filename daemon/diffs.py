@@ -42,7 +42,10 @@ def unified_diff(old_title: str, old_text: str, new_title: str, new_text: str,
     """A line-level unified diff of title and paragraphs (each paragraph is one line)."""
     lines = difflib.unified_diff(_doc_lines(old_title, old_text), _doc_lines(new_title, new_text),
                                  fromfile=old_label, tofile=new_label, n=context, lineterm="")
-    return "\n".join(lines) + "\n" if old_text or new_text else ""
+    # no line changed (a metadata, deleted or restored revision): no diff at all, as in the
+    # notification payload, not a lone newline that reads as an empty diff
+    out = "\n".join(lines)
+    return out + "\n" if out else ""
 
 
 def _tokens(text: str) -> list[str]:

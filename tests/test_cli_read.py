@@ -188,6 +188,15 @@ def test_diff_json_and_revision_choice(cfg: Path) -> None:
         "words: +0 -0 in 0 paragraphs", "", "(no text change)"]
 
 
+def test_a_diff_without_a_text_change_says_so_in_every_format(cfg: Path) -> None:
+    """Revision 3 of the workers' statement only moved its URL. The unified diff (the
+    default) was a lone newline: a blank line piped, `"unified": "\\n"` in JSON, where the
+    words format and the notification payload say there is no text change."""
+    unified = ok(redline(cfg, "diff", WORKERS_NEW))
+    assert unified.lines[-3:] == ["words: +0 -0 in 0 paragraphs", "", "(no text change)"]
+    assert json.loads(ok(redline(cfg, "diff", WORKERS_NEW, "--json")).out)["unified"] == ""
+
+
 def test_diff_html_is_a_standalone_escaped_page(cfg: Path, record: Record,
                                                 tmp_path: Path) -> None:
     """`diff --format html` writes a whole page: metadata of both revisions, the changed
