@@ -291,6 +291,34 @@ def test_a_database_upgraded_by_a_newer_redline_is_refused_clearly(
     engine.dispose()
 
 
+def test_another_applications_alembic_database_is_named_as_such(
+        db_url: str, tmp_path: Path) -> None:
+    """database.url naming another application's Alembic database (its own
+    alembic_version, none of redline's tables) was reported as upgraded by a newer redline
+    ("run the redline that upgraded it"), which sends the operator looking for a version
+    that does not exist. It is named as what it is; nothing is changed (exit 2 as before)."""
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32))"))
+        conn.execute(sa.text("INSERT INTO alembic_version VALUES ('3f2a1b9c8d7e')"))
+        conn.execute(sa.text("CREATE TABLE invoices (id INTEGER PRIMARY KEY)"))
+    cfg = write_config(tmp_path, db_url)
+    message = ("redline: error: not a redline database: its schema is at 3f2a1b9c8d7e, which "
+               "is no redline migration, and it has no redline tables; check database.url")
+    for args in (["ingest"], ["db", "upgrade"], ["status"]):
+        proc = subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg), *args],
+                              capture_output=True, text=True, timeout=60)
+        assert (proc.returncode, proc.stderr.splitlines()) == (2, [message]), args
+    proc = subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg), "db",
+                           "current"], capture_output=True, text=True, timeout=60)
+    assert proc.stdout == (f"current: 3f2a1b9c8d7e  head: {migrate.SCHEMA_HEAD}  (not a "
+                           "redline database: no redline migration, no redline tables)\n")
+    assert migrate.current_revision(engine) == "3f2a1b9c8d7e"
+    with engine.connect() as conn:
+        assert not sa.inspect(conn).has_table("statements")
+    engine.dispose()
+
+
 def test_db_current_on_a_mistyped_path_creates_nothing(tmp_path: Path) -> None:
     """`redline db current` reads: on a SQLite path where no database is (a typo), it says
     so (exit 1, one line) instead of creating an empty file and answering `none`."""

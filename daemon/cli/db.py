@@ -48,7 +48,9 @@ def current(app: App) -> None:
     if have == want:
         state = "up to date"
     elif have is not None and migrate.is_newer(engine, have):
-        state = "newer than this redline: run the redline that upgraded it"
+        state = ("not a redline database: no redline migration, no redline tables"
+                 if migrate.is_foreign(engine) else
+                 "newer than this redline: run the redline that upgraded it")
     else:
         state = "needs `redline db upgrade`"
     click.echo(f"current: {have or 'none'}  head: {want}  ({state})")
