@@ -188,6 +188,24 @@ def test_diff_json_and_revision_choice(cfg: Path) -> None:
         "words: +0 -0 in 0 paragraphs", "", "(no text change)"]
 
 
+def test_diff_output_to_a_file_that_cannot_be_written_is_one_line(cfg: Path,
+                                                                   tmp_path: Path) -> None:
+    """`diff -o FILE` into a folder that does not exist (a typo) printed a traceback; a
+    wrong path is a bad argument (exit 2), a failing device a failure (exit 1): one line."""
+    missing = tmp_path / "no-such-folder" / "diff.html"
+    res = redline(cfg, "diff", MEXICAN_WAR, "--format", "html", "-o", str(missing))
+    assert (res.code, res.out, res.err) == (
+        2, "", f"redline: error: -o {missing}: cannot write it: No such file or directory\n")
+    under_a_file = tmp_path / "config.toml" / "diff.html"
+    res = redline(cfg, "diff", MEXICAN_WAR, "-o", str(under_a_file))
+    assert (res.code, res.err) == (
+        2, f"redline: error: -o {under_a_file}: cannot write it: Not a directory\n")
+    if Path("/dev/full").exists():
+        res = redline(cfg, "diff", MEXICAN_WAR, "-o", "/dev/full")
+        assert (res.code, res.err) == (
+            1, "redline: error: -o /dev/full: cannot write it: No space left on device\n")
+
+
 def test_a_diff_without_a_text_change_says_so_in_every_format(cfg: Path) -> None:
     """Revision 3 of the workers' statement only moved its URL. The unified diff (the
     default) was a lone newline: a blank line piped, `"unified": "\\n"` in JSON, where the

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from daemon import query, render
 from daemon.cli.app import App, echo_json
-from daemon.errors import NotFound, UsageError
+from daemon.errors import NotFound, RedlineError, UsageError
 
 DIFF_FORMATS = ("unified", "words", "json", "html")
 
@@ -219,7 +219,13 @@ def diff(app: App, statement: str, from_rev: str | None, to_rev: str | None, fmt
     else:
         text = render.diff_plain(d, fmt)
     if output is not None:
-        output.write_text(text, encoding="utf-8")
+        try:
+            output.write_text(text, encoding="utf-8")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                PermissionError) as exc:  # the path given is wrong: a bad argument
+            raise UsageError(f"-o {output}: cannot write it: {exc.strerror}") from None
+        except OSError as exc:  # a full disk, an I/O error: a failure
+            raise RedlineError(f"-o {output}: cannot write it: {exc.strerror}") from None
     else:
         click.echo(text, nl=False)
 
