@@ -188,7 +188,9 @@ def parse_config(
     d = _table(data, "database")
     _only(d, {"url", "auto_migrate"}, "database")
     url = environ.get("REDLINE_DATABASE_URL") or _str(d, "database.url", DEFAULT_DATABASE_URL)
-    database = DatabaseConfig(url=_database_url(url, base), auto_migrate=_bool(
+    source = ("$REDLINE_DATABASE_URL" if environ.get("REDLINE_DATABASE_URL")
+              else "database.url")
+    database = DatabaseConfig(url=_database_url(url, base, source), auto_migrate=_bool(
         d, "database.auto_migrate", True))
 
     s = _table(data, "schedule")
@@ -431,7 +433,7 @@ def _resolve(base: Path, p: str) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
-def _database_url(url: str, base: Path) -> str:
+def _database_url(url: str, base: Path, source: str = "database.url") -> str:
     """Make a relative SQLite path relative to the config file's folder."""
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith("sqlite:////"):
@@ -439,7 +441,7 @@ def _database_url(url: str, base: Path) -> str:
         if rest and rest != ":memory:" and not rest.startswith("file:"):
             return prefix + str((base / rest).resolve())
     if not ("://" in url and url.split("://", 1)[0]):
-        raise ConfigError(f"database.url: not a database URL: {url!r}")
+        raise ConfigError(f"{source}: not a database URL: {url!r}")
     return url
 
 

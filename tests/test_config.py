@@ -226,3 +226,14 @@ def test_relative_paths_are_taken_from_the_config_folder_not_the_cwd(
     absolute = load_config(Path("etc/config.toml"),
                            {"REDLINE_DATABASE_URL": "sqlite:////tmp/r.db"})
     assert absolute.database.url == "sqlite:////tmp/r.db"
+
+
+def test_a_bad_database_url_from_the_environment_names_the_variable(tmp_path: Path) -> None:
+    """$REDLINE_DATABASE_URL wins over the file; a bad value in it was reported as
+    `database.url`, sending the reader to a file that holds no such value."""
+    with pytest.raises(ConfigError, match=r"^\$REDLINE_DATABASE_URL: not a database URL: "
+                                          r"'nonsense'$"):
+        parse_config({"database": {"url": "sqlite:///ok.db"}}, tmp_path,
+                     {"REDLINE_DATABASE_URL": "nonsense"})
+    with pytest.raises(ConfigError, match=r"^database\.url: not a database URL"):
+        parse_config({"database": {"url": "nonsense"}}, tmp_path, {})
