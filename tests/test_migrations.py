@@ -350,6 +350,18 @@ def test_a_file_that_is_not_a_database_is_one_line_not_a_traceback(tmp_path: Pat
     assert junk.read_bytes() == b"not a database, just some notes\n" * 100
 
 
+def test_an_unreachable_server_is_one_line(tmp_path: Path) -> None:
+    """libpq puts its hint on a line of its own ("\\n\\tIs the server running on that
+    host ...?"): the error took two lines where README promises one."""
+    cfg = write_config(tmp_path, "postgresql+psycopg://postgres@127.0.0.1:1/redline")
+    proc = subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg), "status"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("redline: error: cannot open the database: ")
+    assert "Connection refused; Is the server running" in proc.stderr
+
+
 def test_large_text_compresses_with_lz4_on_postgresql(pg_url: str) -> None:
     """Revision and search text use lz4 where the server has it (0002); downgrade undoes it."""
     from alembic import command

@@ -82,7 +82,9 @@ def current_revision(engine: Engine) -> str | None:
     except sa.exc.DatabaseError as exc:  # OperationalError, or SQLite's "file is not a
         # database" (a DatabaseError only): a wrong path or a damaged file, not a traceback
         where = f" {engine.url.database}" if engine.dialect.name == "sqlite" else ""
-        raise DatabaseError(f"cannot open the database{where}: {exc.orig}") from None
+        # one line: libpq adds its hints on lines of their own
+        reason = "; ".join(line.strip() for line in str(exc.orig).splitlines() if line.strip())
+        raise DatabaseError(f"cannot open the database{where}: {reason}") from None
 
 
 def upgrade(engine: Engine) -> str | None:
