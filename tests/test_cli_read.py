@@ -422,3 +422,25 @@ def test_a_reader_that_stops_reading_is_not_a_failure(cfg: Path) -> None:
         proc.stdout.close()  # before the first write: that write meets a closed pipe
         err = proc.stderr.read()
         assert (proc.wait(timeout=60), err) == (0, b""), args
+
+
+def test_statement_text_is_never_rich_markup_on_a_terminal(
+        db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal the tables are rich tables, and rich reads a plain string as markup: a
+    title with `[/]` made `events`, `search` and `status` die with a MarkupError traceback,
+    and `[red]...[/red]` coloured the terminal from a statement's words. The same for a
+    rejected file's detail in `errors`. Cells are now plain text, shown as written."""
+    title = "Statement on [/] tariffs [red]and[/red] duties"
+    folder = tmp_path / "statements"
+    cfg = write_config(tmp_path, db_url)
+    (folder / "a.md").write_text(
+        f'---\nsource_url: https://example.org/a/\ntitle: "{title}"\ndate: 2025-01-01\n'
+        "published_time: 2025-01-01 10:00:00-05:00\n---\nTariffs and duties, [/b] in text.\n")
+    (folder / "b.md").write_text("[/] notes, not a statement\n")
+    assert redline(cfg, "ingest").code == 3
+    monkeypatch.setattr("daemon.cli.read._terminal", lambda: True)
+    monkeypatch.setenv("COLUMNS", "400")
+    for args, shown in ((["events"], title), (["search", "tariffs"], title),
+                        (["status"], title), (["errors"], "(found '[/] notes, not a")):
+        res = ok(redline(cfg, *args))
+        assert shown in re.sub(r"\x1b\[[0-9;]*m", "", res.out), (args, res.out)

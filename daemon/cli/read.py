@@ -45,6 +45,15 @@ def _console() -> Any:
     return Console(highlight=False, soft_wrap=False)
 
 
+def _cell(value: Any) -> Any:
+    """A table cell for rich: text as it is. rich reads a plain string as markup, so a
+    statement's title, a file name or a detail with `[/]` raised MarkupError and `[red]`
+    or `[link=...]` styled the terminal from the statement's words."""
+    from rich.text import Text
+
+    return value if isinstance(value, Text) else Text(str(value))
+
+
 def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None
            ) -> None:
     """A rich table on a terminal; plain columns separated by two spaces otherwise."""
@@ -57,7 +66,7 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | N
             longest = max((len(str(r[i])) for r in rows), default=0)
             table.add_column(name, no_wrap=longest <= 30)
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*(_cell(c) for c in row))
         _console().print(table)
         return
     if title:
@@ -77,7 +86,7 @@ def _pairs(pairs: Sequence[tuple[str, str]]) -> None:
         table.add_column(style="bold")
         table.add_column()
         for k, v in pairs:
-            table.add_row(k, v)
+            table.add_row(k, _cell(v))
         _console().print(table)
         return
     for k, v in pairs:
