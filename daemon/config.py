@@ -207,8 +207,12 @@ def parse_config(
     _only(sv, {"host", "port", "token_env"}, "serve")
     token_env = _str(sv, "serve.token_env", "")
     token, missing = _secret(environ, token_env, "serve.token_env")
+    host = _str(sv, "serve.host", "127.0.0.1").strip()
+    if not host:  # uvicorn reads "" as every address: 0.0.0.0 and ::
+        raise ConfigError("serve.host: must not be empty (it would listen on every address; "
+                          "write \"0.0.0.0\" or \"::\" to mean that)")
     serve = ServeConfig(
-        host=_str(sv, "serve.host", "127.0.0.1"),
+        host=host,
         port=_int(sv, "serve.port", 8765, lo=0, hi=65535),
         token_env=token_env,
         token=token,

@@ -237,3 +237,13 @@ def test_a_bad_database_url_from_the_environment_names_the_variable(tmp_path: Pa
                      {"REDLINE_DATABASE_URL": "nonsense"})
     with pytest.raises(ConfigError, match=r"^database\.url: not a database URL"):
         parse_config({"database": {"url": "nonsense"}}, tmp_path, {})
+
+
+def test_an_empty_serve_host_is_a_bad_value_not_every_address(tmp_path: Path) -> None:
+    """`[serve] host = ""` (an unset template variable, say) made `redline serve` listen
+    on 0.0.0.0 and :: (uvicorn's reading of ""), exposing the record with only a warning.
+    It is a bad value; every address must be asked for by name."""
+    for host in ("", "  "):
+        with pytest.raises(ConfigError, match=r"^serve\.host: must not be empty"):
+            parse_config({"serve": {"host": host}}, tmp_path, {})
+    assert parse_config({"serve": {"host": "0.0.0.0"}}, tmp_path, {}).serve.host == "0.0.0.0"
