@@ -81,10 +81,19 @@ def current_revision(engine: Engine) -> str | None:
             return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
     except sa.exc.DatabaseError as exc:  # OperationalError, or SQLite's "file is not a
         # database" (a DatabaseError only): a wrong path or a damaged file, not a traceback
-        where = f" {engine.url.database}" if engine.dialect.name == "sqlite" else ""
+        where = f" {_sqlite_path(engine)}" if engine.dialect.name == "sqlite" else ""
         # one line: libpq adds its hints on lines of their own
         reason = "; ".join(line.strip() for line in str(exc.orig).splitlines() if line.strip())
         raise DatabaseError(f"cannot open the database{where}: {reason}") from None
+
+
+def _sqlite_path(engine: Engine) -> str:
+    """The file a SQLite engine opens, also when a reader opens it as a URI
+    (`file:/path?mode=ro`, escaped)."""
+    from urllib.parse import unquote
+
+    db = engine.url.database or ""
+    return unquote(db.removeprefix("file:")) if db.startswith("file:") else db
 
 
 def upgrade(engine: Engine) -> str | None:
