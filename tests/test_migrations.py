@@ -362,6 +362,36 @@ def test_an_unreachable_server_is_one_line(tmp_path: Path) -> None:
     assert "Connection refused; Is the server running" in proc.stderr
 
 
+def test_db_current_json_gives_the_state_for_scripts(db_url: str, tmp_path: Path) -> None:
+    """SPEC §6: commands that print data take --json. `db current` printed only its line
+    (and `--json` was "No such option"), so a deploy script had to parse prose to know
+    whether to migrate. Old, head and newer schemas each give their state."""
+    from alembic import command
+
+    engine = make_engine(db_url)
+    cfg_alembic = migrate._alembic_config(engine)
+    with engine.begin() as conn:
+        cfg_alembic.attributes["connection"] = conn
+        command.upgrade(cfg_alembic, "0003")
+    cfg = write_config(tmp_path, db_url)
+
+    def current() -> dict[str, Any]:
+        proc = subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg), "db",
+                               "current", "--json"], capture_output=True, text=True,
+                              timeout=60)
+        assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr
+        return json.loads(proc.stdout)
+
+    head = migrate.SCHEMA_HEAD
+    assert current() == {"current": "0003", "head": head, "state": "needs_upgrade"}
+    migrate.upgrade(engine)
+    assert current() == {"current": head, "head": head, "state": "up_to_date"}
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
+    assert current() == {"current": "0099", "head": head, "state": "newer"}
+    engine.dispose()
+
+
 def test_large_text_compresses_with_lz4_on_postgresql(pg_url: str) -> None:
     """Revision and search text use lz4 where the server has it (0002); downgrade undoes it."""
     from alembic import command
