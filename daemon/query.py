@@ -85,8 +85,12 @@ _WHOLE = re.compile(r"[0-9]+")
 
 def whole_number(text: str) -> int | None:
     """The value of a string of ASCII digits, else None (`str.isdigit` also accepts `²`,
-    which `int` refuses)."""
-    return int(text) if _WHOLE.fullmatch(text) else None
+    which `int` refuses). More than 19 digits is more than any id, revision or bound here:
+    MAX_ID + 1 stands for it (`int` refuses over 4,300 digits with a ValueError)."""
+    if not _WHOLE.fullmatch(text):
+        return None
+    digits = text.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 19 else MAX_ID + 1
 
 
 def _known_id(statement_id: int) -> int:
@@ -116,12 +120,19 @@ def resolve_statement(conn: Connection, ref: str) -> int:
             return int(found[url])
     number = whole_number(ref)
     if number is not None:
+        if not 1 <= number <= MAX_ID:
+            raise NotFound(f"no statement with id {_shown(ref)}")
         sid = conn.execute(sa.text("SELECT id FROM statements WHERE id = :i"),
-                           {"i": _known_id(number)}).scalar()
+                           {"i": number}).scalar()
         if sid is not None:
             return int(sid)
-        raise NotFound(f"no statement with id {ref}")
-    raise NotFound(f"no statement has the URL {ref} (see `redline search`)")
+        raise NotFound(f"no statement with id {_shown(ref)}")
+    raise NotFound(f"no statement has the URL {_shown(ref)} (see `redline search`)")
+
+
+def _shown(text: str, limit: int = 300) -> str:
+    """What the user typed, for an error line: a pasted page is not repeated in full."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
@@ -208,7 +219,8 @@ def _parse_rev(value: int | str | None, name: str) -> int | None:
         return None
     number = whole_number(str(value).strip().lstrip("rR"))
     if number is None or number < 1:
-        raise UsageError(f"{name} must be a revision number (1, 2, ...), not {value!r}")
+        raise UsageError(f"{name} must be a revision number (1, 2, ...), "
+                         f"not {_shown(repr(value))}")
     return number
 
 
@@ -217,9 +229,10 @@ def pick_revisions(head: int, from_rev: int | str | None, to_rev: int | str | No
     """Which two revisions a diff compares: by default the last two; the first revision of
     a statement is compared with nothing (from = None)."""
     a, b = _parse_rev(from_rev, "from"), _parse_rev(to_rev, "to")
-    for n in (a, b):
+    for n, typed in ((a, from_rev), (b, to_rev)):
         if n is not None and n > head:
-            raise NotFound(f"statement {statement_id} has no revision {n} "
+            shown = n if n <= MAX_ID else _shown(str(typed).strip())
+            raise NotFound(f"statement {statement_id} has no revision {shown} "
                            f"(it has {'only 1' if head == 1 else f'1 to {head}'})")
     to = b if b is not None else head
     frm = a if a is not None else (to - 1 if to > 1 else None)
@@ -496,7 +509,8 @@ def search(conn: Connection, text: str, limit: int | str = 20, offset: int = 0
 def _bounded(value: int | str, name: str, top: int = 10_000) -> int:
     number = whole_number(str(value).strip())
     if number is None or not 1 <= number <= top:
-        raise UsageError(f"{name} must be a whole number from 1 to {top}, not {value!r}")
+        raise UsageError(f"{name} must be a whole number from 1 to {top}, "
+                         f"not {_shown(repr(value))}")
     return number
 
 

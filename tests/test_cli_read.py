@@ -368,6 +368,24 @@ def test_odd_numbers_and_times_are_one_line_not_a_traceback(cfg: Path) -> None:
         assert (res.code, res.out, res.err) == (code, "", f"redline: error: {message}\n"), args
 
 
+def test_a_very_long_statement_name_is_not_echoed_in_full(cfg: Path) -> None:
+    """A 100,000-character URL (a pasted page, a runaway script) was repeated whole in the
+    error line; it is cut at 300 characters with the length said. Still exit 1, one line."""
+    url = "https://www.whitehouse.gov/" + "a" * 100_000
+    for name in (url, "9" * 100_000):
+        res = redline(cfg, "history", name)
+        assert (res.code, res.out) == (1, "")
+        assert res.err.endswith(f"{name[:300]}… ({len(name)} characters)"
+                                + (" (see `redline search`)\n" if "://" in name else "\n"))
+        assert len(res.err.splitlines()) == 1 and len(res.err) < 400
+    digits = "9" * 100_000  # int() refuses over 4,300 digits: it was a ValueError traceback
+    for args, code in ((["diff", MEXICAN_WAR, "--to", digits], 1),
+                       (["events", "--limit", digits], 2), (["search", "x", "--limit", digits], 2)):
+        res = redline(cfg, *args)
+        assert (res.code, res.out, len(res.err.splitlines())) == (code, "", 1), args
+        assert len(res.err) < 400 and f"{digits[:250]}" in res.err and "… (" in res.err, args
+
+
 def test_an_empty_search_or_events_is_exit_1_with_json_too(cfg: Path) -> None:
     """README: an empty result of search or events exits 1, like grep finding nothing; with
     --json it did print `[]` but exited 0. It now prints `[]` (valid JSON for a pipe) and
