@@ -529,17 +529,17 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
     try:
         if m:
             now = now or dt.datetime.now(dt.UTC)
-            return now - dt.timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+            return now - dt.timedelta(**{_UNITS[m.group(2)]: whole_number(m.group(1))})
         try:
             when = dt.datetime.fromisoformat(value.replace(" ", "T", 1) if len(value) > 10
                                              else value)
         except ValueError:
-            raise UsageError(f"since {text!r} is not a time: use e.g. 2026-02-03, "
+            raise UsageError(f"since {_shown(repr(text))} is not a time: use e.g. 2026-02-03, "
                              "2026-02-03T16:44:17Z or 7d, 12h, 30m") from None
         return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
     except OverflowError:
-        raise UsageError(f"since {text!r} is out of range: a time must fall in the years "
-                         "1 to 9999 (UTC)") from None
+        raise UsageError(f"since {_shown(repr(text))} is out of range: a time must fall in "
+                         "the years 1 to 9999 (UTC)") from None
 
 
 def events(conn: Connection, since: dt.datetime | None = None, kind: str | None = None,
