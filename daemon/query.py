@@ -121,16 +121,16 @@ def resolve_statement(conn: Connection, ref: str) -> int:
     number = whole_number(ref)
     if number is not None:
         if not 1 <= number <= MAX_ID:
-            raise NotFound(f"no statement with id {_shown(ref)}")
+            raise NotFound(f"no statement with id {clip(ref)}")
         sid = conn.execute(sa.text("SELECT id FROM statements WHERE id = :i"),
                            {"i": number}).scalar()
         if sid is not None:
             return int(sid)
-        raise NotFound(f"no statement with id {_shown(ref)}")
-    raise NotFound(f"no statement has the URL {_shown(ref)} (see `redline search`)")
+        raise NotFound(f"no statement with id {clip(ref)}")
+    raise NotFound(f"no statement has the URL {clip(ref)} (see `redline search`)")
 
 
-def _shown(text: str, limit: int = 300) -> str:
+def clip(text: str, limit: int = 300) -> str:
     """What the user typed, for an error line: a pasted page is not repeated in full."""
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
@@ -220,7 +220,7 @@ def _parse_rev(value: int | str | None, name: str) -> int | None:
     number = whole_number(str(value).strip().lstrip("rR"))
     if number is None or number < 1:
         raise UsageError(f"{name} must be a revision number (1, 2, ...), "
-                         f"not {_shown(repr(value))}")
+                         f"not {clip(repr(value))}")
     return number
 
 
@@ -231,7 +231,7 @@ def pick_revisions(head: int, from_rev: int | str | None, to_rev: int | str | No
     a, b = _parse_rev(from_rev, "from"), _parse_rev(to_rev, "to")
     for n, typed in ((a, from_rev), (b, to_rev)):
         if n is not None and n > head:
-            shown = n if n <= MAX_ID else _shown(str(typed).strip())
+            shown = n if n <= MAX_ID else clip(str(typed).strip())
             raise NotFound(f"statement {statement_id} has no revision {shown} "
                            f"(it has {'only 1' if head == 1 else f'1 to {head}'})")
     to = b if b is not None else head
@@ -510,7 +510,7 @@ def _bounded(value: int | str, name: str, top: int = 10_000) -> int:
     number = whole_number(str(value).strip())
     if number is None or not 1 <= number <= top:
         raise UsageError(f"{name} must be a whole number from 1 to {top}, "
-                         f"not {_shown(repr(value))}")
+                         f"not {clip(repr(value))}")
     return number
 
 
@@ -534,11 +534,11 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
             when = dt.datetime.fromisoformat(value.replace(" ", "T", 1) if len(value) > 10
                                              else value)
         except ValueError:
-            raise UsageError(f"since {_shown(repr(text))} is not a time: use e.g. 2026-02-03, "
+            raise UsageError(f"since {clip(repr(text))} is not a time: use e.g. 2026-02-03, "
                              "2026-02-03T16:44:17Z or 7d, 12h, 30m") from None
         return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
     except OverflowError:
-        raise UsageError(f"since {_shown(repr(text))} is out of range: a time must fall in "
+        raise UsageError(f"since {clip(repr(text))} is out of range: a time must fall in "
                          "the years 1 to 9999 (UTC)") from None
 
 
@@ -554,7 +554,7 @@ def events(conn: Connection, since: dt.datetime | None = None, kind: str | None 
         q = q.where(c.c.occurred_at >= since)
     if kind is not None:
         if kind not in KINDS:
-            raise UsageError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+            raise UsageError(f"kind must be one of {', '.join(KINDS)}, not {clip(repr(kind))}")
         q = q.where(c.c.kind == kind)
     if tag is not None:
         if conn.dialect.name == "sqlite":

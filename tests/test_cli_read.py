@@ -381,7 +381,9 @@ def test_a_very_long_statement_name_is_not_echoed_in_full(cfg: Path) -> None:
     digits = "9" * 100_000  # int() refuses over 4,300 digits: it was a ValueError traceback
     for args, code in ((["diff", MEXICAN_WAR, "--to", digits], 1),
                        (["events", "--limit", digits], 2), (["search", "x", "--limit", digits], 2),
-                       (["events", "--since", digits + "d"], 2)):
+                       (["events", "--since", digits + "d"], 2),
+                       (["events", "--kind", digits], 2),
+                       (["diff", MEXICAN_WAR, "--format", digits], 2)):
         res = redline(cfg, *args)
         assert (res.code, res.out, len(res.err.splitlines())) == (code, "", 1), args
         assert len(res.err) < 500 and f"{digits[:250]}" in res.err and "… (" in res.err, args

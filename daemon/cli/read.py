@@ -212,7 +212,8 @@ def diff(app: App, statement: str, from_rev: str | None, to_rev: str | None, fmt
     """
     fmt = "json" if as_json else fmt.strip().lower()
     if fmt not in DIFF_FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(DIFF_FORMATS)}, not {fmt!r}")
+        raise UsageError(f"--format must be one of {', '.join(DIFF_FORMATS)}, "
+                         f"not {query.clip(repr(fmt))}")
     with _reading(app) as conn:
         sid = query.resolve_statement(conn, statement)
         d = query.diff(conn, sid, from_rev, to_rev)
