@@ -108,7 +108,7 @@ def _row(row: Any, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
 
 def resolve_statement(conn: Connection, ref: str) -> int:
     """The id of the statement named by its URL, an old URL of it, or its numeric id."""
-    ref = ref.strip()
+    ref = no_nul(ref, "a statement's name").strip()
     if not ref:
         raise UsageError("name a statement by its URL, an old URL of it, or its id")
     candidates = url_variants(ref)
@@ -128,6 +128,15 @@ def resolve_statement(conn: Connection, ref: str) -> int:
             return int(sid)
         raise NotFound(f"no statement with id {clip(ref)}")
     raise NotFound(f"no statement has the URL {clip(ref)} (see `redline search`)")
+
+
+def no_nul(text: str, what: str) -> str:
+    """`text` unless it holds a NUL character: no statement text, URL or tag can (the files
+    are text), and PostgreSQL refuses NUL in any text value (a DataError, which the web
+    view answered with a 500 and a traceback)."""
+    if "\x00" in text:
+        raise UsageError(f"{what} contains a NUL character (\\x00): no statement holds one")
+    return text
 
 
 def clip(text: str, limit: int = 300) -> str:
@@ -348,6 +357,7 @@ def parse_search(text: str) -> SearchQuery:
     """The user's words: "quoted phrases", `OR` between alternatives, `-word` to exclude, a
     trailing `*` for a prefix; words without an operator must all occur. A term without a
     letter or digit is left out. Raises UsageError beyond the bounds above."""
+    no_nul(text, "the search text")
     positive: list[list[SearchTerm]] = []
     negative: list[SearchTerm] = []
     pending_or = False
@@ -557,6 +567,7 @@ def events(conn: Connection, since: dt.datetime | None = None, kind: str | None 
             raise UsageError(f"kind must be one of {', '.join(KINDS)}, not {clip(repr(kind))}")
         q = q.where(c.c.kind == kind)
     if tag is not None:
+        no_nul(tag, "tag")
         if conn.dialect.name == "sqlite":
             q = q.where(sa.text("EXISTS (SELECT 1 FROM json_each(statement_revisions.tags) "
                                 "WHERE json_each.value = :tag)").bindparams(tag=tag))

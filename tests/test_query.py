@@ -242,6 +242,18 @@ def test_a_url_is_found_however_a_browser_spells_it(engine: sa.Engine, tmp_path:
             query.resolve_statement(conn, url.replace("fentanyl", "Fentanyl"))
 
 
+def test_a_nul_character_is_a_bad_argument_on_both_databases(record: Record) -> None:
+    """PostgreSQL refuses NUL in any text value: a URL, search text or tag holding one
+    (`/api/search?q=a%00b`) was a psycopg DataError, a 500 with a traceback in the web
+    view. No statement holds one, so it is a bad argument (400, exit 2) on both."""
+    with record.reader.connect() as conn:
+        for call in (lambda: query.resolve_statement(conn, MEXICAN_WAR + "\x00"),
+                     lambda: query.search(conn, "Guadalupe\x00Hidalgo"),
+                     lambda: query.events(conn, tag="fact-sheets\x00")):
+            with pytest.raises(UsageError, match=r"contains a NUL character"):
+                call()
+
+
 def test_history_matches_the_statement_revisions_view(record: Record) -> None:
     """For every statement, history() lists exactly the rows of statement_revisions, in
     order, with the change_log summary and word counts of each revision's event."""
