@@ -465,3 +465,22 @@ def test_statement_text_is_never_rich_markup_on_a_terminal(
                         (["status"], title), (["errors"], "(found '[/] notes, not a")):
         res = ok(redline(cfg, *args))
         assert shown in re.sub(r"\x1b\[[0-9;]*m", "", res.out), (args, res.out)
+
+
+def test_piped_rows_stay_one_line_whatever_the_title_holds(db_url: str, tmp_path: Path
+                                                           ) -> None:
+    """README: piped, the read commands print plain columns, one row a line, separated by
+    two spaces. A YAML block title (`title: |`) keeps its newline and tab, and the row
+    broke in two; a double space read as a column break. White space runs are one space."""
+    folder = tmp_path / "statements"
+    cfg = write_config(tmp_path, db_url)
+    (folder / "a.md").write_text(
+        "---\nsource_url: https://example.org/a/\ntitle: |\n  First line\n  second\tline"
+        "  here\ndate: 2025-01-01\npublished_time: 2025-01-01 10:00:00-05:00\n---\n"
+        "Tariffs and duties.\n")
+    assert ok(redline(cfg, "ingest")).code == 0
+    for args in (["events"], ["search", "tariffs"], ["status"], ["history", "1"]):
+        out = ok(redline(cfg, *args)).out
+        assert "First line second line here" in out, (args, out)
+    rows = ok(redline(cfg, "events")).lines
+    assert len(rows) == 2 and rows[1].endswith("  First line second line here")

@@ -9,6 +9,7 @@ nothing; with `--json` too (after printing `[]`).
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -45,6 +46,17 @@ def _console() -> Any:
     return Console(highlight=False, soft_wrap=False)
 
 
+# ASCII white space and the Unicode line breaks; not NBSP and the like, which are part of
+# a title as written (a title changed only by an NBSP is a recorded formatting change)
+_BREAKS = re.compile("[ \t\n\r\f\v\x1c-\x1f\x85\u2028\u2029]+")
+
+
+def _line(text: str) -> str:
+    """A value on one line for plain output: each run of white space (a title's newline or
+    tab, a double space that would read as a column break) is one space."""
+    return _BREAKS.sub(" ", text).strip()
+
+
 def _cell(value: Any) -> Any:
     """A table cell for rich: text as it is. rich reads a plain string as markup, so a
     statement's title, a file name or a detail with `[/]` raised MarkupError and `[red]`
@@ -71,7 +83,7 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | N
         return
     if title:
         click.echo(title)
-    cells = [[c.plain if hasattr(c, "plain") else str(c) for c in row] for row in rows]
+    cells = [[_line(c.plain if hasattr(c, "plain") else str(c)) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in [list(columns), *cells]) for i in range(len(columns))]
     for row in [list(columns), *cells]:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
@@ -90,7 +102,7 @@ def _pairs(pairs: Sequence[tuple[str, str]]) -> None:
         _console().print(table)
         return
     for k, v in pairs:
-        click.echo(f"{k}: {v}")
+        click.echo(f"{k}: {_line(v)}")
 
 
 def _json_option(f: Any) -> Any:
@@ -177,7 +189,7 @@ def history(app: App, statement: str, as_json: bool) -> None:
         echo_json({"statement": summary, "revisions": revs})
         return
     click.echo(f"statement {sid}: {summary['source_url']}")
-    click.echo(f"title: {summary['title']}")
+    click.echo(f"title: {_line(summary['title'])}")
     rows = [(str(r["revision_number"]), r["kind"], ", ".join(r["changed_fields"]) or "-",
              r["observed_at"], r["summary"] or "") for r in revs]
     _table(("rev", "kind", "changed", "observed", "summary"), rows)
