@@ -6,6 +6,7 @@ and the resulting frozen object is passed down to every other module.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,10 @@ KINDS = ("added", "revised", "metadata", "formatting", "deleted", "restored")
 CHANNEL_TYPES = ("webhook", "email", "jsonl", "apprise", "pg_notify")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_DATABASE_URL = "sqlite:///redline.db"
+# upper bounds of the periods and waits, in seconds
+HOUR = 3600
+DAY = 86_400
+YEAR = 365 * DAY
 
 
 @dataclass(frozen=True)
@@ -183,14 +188,17 @@ def parse_config(
     d = _table(data, "database")
     _only(d, {"url", "auto_migrate"}, "database")
     url = environ.get("REDLINE_DATABASE_URL") or _str(d, "database.url", DEFAULT_DATABASE_URL)
-    database = DatabaseConfig(url=_database_url(url, base), auto_migrate=_bool(
+    source = ("$REDLINE_DATABASE_URL" if environ.get("REDLINE_DATABASE_URL")
+              else "database.url")
+    database = DatabaseConfig(url=_database_url(url, base, source), auto_migrate=_bool(
         d, "database.auto_migrate", True))
 
     s = _table(data, "schedule")
     _only(s, {"dispatch_seconds", "reconcile_minutes", "digest_cron", "timezone"}, "schedule")
     schedule = ScheduleConfig(
-        dispatch_seconds=_num(s, "schedule.dispatch_seconds", 5.0, lo=0.05),
-        reconcile_minutes=_num(s, "schedule.reconcile_minutes", 60.0, lo=0.01),
+        dispatch_seconds=_num(s, "schedule.dispatch_seconds", 5.0, lo=0.05, hi=DAY),
+        reconcile_minutes=_num(s, "schedule.reconcile_minutes", 60.0, lo=0.01,
+                               hi=YEAR / 60),
         digest_cron=_cron(s, "schedule.digest_cron", "0 8 * * *"),
         timezone=_timezone(s, "schedule.timezone", "UTC"),
     )
@@ -199,8 +207,12 @@ def parse_config(
     _only(sv, {"host", "port", "token_env"}, "serve")
     token_env = _str(sv, "serve.token_env", "")
     token, missing = _secret(environ, token_env, "serve.token_env")
+    host = _str(sv, "serve.host", "127.0.0.1").strip()
+    if not host:  # uvicorn reads "" as every address: 0.0.0.0 and ::
+        raise ConfigError("serve.host: must not be empty (it would listen on every address; "
+                          "write \"0.0.0.0\" or \"::\" to mean that)")
     serve = ServeConfig(
-        host=_str(sv, "serve.host", "127.0.0.1"),
+        host=host,
         port=_int(sv, "serve.port", 8765, lo=0, hi=65535),
         token_env=token_env,
         token=token,
@@ -294,8 +306,8 @@ def _channel(ch: Any, i: int, base: Path, environ: Mapping[str, str]) -> Channel
     for k in kinds:
         if k not in KINDS:
             raise ConfigError(f"{where}.kinds: unknown kind {k!r} (one of {', '.join(KINDS)})")
-    backoff = _num(ch, f"{where}.backoff_seconds", 2.0, lo=0.0)
-    max_backoff = _num(ch, f"{where}.backoff_max_seconds", 3600.0, lo=0.0)
+    backoff = _num(ch, f"{where}.backoff_seconds", 2.0, lo=0.0, hi=YEAR)
+    max_backoff = _num(ch, f"{where}.backoff_max_seconds", 3600.0, lo=0.0, hi=YEAR)
     if max_backoff < backoff:
         raise ConfigError(f"{where}.backoff_max_seconds: {max_backoff:g} is less than "
                           f"backoff_seconds ({backoff:g})")
@@ -308,7 +320,7 @@ def _channel(ch: Any, i: int, base: Path, environ: Mapping[str, str]) -> Channel
         max_attempts=_int(ch, f"{where}.max_attempts", 8, lo=1, hi=1000),
         backoff_seconds=backoff,
         backoff_max_seconds=max_backoff,
-        timeout_seconds=_num(ch, f"{where}.timeout_seconds", 10.0, lo=0.1),
+        timeout_seconds=_num(ch, f"{where}.timeout_seconds", 10.0, lo=0.1, hi=HOUR),
         options=options,
         secrets=secrets,
         missing=tuple(missing),
@@ -383,12 +395,20 @@ def _int(table: Mapping[str, Any], full: str, default: int, lo: int, hi: int) ->
     return value
 
 
-def _num(table: Mapping[str, Any], full: str, default: float, lo: float) -> float:
+def _num(table: Mapping[str, Any], full: str, default: float, lo: float, hi: float
+         ) -> float:
+    """A number of seconds or minutes. TOML has `inf` and `nan`: neither is a period (nan
+    passes every comparison), and a period must fit a datetime.timedelta, or the scheduler
+    fails with a traceback when it starts, not here with the key."""
     value = _get(table, full, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{full}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{full}: expected a finite number, got {value}")
     if value < lo:
         raise ConfigError(f"{full}: must be at least {lo}, got {value}")
+    if value > hi:
+        raise ConfigError(f"{full}: must be at most {hi:g}, got {value:g}")
     return float(value)
 
 
@@ -417,7 +437,7 @@ def _resolve(base: Path, p: str) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
-def _database_url(url: str, base: Path) -> str:
+def _database_url(url: str, base: Path, source: str = "database.url") -> str:
     """Make a relative SQLite path relative to the config file's folder."""
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith("sqlite:////"):
@@ -425,7 +445,7 @@ def _database_url(url: str, base: Path) -> str:
         if rest and rest != ":memory:" and not rest.startswith("file:"):
             return prefix + str((base / rest).resolve())
     if not ("://" in url and url.split("://", 1)[0]):
-        raise ConfigError(f"database.url: not a database URL: {url!r}")
+        raise ConfigError(f"{source}: not a database URL: {url!r}")
     return url
 
 

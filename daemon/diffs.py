@@ -42,7 +42,10 @@ def unified_diff(old_title: str, old_text: str, new_title: str, new_text: str,
     """A line-level unified diff of title and paragraphs (each paragraph is one line)."""
     lines = difflib.unified_diff(_doc_lines(old_title, old_text), _doc_lines(new_title, new_text),
                                  fromfile=old_label, tofile=new_label, n=context, lineterm="")
-    return "\n".join(lines) + "\n" if old_text or new_text else ""
+    # no line changed (a metadata, deleted or restored revision): no diff at all, as in the
+    # notification payload, not a lone newline that reads as an empty diff
+    out = "\n".join(lines)
+    return out + "\n" if out else ""
 
 
 def _tokens(text: str) -> list[str]:
@@ -76,14 +79,21 @@ def _word_ops(old: str, new: str, ops: list[WordOp]) -> tuple[int, int]:
     ka = [fold_words(t).strip() for t in a]
     kb = [fold_words(t).strip() for t in b]
     added = removed = 0
+    gap = ""  # white space of the old text lost by showing an equal run as the new one
     matcher = difflib.SequenceMatcher(None, ka, kb, autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
             _append(ops, "equal", "".join(b[j1:j2]))
+            # An equal run shows the new text's tokens. When the new text ends there and
+            # the old one goes on, the old token's trailing space must precede what is
+            # deleted, or the old text reads "EC– redacted" for "EC – redacted".
+            old_ws = a[i2 - 1][len(a[i2 - 1].rstrip()):]
+            gap = old_ws if old_ws and b[j2 - 1] == b[j2 - 1].rstrip() else ""
             continue
         if i2 > i1:
-            _append(ops, "delete", "".join(a[i1:i2]))
+            _append(ops, "delete", gap + "".join(a[i1:i2]))
             removed += i2 - i1
+        gap = ""
         if j2 > j1:
             _append(ops, "insert", "".join(b[j1:j2]))
             added += j2 - j1

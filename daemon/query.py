@@ -13,6 +13,7 @@ import datetime as dt
 import difflib
 import re
 import unicodedata
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,8 +85,12 @@ _WHOLE = re.compile(r"[0-9]+")
 
 def whole_number(text: str) -> int | None:
     """The value of a string of ASCII digits, else None (`str.isdigit` also accepts `²`,
-    which `int` refuses)."""
-    return int(text) if _WHOLE.fullmatch(text) else None
+    which `int` refuses). More than 19 digits is more than any id, revision or bound here:
+    MAX_ID + 1 stands for it (`int` refuses over 4,300 digits with a ValueError)."""
+    if not _WHOLE.fullmatch(text):
+        return None
+    digits = text.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 19 else MAX_ID + 1
 
 
 def _known_id(statement_id: int) -> int:
@@ -103,25 +108,71 @@ def _row(row: Any, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
 
 def resolve_statement(conn: Connection, ref: str) -> int:
     """The id of the statement named by its URL, an old URL of it, or its numeric id."""
-    ref = ref.strip()
+    ref = no_nul(ref, "a statement's name").strip()
     if not ref:
         raise UsageError("name a statement by its URL, an old URL of it, or its id")
-    candidates = [ref]
-    if "://" in ref:  # a trailing slash is the most common difference in a pasted URL
-        candidates.append(ref[:-1] if ref.endswith("/") else ref + "/")
-    for url in candidates:
-        sid = conn.execute(sa.text("SELECT statement_id FROM statement_urls WHERE url = :u"),
-                           {"u": url}).scalar()
-        if sid is not None:
-            return int(sid)
+    candidates = url_variants(ref)
+    found = dict(conn.execute(
+        sa.text("SELECT url, statement_id FROM statement_urls WHERE url IN :u")
+        .bindparams(sa.bindparam("u", expanding=True)), {"u": candidates}).all())
+    for url in candidates:  # the URL as typed wins over a variant of it
+        if url in found:
+            return int(found[url])
     number = whole_number(ref)
     if number is not None:
+        if not 1 <= number <= MAX_ID:
+            raise NotFound(f"no statement with id {clip(ref)}")
         sid = conn.execute(sa.text("SELECT id FROM statements WHERE id = :i"),
-                           {"i": _known_id(number)}).scalar()
+                           {"i": number}).scalar()
         if sid is not None:
             return int(sid)
-        raise NotFound(f"no statement with id {ref}")
-    raise NotFound(f"no statement has the URL {ref} (see `redline search`)")
+        raise NotFound(f"no statement with id {clip(ref)}")
+    raise NotFound(f"no statement has the URL {clip(ref)} (see `redline search`)")
+
+
+def no_nul(text: str, what: str) -> str:
+    """`text` unless it holds a NUL character: no statement text, URL or tag can (the files
+    are text), and PostgreSQL refuses NUL in any text value (a DataError, which the web
+    view answered with a 500 and a traceback)."""
+    if "\x00" in text:
+        raise UsageError(f"{what} contains a NUL character (\\x00): no statement holds one")
+    return text
+
+
+def clip(text: str, limit: int = 300) -> str:
+    """What the user typed, for an error line: a pasted page is not repeated in full."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+def url_variants(ref: str) -> list[str]:
+    """The spellings of a pasted URL that name the same page, the URL as typed first: with
+    or without the trailing slash (the most common difference), without a `#fragment`
+    (never sent to the server), with the scheme and host in lower case, and with its
+    percent-escapes in either case and its non-ASCII characters percent-encoded (a browser
+    copies `%E2%81%A0` or shows the character where the file has `%e2%81%a0`)."""
+    if "://" not in ref:
+        return [ref]
+    out: list[str] = []
+
+    def add(url: str) -> None:
+        for u in (url, url[:-1] if url.endswith("/") else url + "/"):
+            if u not in out:
+                out.append(u)
+
+    for base in dict.fromkeys((ref, ref.split("#", 1)[0])):
+        scheme, _, rest = base.partition("://")
+        host, slash, path = rest.partition("/")
+        for url in dict.fromkeys((base, f"{scheme.lower()}://{host.lower()}{slash}{path}")):
+            encoded = "".join(urllib.parse.quote(ch, safe="") if ord(ch) > 127 else ch
+                              for ch in url)
+            add(url)
+            for text in dict.fromkeys((url, encoded)):
+                add(_ESCAPE.sub(lambda m: m.group().lower(), text))
+                add(_ESCAPE.sub(lambda m: m.group().upper(), text))
+    return out
 
 
 def statement_summary(conn: Connection, statement_id: int) -> dict[str, Any]:
@@ -177,7 +228,8 @@ def _parse_rev(value: int | str | None, name: str) -> int | None:
         return None
     number = whole_number(str(value).strip().lstrip("rR"))
     if number is None or number < 1:
-        raise UsageError(f"{name} must be a revision number (1, 2, ...), not {value!r}")
+        raise UsageError(f"{name} must be a revision number (1, 2, ...), "
+                         f"not {clip(repr(value))}")
     return number
 
 
@@ -186,9 +238,10 @@ def pick_revisions(head: int, from_rev: int | str | None, to_rev: int | str | No
     """Which two revisions a diff compares: by default the last two; the first revision of
     a statement is compared with nothing (from = None)."""
     a, b = _parse_rev(from_rev, "from"), _parse_rev(to_rev, "to")
-    for n in (a, b):
+    for n, typed in ((a, from_rev), (b, to_rev)):
         if n is not None and n > head:
-            raise NotFound(f"statement {statement_id} has no revision {n} "
+            shown = n if n <= MAX_ID else clip(str(typed).strip())
+            raise NotFound(f"statement {statement_id} has no revision {shown} "
                            f"(it has {'only 1' if head == 1 else f'1 to {head}'})")
     to = b if b is not None else head
     frm = a if a is not None else (to - 1 if to > 1 else None)
@@ -304,6 +357,7 @@ def parse_search(text: str) -> SearchQuery:
     """The user's words: "quoted phrases", `OR` between alternatives, `-word` to exclude, a
     trailing `*` for a prefix; words without an operator must all occur. A term without a
     letter or digit is left out. Raises UsageError beyond the bounds above."""
+    no_nul(text, "the search text")
     positive: list[list[SearchTerm]] = []
     negative: list[SearchTerm] = []
     pending_or = False
@@ -465,7 +519,8 @@ def search(conn: Connection, text: str, limit: int | str = 20, offset: int = 0
 def _bounded(value: int | str, name: str, top: int = 10_000) -> int:
     number = whole_number(str(value).strip())
     if number is None or not 1 <= number <= top:
-        raise UsageError(f"{name} must be a whole number from 1 to {top}, not {value!r}")
+        raise UsageError(f"{name} must be a whole number from 1 to {top}, "
+                         f"not {clip(repr(value))}")
     return number
 
 
@@ -484,17 +539,17 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
     try:
         if m:
             now = now or dt.datetime.now(dt.UTC)
-            return now - dt.timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+            return now - dt.timedelta(**{_UNITS[m.group(2)]: whole_number(m.group(1))})
         try:
             when = dt.datetime.fromisoformat(value.replace(" ", "T", 1) if len(value) > 10
                                              else value)
         except ValueError:
-            raise UsageError(f"since {text!r} is not a time: use e.g. 2026-02-03, "
+            raise UsageError(f"since {clip(repr(text))} is not a time: use e.g. 2026-02-03, "
                              "2026-02-03T16:44:17Z or 7d, 12h, 30m") from None
         return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
     except OverflowError:
-        raise UsageError(f"since {text!r} is out of range: a time must fall in the years "
-                         "1 to 9999 (UTC)") from None
+        raise UsageError(f"since {clip(repr(text))} is out of range: a time must fall in "
+                         "the years 1 to 9999 (UTC)") from None
 
 
 def events(conn: Connection, since: dt.datetime | None = None, kind: str | None = None,
@@ -509,9 +564,10 @@ def events(conn: Connection, since: dt.datetime | None = None, kind: str | None 
         q = q.where(c.c.occurred_at >= since)
     if kind is not None:
         if kind not in KINDS:
-            raise UsageError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+            raise UsageError(f"kind must be one of {', '.join(KINDS)}, not {clip(repr(kind))}")
         q = q.where(c.c.kind == kind)
     if tag is not None:
+        no_nul(tag, "tag")
         if conn.dialect.name == "sqlite":
             q = q.where(sa.text("EXISTS (SELECT 1 FROM json_each(statement_revisions.tags) "
                                 "WHERE json_each.value = :tag)").bindparams(tag=tag))

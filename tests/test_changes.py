@@ -210,3 +210,20 @@ def test_the_real_un_nesting_of_a_list_item_changes_no_word() -> None:
     assert "infrastructure.\n\nClimate Resilient Debt Clauses:" in v1.body_text
     _ops, stats = word_diff(v1.title, v1.body_text, v2.title, v2.body_text)
     assert (stats.paragraphs_changed, stats.words_added, stats.words_removed) == (0, 0, 0)
+
+
+def test_word_diff_keeps_the_space_before_words_deleted_at_a_paragraph_end() -> None:
+    """A real edit (releases/2026/08, r2 -> r3) cut the end of a paragraph: "OXFERD COMMA –
+    Opening EC – redacted and declassified by FBI 7.30.26.pdf" became "... Opening EC". The
+    old text rebuilt from the ops keeps its space ("EC – redacted", not "EC– redacted"),
+    and the marked diff shows the deletion as a separate word."""
+    from daemon.render import words_plain
+
+    old = "OXFERD COMMA – Opening EC – redacted and declassified by FBI 7.30.26.pdf\n\nFile"
+    new = "OXFERD COMMA – Opening EC\n\nFile"
+    ops, stats = word_diff("T", old, "T", new)
+    assert "".join(o.text for o in ops if o.op != "insert") == "T\n\n" + old
+    assert "".join(o.text for o in ops if o.op != "delete") == "T\n\n" + new
+    assert (stats.words_added, stats.words_removed) == (0, 7)
+    assert "Opening EC [-– redacted and declassified by FBI 7.30.26.pdf-]" in \
+        words_plain([o.as_dict() for o in ops])

@@ -188,6 +188,33 @@ def test_diff_json_and_revision_choice(cfg: Path) -> None:
         "words: +0 -0 in 0 paragraphs", "", "(no text change)"]
 
 
+def test_diff_output_to_a_file_that_cannot_be_written_is_one_line(cfg: Path,
+                                                                   tmp_path: Path) -> None:
+    """`diff -o FILE` into a folder that does not exist (a typo) printed a traceback; a
+    wrong path is a bad argument (exit 2), a failing device a failure (exit 1): one line."""
+    missing = tmp_path / "no-such-folder" / "diff.html"
+    res = redline(cfg, "diff", MEXICAN_WAR, "--format", "html", "-o", str(missing))
+    assert (res.code, res.out, res.err) == (
+        2, "", f"redline: error: -o {missing}: cannot write it: No such file or directory\n")
+    under_a_file = tmp_path / "config.toml" / "diff.html"
+    res = redline(cfg, "diff", MEXICAN_WAR, "-o", str(under_a_file))
+    assert (res.code, res.err) == (
+        2, f"redline: error: -o {under_a_file}: cannot write it: Not a directory\n")
+    if Path("/dev/full").exists():
+        res = redline(cfg, "diff", MEXICAN_WAR, "-o", "/dev/full")
+        assert (res.code, res.err) == (
+            1, "redline: error: -o /dev/full: cannot write it: No space left on device\n")
+
+
+def test_a_diff_without_a_text_change_says_so_in_every_format(cfg: Path) -> None:
+    """Revision 3 of the workers' statement only moved its URL. The unified diff (the
+    default) was a lone newline: a blank line piped, `"unified": "\\n"` in JSON, where the
+    words format and the notification payload say there is no text change."""
+    unified = ok(redline(cfg, "diff", WORKERS_NEW))
+    assert unified.lines[-3:] == ["words: +0 -0 in 0 paragraphs", "", "(no text change)"]
+    assert json.loads(ok(redline(cfg, "diff", WORKERS_NEW, "--json")).out)["unified"] == ""
+
+
 def test_diff_html_is_a_standalone_escaped_page(cfg: Path, record: Record,
                                                 tmp_path: Path) -> None:
     """`diff --format html` writes a whole page: metadata of both revisions, the changed
@@ -341,6 +368,27 @@ def test_odd_numbers_and_times_are_one_line_not_a_traceback(cfg: Path) -> None:
         assert (res.code, res.out, res.err) == (code, "", f"redline: error: {message}\n"), args
 
 
+def test_a_very_long_statement_name_is_not_echoed_in_full(cfg: Path) -> None:
+    """A 100,000-character URL (a pasted page, a runaway script) was repeated whole in the
+    error line; it is cut at 300 characters with the length said. Still exit 1, one line."""
+    url = "https://www.whitehouse.gov/" + "a" * 100_000
+    for name in (url, "9" * 100_000):
+        res = redline(cfg, "history", name)
+        assert (res.code, res.out) == (1, "")
+        assert res.err.endswith(f"{name[:300]}… ({len(name)} characters)"
+                                + (" (see `redline search`)\n" if "://" in name else "\n"))
+        assert len(res.err.splitlines()) == 1 and len(res.err) < 400
+    digits = "9" * 100_000  # int() refuses over 4,300 digits: it was a ValueError traceback
+    for args, code in ((["diff", MEXICAN_WAR, "--to", digits], 1),
+                       (["events", "--limit", digits], 2), (["search", "x", "--limit", digits], 2),
+                       (["events", "--since", digits + "d"], 2),
+                       (["events", "--kind", digits], 2),
+                       (["diff", MEXICAN_WAR, "--format", digits], 2)):
+        res = redline(cfg, *args)
+        assert (res.code, res.out, len(res.err.splitlines())) == (code, "", 1), args
+        assert len(res.err) < 500 and f"{digits[:250]}" in res.err and "… (" in res.err, args
+
+
 def test_an_empty_search_or_events_is_exit_1_with_json_too(cfg: Path) -> None:
     """README: an empty result of search or events exits 1, like grep finding nothing; with
     --json it did print `[]` but exited 0. It now prints `[]` (valid JSON for a pipe) and
@@ -406,3 +454,60 @@ def test_on_a_terminal_words_are_coloured(cfg: Path, monkeypatch: pytest.MonkeyP
     assert "[-" not in out and "{+" not in out
     assert re.search(r"\x1b\[[0-9;]*m1856,\x1b\[0m", out)
     assert re.search(r"\x1b\[[0-9;]*m1846,\x1b\[0m", out)
+
+
+def test_a_reader_that_stops_reading_is_not_a_failure(cfg: Path) -> None:
+    """`redline events | head -1`: the reader closes the pipe. click turned the broken pipe
+    into exit 1 (the "not found" status) in spite of run_cli's own `BrokenPipeError: 0`, so
+    `set -o pipefail` scripts failed. Exit 0, and no traceback on stderr."""
+    import subprocess
+    import sys
+
+    for args in (["events", "--limit", "500"], ["history", MEXICAN_WAR], ["status"]):
+        proc = subprocess.Popen([sys.executable, "-m", "daemon", "--config", str(cfg), *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # before the first write: that write meets a closed pipe
+        err = proc.stderr.read()
+        assert (proc.wait(timeout=60), err) == (0, b""), args
+
+
+def test_statement_text_is_never_rich_markup_on_a_terminal(
+        db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a terminal the tables are rich tables, and rich reads a plain string as markup: a
+    title with `[/]` made `events`, `search` and `status` die with a MarkupError traceback,
+    and `[red]...[/red]` coloured the terminal from a statement's words. The same for a
+    rejected file's detail in `errors`. Cells are now plain text, shown as written."""
+    title = "Statement on [/] tariffs [red]and[/red] duties"
+    folder = tmp_path / "statements"
+    cfg = write_config(tmp_path, db_url)
+    (folder / "a.md").write_text(
+        f'---\nsource_url: https://example.org/a/\ntitle: "{title}"\ndate: 2025-01-01\n'
+        "published_time: 2025-01-01 10:00:00-05:00\n---\nTariffs and duties, [/b] in text.\n")
+    (folder / "b.md").write_text("[/] notes, not a statement\n")
+    assert redline(cfg, "ingest").code == 3
+    monkeypatch.setattr("daemon.cli.read._terminal", lambda: True)
+    monkeypatch.setenv("COLUMNS", "400")
+    for args, shown in ((["events"], title), (["search", "tariffs"], title),
+                        (["status"], title), (["errors"], "(found '[/] notes, not a")):
+        res = ok(redline(cfg, *args))
+        assert shown in re.sub(r"\x1b\[[0-9;]*m", "", res.out), (args, res.out)
+
+
+def test_piped_rows_stay_one_line_whatever_the_title_holds(db_url: str, tmp_path: Path
+                                                           ) -> None:
+    """README: piped, the read commands print plain columns, one row a line, separated by
+    two spaces. A YAML block title (`title: |`) keeps its newline and tab, and the row
+    broke in two; a double space read as a column break. White space runs are one space."""
+    folder = tmp_path / "statements"
+    cfg = write_config(tmp_path, db_url)
+    (folder / "a.md").write_text(
+        "---\nsource_url: https://example.org/a/\ntitle: |\n  First line\n  second\tline"
+        "  here\ndate: 2025-01-01\npublished_time: 2025-01-01 10:00:00-05:00\n---\n"
+        "Tariffs and duties.\n")
+    assert ok(redline(cfg, "ingest")).code == 0
+    for args in (["events"], ["search", "tariffs"], ["status"], ["history", "1"]):
+        out = ok(redline(cfg, *args)).out
+        assert "First line second line here" in out, (args, out)
+    rows = ok(redline(cfg, "events")).lines
+    assert len(rows) == 2 and rows[1].endswith("  First line second line here")

@@ -180,3 +180,70 @@ def test_a_sender_is_never_made_without_its_secret(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="channels.h.secret_env: environment variable "
                                           "HOOK_SECRET is not set"):
         make_sender(cfg.channels[0])
+
+
+@pytest.mark.parametrize(("toml", "message"), [
+    ("[schedule]\ndispatch_seconds = nan\n",
+     "schedule.dispatch_seconds: expected a finite number, got nan"),
+    ("[schedule]\nreconcile_minutes = inf\n",
+     "schedule.reconcile_minutes: expected a finite number, got inf"),
+    ("[schedule]\nreconcile_minutes = 1e300\n",
+     "schedule.reconcile_minutes: must be at most 525600, got 1e+300"),
+    ('[[channels]]\nname = "a"\ntype = "jsonl"\npath = "e"\nbackoff_seconds = nan\n',
+     "channels.a.backoff_seconds: expected a finite number, got nan"),
+    ('[[channels]]\nname = "a"\ntype = "jsonl"\npath = "e"\ntimeout_seconds = -inf\n',
+     "channels.a.timeout_seconds: expected a finite number, got -inf"),
+    ('[[channels]]\nname = "a"\ntype = "jsonl"\npath = "e"\ntimeout_seconds = 1e12\n',
+     "channels.a.timeout_seconds: must be at most 3600, got 1e+12"),
+])
+def test_toml_inf_nan_and_huge_periods_are_bad_values(tmp_path: Path, toml: str,
+                                                      message: str) -> None:
+    """TOML's `nan` passes every comparison and `inf` or 1e300 overflow a timedelta: they
+    were accepted, and `redline run` then died with a traceback in APScheduler (or the
+    delivery lease). They are bad values now: one line naming the key, exit 2."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(toml)
+    result = CliRunner().invoke(cli, ["--config", str(cfg), "config", "check"])
+    assert result.exit_code == 2, result.output
+    assert result.output == f"redline: error: {message}\n"
+
+
+def test_relative_paths_are_taken_from_the_config_folder_not_the_cwd(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As README "Configuration" says: watched folders, a jsonl path and a relative SQLite
+    path, in the file or in $REDLINE_DATABASE_URL, are relative to the file's folder."""
+    conf = tmp_path / "etc"
+    conf.mkdir()
+    (conf / "config.toml").write_text('[watch]\npaths = ["in"]\n[[channels]]\nname = "j"\n'
+                                      'type = "jsonl"\npath = "out/e.jsonl"\n')
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(Path("etc/config.toml"), {})
+    assert cfg.watch.paths == (conf / "in",)
+    assert cfg.channels[0].options["path"] == conf / "out" / "e.jsonl"
+    assert cfg.database.url == f"sqlite:///{conf / 'redline.db'}"
+    env = load_config(Path("etc/config.toml"), {"REDLINE_DATABASE_URL": "sqlite:///x/r.db"})
+    assert env.database.url == f"sqlite:///{conf / 'x' / 'r.db'}"
+    absolute = load_config(Path("etc/config.toml"),
+                           {"REDLINE_DATABASE_URL": "sqlite:////tmp/r.db"})
+    assert absolute.database.url == "sqlite:////tmp/r.db"
+
+
+def test_a_bad_database_url_from_the_environment_names_the_variable(tmp_path: Path) -> None:
+    """$REDLINE_DATABASE_URL wins over the file; a bad value in it was reported as
+    `database.url`, sending the reader to a file that holds no such value."""
+    with pytest.raises(ConfigError, match=r"^\$REDLINE_DATABASE_URL: not a database URL: "
+                                          r"'nonsense'$"):
+        parse_config({"database": {"url": "sqlite:///ok.db"}}, tmp_path,
+                     {"REDLINE_DATABASE_URL": "nonsense"})
+    with pytest.raises(ConfigError, match=r"^database\.url: not a database URL"):
+        parse_config({"database": {"url": "nonsense"}}, tmp_path, {})
+
+
+def test_an_empty_serve_host_is_a_bad_value_not_every_address(tmp_path: Path) -> None:
+    """`[serve] host = ""` (an unset template variable, say) made `redline serve` listen
+    on 0.0.0.0 and :: (uvicorn's reading of ""), exposing the record with only a warning.
+    It is a bad value; every address must be asked for by name."""
+    for host in ("", "  "):
+        with pytest.raises(ConfigError, match=r"^serve\.host: must not be empty"):
+            parse_config({"serve": {"host": host}}, tmp_path, {})
+    assert parse_config({"serve": {"host": "0.0.0.0"}}, tmp_path, {}).serve.host == "0.0.0.0"

@@ -291,6 +291,34 @@ def test_a_database_upgraded_by_a_newer_redline_is_refused_clearly(
     engine.dispose()
 
 
+def test_another_applications_alembic_database_is_named_as_such(
+        db_url: str, tmp_path: Path) -> None:
+    """database.url naming another application's Alembic database (its own
+    alembic_version, none of redline's tables) was reported as upgraded by a newer redline
+    ("run the redline that upgraded it"), which sends the operator looking for a version
+    that does not exist. It is named as what it is; nothing is changed (exit 2 as before)."""
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32))"))
+        conn.execute(sa.text("INSERT INTO alembic_version VALUES ('3f2a1b9c8d7e')"))
+        conn.execute(sa.text("CREATE TABLE invoices (id INTEGER PRIMARY KEY)"))
+    cfg = write_config(tmp_path, db_url)
+    message = ("redline: error: not a redline database: its schema is at 3f2a1b9c8d7e, which "
+               "is no redline migration, and it has no redline tables; check database.url")
+    for args in (["ingest"], ["db", "upgrade"], ["status"]):
+        proc = subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg), *args],
+                              capture_output=True, text=True, timeout=60)
+        assert (proc.returncode, proc.stderr.splitlines()) == (2, [message]), args
+    proc = subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg), "db",
+                           "current"], capture_output=True, text=True, timeout=60)
+    assert proc.stdout == (f"current: 3f2a1b9c8d7e  head: {migrate.SCHEMA_HEAD}  (not a "
+                           "redline database: no redline migration, no redline tables)\n")
+    assert migrate.current_revision(engine) == "3f2a1b9c8d7e"
+    with engine.connect() as conn:
+        assert not sa.inspect(conn).has_table("statements")
+    engine.dispose()
+
+
 def test_db_current_on_a_mistyped_path_creates_nothing(tmp_path: Path) -> None:
     """`redline db current` reads: on a SQLite path where no database is (a typo), it says
     so (exit 1, one line) instead of creating an empty file and answering `none`."""
@@ -304,6 +332,64 @@ def test_db_current_on_a_mistyped_path_creates_nothing(tmp_path: Path) -> None:
                                         "yet: run `redline ingest` or `redline db upgrade` "
                                         "first"]
     assert list(missing.parent.iterdir()) == []
+
+
+def test_a_file_that_is_not_a_database_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """database.url naming a file that is not SQLite (a wrong path, a damaged copy): SQLite
+    says "file is not a database", a DatabaseError that is no OperationalError, and every
+    command printed a traceback. Now: one line naming the file, exit 1, file untouched."""
+    junk = tmp_path / "notes.db"
+    junk.write_bytes(b"not a database, just some notes\n" * 100)
+    cfg = write_config(tmp_path, f"sqlite:///{junk}")
+    for args in (["db", "current"], ["db", "upgrade"], ["status"], ["events"], ["ingest"]):
+        proc = subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg), *args],
+                              capture_output=True, text=True, timeout=60)
+        assert (proc.returncode, proc.stdout) == (1, ""), (args, proc.stderr)
+        assert proc.stderr.splitlines() == [f"redline: error: cannot open the database {junk}:"
+                                            " file is not a database"], args
+    assert junk.read_bytes() == b"not a database, just some notes\n" * 100
+
+
+def test_an_unreachable_server_is_one_line(tmp_path: Path) -> None:
+    """libpq puts its hint on a line of its own ("\\n\\tIs the server running on that
+    host ...?"): the error took two lines where README promises one."""
+    cfg = write_config(tmp_path, "postgresql+psycopg://postgres@127.0.0.1:1/redline")
+    proc = subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg), "status"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("redline: error: cannot open the database: ")
+    assert "Connection refused; Is the server running" in proc.stderr
+
+
+def test_db_current_json_gives_the_state_for_scripts(db_url: str, tmp_path: Path) -> None:
+    """SPEC §6: commands that print data take --json. `db current` printed only its line
+    (and `--json` was "No such option"), so a deploy script had to parse prose to know
+    whether to migrate. Old, head and newer schemas each give their state."""
+    from alembic import command
+
+    engine = make_engine(db_url)
+    cfg_alembic = migrate._alembic_config(engine)
+    with engine.begin() as conn:
+        cfg_alembic.attributes["connection"] = conn
+        command.upgrade(cfg_alembic, "0003")
+    cfg = write_config(tmp_path, db_url)
+
+    def current() -> dict[str, Any]:
+        proc = subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg), "db",
+                               "current", "--json"], capture_output=True, text=True,
+                              timeout=60)
+        assert (proc.returncode, proc.stderr) == (0, ""), proc.stderr
+        return json.loads(proc.stdout)
+
+    head = migrate.SCHEMA_HEAD
+    assert current() == {"current": "0003", "head": head, "state": "needs_upgrade"}
+    migrate.upgrade(engine)
+    assert current() == {"current": head, "head": head, "state": "up_to_date"}
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
+    assert current() == {"current": "0099", "head": head, "state": "newer"}
+    engine.dispose()
 
 
 def test_large_text_compresses_with_lz4_on_postgresql(pg_url: str) -> None:

@@ -215,6 +215,45 @@ def test_statements_are_found_by_url_old_url_and_id(record: Record) -> None:
             query.resolve_statement(conn, "  ")
 
 
+def test_a_url_is_found_however_a_browser_spells_it(engine: sa.Engine, tmp_path: Path
+                                                    ) -> None:
+    """A real source_url with a percent-encoded U+2060 (`biden-%e2%81%a0harris`): a
+    browser copies it as `%E2%81%A0` or shows the character itself, and people type
+    hosts in any case or paste a `#fragment`. Each named no statement; each is the same
+    page, so each finds it. A different path is still not found."""
+    name = ("2024-07-31-fact-sheet-biden-%e2%81%a0harris-administration-announces-new-actions-"
+            "to-counter-the-scourge-of-fentanyl-and-other-synthetic-drugs.md")
+    root = tmp_path / "watched"
+    root.mkdir()
+    shutil.copyfile(FIXTURES / "corpus" / "current" / "statements-releases" / "2024-07" / name,
+                    root / "a.md")
+    assert Ingestor(engine, WatchConfig(paths=(root,))).scan().added == 1
+    url = ("https://bidenwhitehouse.archives.gov/briefing-room/statements-releases/2024/07/31/"
+           "fact-sheet-biden-%e2%81%a0harris-administration-announces-new-actions-to-counter-"
+           "the-scourge-of-fentanyl-and-other-synthetic-drugs/")
+    with engine.connect() as conn:
+        sid = query.resolve_statement(conn, url)
+        for spelling in (url.replace("%e2%81%a0", "%E2%81%A0"),
+                         url.replace("%e2%81%a0", "\u2060").rstrip("/"),
+                         url.replace("https://bidenwhitehouse", "HTTPS://BidenWhiteHouse"),
+                         url + "#main"):
+            assert query.resolve_statement(conn, spelling) == sid, spelling
+        with pytest.raises(NotFound):
+            query.resolve_statement(conn, url.replace("fentanyl", "Fentanyl"))
+
+
+def test_a_nul_character_is_a_bad_argument_on_both_databases(record: Record) -> None:
+    """PostgreSQL refuses NUL in any text value: a URL, search text or tag holding one
+    (`/api/search?q=a%00b`) was a psycopg DataError, a 500 with a traceback in the web
+    view. No statement holds one, so it is a bad argument (400, exit 2) on both."""
+    with record.reader.connect() as conn:
+        for call in (lambda: query.resolve_statement(conn, MEXICAN_WAR + "\x00"),
+                     lambda: query.search(conn, "Guadalupe\x00Hidalgo"),
+                     lambda: query.events(conn, tag="fact-sheets\x00")):
+            with pytest.raises(UsageError, match=r"contains a NUL character"):
+                call()
+
+
 def test_history_matches_the_statement_revisions_view(record: Record) -> None:
     """For every statement, history() lists exactly the rows of statement_revisions, in
     order, with the change_log summary and word counts of each revision's event."""

@@ -76,6 +76,14 @@ class RedlineGroup(click.Group):
         except RedlineError as exc:
             click.echo(f"redline: error: {exc}", err=True)
             raise click.exceptions.Exit(exc.exit_code) from None
+        except BrokenPipeError:
+            # `redline events | head -1`: the reader has what it wanted. Left to click, a
+            # broken pipe becomes exit 1 (our "not found"), failing `set -o pipefail`.
+            # Point stdout at /dev/null so that the flush at exit cannot fail again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            raise click.exceptions.Exit(0) from None
         except Exception as exc:
             if not _operational_error(exc):
                 raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from daemon.cli.app import App
+from daemon.cli.app import App, echo_json
 from daemon.store import migrate
 from daemon.store.engine import make_engine
 
@@ -26,7 +26,7 @@ def upgrade(app: App) -> None:
 
     \b
     Example:
-      REDLINE_DATABASE_URL=sqlite:///tmp/r.db redline db upgrade
+      REDLINE_DATABASE_URL=sqlite:////tmp/r.db redline db upgrade
     """
     engine = make_engine(app.config.database.url)
     reached = migrate.upgrade(engine)
@@ -34,21 +34,32 @@ def upgrade(app: App) -> None:
 
 
 @db.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead.")
 @click.pass_obj
-def current(app: App) -> None:
+def current(app: App, as_json: bool) -> None:
     """Show the schema revision of the database and the newest one available.
+
+    `--json` prints {"current", "head", "state"}, state one of up_to_date,
+    needs_upgrade, newer, not_redline.
 
     \b
     Example:
       redline db current
+      redline db current --json | jq -r .state
     """
     app.require_database()
     engine = make_engine(app.config.database.url, readonly=True)
     have, want = migrate.current_revision(engine), migrate.head_revision(engine)
     if have == want:
-        state = "up to date"
+        state, text = "up_to_date", "up to date"
     elif have is not None and migrate.is_newer(engine, have):
-        state = "newer than this redline: run the redline that upgraded it"
+        state, text = (
+            ("not_redline", "not a redline database: no redline migration, no redline tables")
+            if migrate.is_foreign(engine) else
+            ("newer", "newer than this redline: run the redline that upgraded it"))
     else:
-        state = "needs `redline db upgrade`"
-    click.echo(f"current: {have or 'none'}  head: {want}  ({state})")
+        state, text = "needs_upgrade", "needs `redline db upgrade`"
+    if as_json:
+        echo_json({"current": have, "head": want, "state": state})
+        return
+    click.echo(f"current: {have or 'none'}  head: {want}  ({text})")

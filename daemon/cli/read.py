@@ -9,6 +9,7 @@ nothing; with `--json` too (after printing `[]`).
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from daemon import query, render
 from daemon.cli.app import App, echo_json
-from daemon.errors import NotFound, UsageError
+from daemon.errors import NotFound, RedlineError, UsageError
 
 DIFF_FORMATS = ("unified", "words", "json", "html")
 
@@ -45,6 +46,26 @@ def _console() -> Any:
     return Console(highlight=False, soft_wrap=False)
 
 
+# ASCII white space and the Unicode line breaks; not NBSP and the like, which are part of
+# a title as written (a title changed only by an NBSP is a recorded formatting change)
+_BREAKS = re.compile("[ \t\n\r\f\v\x1c-\x1f\x85\u2028\u2029]+")
+
+
+def _line(text: str) -> str:
+    """A value on one line for plain output: each run of white space (a title's newline or
+    tab, a double space that would read as a column break) is one space."""
+    return _BREAKS.sub(" ", text).strip()
+
+
+def _cell(value: Any) -> Any:
+    """A table cell for rich: text as it is. rich reads a plain string as markup, so a
+    statement's title, a file name or a detail with `[/]` raised MarkupError and `[red]`
+    or `[link=...]` styled the terminal from the statement's words."""
+    from rich.text import Text
+
+    return value if isinstance(value, Text) else Text(str(value))
+
+
 def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None
            ) -> None:
     """A rich table on a terminal; plain columns separated by two spaces otherwise."""
@@ -57,12 +78,12 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | N
             longest = max((len(str(r[i])) for r in rows), default=0)
             table.add_column(name, no_wrap=longest <= 30)
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*(_cell(c) for c in row))
         _console().print(table)
         return
     if title:
         click.echo(title)
-    cells = [[c.plain if hasattr(c, "plain") else str(c) for c in row] for row in rows]
+    cells = [[_line(c.plain if hasattr(c, "plain") else str(c)) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in [list(columns), *cells]) for i in range(len(columns))]
     for row in [list(columns), *cells]:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
@@ -77,11 +98,11 @@ def _pairs(pairs: Sequence[tuple[str, str]]) -> None:
         table.add_column(style="bold")
         table.add_column()
         for k, v in pairs:
-            table.add_row(k, v)
+            table.add_row(k, _cell(v))
         _console().print(table)
         return
     for k, v in pairs:
-        click.echo(f"{k}: {v}")
+        click.echo(f"{k}: {_line(v)}")
 
 
 def _json_option(f: Any) -> Any:
@@ -168,7 +189,7 @@ def history(app: App, statement: str, as_json: bool) -> None:
         echo_json({"statement": summary, "revisions": revs})
         return
     click.echo(f"statement {sid}: {summary['source_url']}")
-    click.echo(f"title: {summary['title']}")
+    click.echo(f"title: {_line(summary['title'])}")
     rows = [(str(r["revision_number"]), r["kind"], ", ".join(r["changed_fields"]) or "-",
              r["observed_at"], r["summary"] or "") for r in revs]
     _table(("rev", "kind", "changed", "observed", "summary"), rows)
@@ -203,7 +224,8 @@ def diff(app: App, statement: str, from_rev: str | None, to_rev: str | None, fmt
     """
     fmt = "json" if as_json else fmt.strip().lower()
     if fmt not in DIFF_FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(DIFF_FORMATS)}, not {fmt!r}")
+        raise UsageError(f"--format must be one of {', '.join(DIFF_FORMATS)}, "
+                         f"not {query.clip(repr(fmt))}")
     with _reading(app) as conn:
         sid = query.resolve_statement(conn, statement)
         d = query.diff(conn, sid, from_rev, to_rev)
@@ -219,7 +241,13 @@ def diff(app: App, statement: str, from_rev: str | None, to_rev: str | None, fmt
     else:
         text = render.diff_plain(d, fmt)
     if output is not None:
-        output.write_text(text, encoding="utf-8")
+        try:
+            output.write_text(text, encoding="utf-8")
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError,
+                PermissionError) as exc:  # the path given is wrong: a bad argument
+            raise UsageError(f"-o {output}: cannot write it: {exc.strerror}") from None
+        except OSError as exc:  # a full disk, an I/O error: a failure
+            raise RedlineError(f"-o {output}: cannot write it: {exc.strerror}") from None
     else:
         click.echo(text, nl=False)
 

@@ -54,7 +54,19 @@ def is_newer(engine: Engine, revision: str) -> bool:
     return False
 
 
-def _newer_schema(have: str) -> SchemaTooNew:
+def is_foreign(engine: Engine) -> bool:
+    """True when the database has no `statements` table: with an `alembic_version` that
+    names no redline migration, it is another application's Alembic database (a wrong
+    database.url), not one a newer redline upgraded."""
+    with engine.connect() as conn:
+        return not sa.inspect(conn).has_table("statements")
+
+
+def _newer_schema(have: str, engine: Engine | None = None) -> SchemaTooNew:
+    if engine is not None and is_foreign(engine):
+        return SchemaTooNew(f"not a redline database: its schema is at {have}, which is no "
+                            "redline migration, and it has no redline tables; check "
+                            "database.url")
     return SchemaTooNew(f"database schema is at {have}, newer than this redline knows "
                         f"(up to {SCHEMA_HEAD}): a newer redline has upgraded it; run that "
                         "version, or point this one at another database")
@@ -67,8 +79,21 @@ def current_revision(engine: Engine) -> str | None:
             if not sa.inspect(conn).has_table("alembic_version"):
                 return None
             return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-    except sa.exc.OperationalError as exc:
-        raise DatabaseError(f"cannot open the database: {exc.orig}") from None
+    except sa.exc.DatabaseError as exc:  # OperationalError, or SQLite's "file is not a
+        # database" (a DatabaseError only): a wrong path or a damaged file, not a traceback
+        where = f" {_sqlite_path(engine)}" if engine.dialect.name == "sqlite" else ""
+        # one line: libpq adds its hints on lines of their own
+        reason = "; ".join(line.strip() for line in str(exc.orig).splitlines() if line.strip())
+        raise DatabaseError(f"cannot open the database{where}: {reason}") from None
+
+
+def _sqlite_path(engine: Engine) -> str:
+    """The file a SQLite engine opens, also when a reader opens it as a URI
+    (`file:/path?mode=ro`, escaped)."""
+    from urllib.parse import unquote
+
+    db = engine.url.database or ""
+    return unquote(db.removeprefix("file:")) if db.startswith("file:") else db
 
 
 def upgrade(engine: Engine) -> str | None:
@@ -79,7 +104,7 @@ def upgrade(engine: Engine) -> str | None:
     from alembic import command
 
     if have is not None and is_newer(engine, have):
-        raise _newer_schema(have)
+        raise _newer_schema(have, engine)
     cfg = _alembic_config(engine)
     try:
         with engine.begin() as conn:
@@ -97,7 +122,7 @@ def require_current(engine: Engine) -> None:
     """Fail clearly when the schema is not at head (auto_migrate = false)."""
     have = current_revision(engine)
     if have is not None and have != SCHEMA_HEAD and is_newer(engine, have):
-        raise _newer_schema(have)
+        raise _newer_schema(have, engine)
     if have != SCHEMA_HEAD:
         raise DatabaseError(f"database schema is at {have or 'nothing'}, this redline needs "
                             f"{SCHEMA_HEAD}: run `redline db upgrade`")
