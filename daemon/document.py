@@ -134,7 +134,23 @@ def _load_yaml(front: str) -> dict[str, Any] | Rejection:
     if not isinstance(meta, dict):
         return Rejection("front_matter_not_mapping", "front matter must be a mapping of "
                          f"'key: value' lines, not {_yaml_kind(meta)}")
+    if "\\" in front:  # only an escape in a "quoted" scalar (\0, \x00, \u0000) makes NUL
+        for key, value in meta.items():
+            if _holds_nul(key) or _holds_nul(value):
+                return Rejection("invalid_field", f"field {str(key)!r} holds a NUL character "
+                                 "(a \\0 escape): no text may hold one, and PostgreSQL "
+                                 "refuses it")
     return meta
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    return False
 
 
 def _yaml_kind(value: Any) -> str:

@@ -365,6 +365,35 @@ def test_bad_files_are_rejected_with_reasons_and_fixing_them_ingests(
                                q(engine, "SELECT path FROM ingest_errors")}
 
 
+def test_a_nul_escape_in_the_front_matter_is_rejected_on_both_databases(
+        engine: sa.Engine, sample: Path, tmp_path: Path) -> None:
+    """A UTF-8 file without NUL bytes can still make one: a YAML escape (\\0, \\x00,
+    \\u0000) in a "quoted" value or key. PostgreSQL refuses NUL in text and jsonb, so such
+    a file failed the whole batch there (`redline ingest` printed a DataError traceback and
+    exit 1, recording not even the good files beside it; `redline run` exited at start-up).
+    It is rejected as `invalid_field` naming the field, on both databases alike."""
+    root = tmp_path / "w"
+    root.mkdir()
+    (root / "good.md").write_bytes(_first_sample(sample))
+    head = b"---\nsource_url: https://example.org/nul-%d\ndate: '2025-01-01'\n"
+    bad = {"title.md": (head % 1 + b'title: "Hello\\0World"\n---\nBody.\n', "title"),
+           "tags.md": (head % 2 + b'title: T\ntags: [a, "b\\x00c"]\n---\nBody.\n', "tags"),
+           "extra.md": (head % 3 + b'title: T\nnote: {"k\\u0000": v}\n---\nBody.\n', "note")}
+    for name, (data, _field) in bad.items():
+        assert b"\x00" not in data
+        (root / name).write_bytes(data)
+    counts = make(engine, root).scan()
+    assert (counts.added, counts.rejected) == (1, 3)
+    rows = {os.path.basename(r.path): (r.reason, r.detail) for r in
+            q(engine, "SELECT path, reason, detail FROM ingest_errors")}
+    assert rows == {name: ("invalid_field", f"field '{field}' holds a NUL character (a \\0 "
+                           "escape): no text may hold one, and PostgreSQL refuses it")
+                    for name, (_data, field) in bad.items()}
+    (root / "title.md").write_bytes(head % 1 + b'title: "Hello World"\n---\nBody.\n')
+    counts = make(engine, root).scan()
+    assert (counts.added, counts.rejected) == (1, 2)
+
+
 def test_unreadable_file_is_rejected(engine: sa.Engine, sample: Path, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A file that cannot be read is recorded as unreadable, the rest goes on."""
