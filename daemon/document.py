@@ -246,3 +246,6 @@ def _parse_time(value: Any, name: str) -> dt.datetime | None:
     except ValueError:
         raise ValueError(f"field {name!r} is not a time (YYYY-MM-DD HH:MM:SS±HH:MM or "
                          f"ISO 8601): {value!r}") from None
+    except OverflowError:  # 0001-01-01 00:00:00+14:00 is before the year 1 in UTC
+        raise ValueError(f"field {name!r} is outside the years 1 to 9999 once in UTC: "
+                         f"{value!r}") from None
