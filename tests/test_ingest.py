@@ -394,6 +394,33 @@ def test_a_nul_escape_in_the_front_matter_is_rejected_on_both_databases(
     assert (counts.added, counts.rejected) == (1, 2)
 
 
+def test_a_text_of_too_many_words_for_one_tsvector_is_stored_and_searchable(
+        engine: sa.Engine, sample: Path, tmp_path: Path) -> None:
+    """2.5 MB of distinct words (within the default max_file_bytes) make a tsvector over
+    PostgreSQL's 1 MB limit. That failed the whole batch there: `redline ingest` exit 1
+    with no statement of the batch recorded, and the daemon took the error for an outage
+    and held every later change for ever. The statement is stored whole, on both
+    databases, and on PostgreSQL search finds the words of its beginning."""
+    import random
+    import string
+
+    rng = random.Random(7)
+    words = ["".join(rng.choices(string.ascii_lowercase, k=9)) for _ in range(250_000)]
+    root = tmp_path / "w"
+    root.mkdir()
+    (root / "good.md").write_bytes(_first_sample(sample))
+    text = " ".join(words)
+    (root / "big.md").write_text("---\nsource_url: https://example.org/big\ntitle: Big\n"
+                                 "date: '2025-01-01'\n---\n" + text + "\n", encoding="utf-8")
+    counts = make(engine, root).scan()
+    assert (counts.added, counts.rejected) == (2, 0)
+    assert q(engine, "SELECT body_text FROM current_statements WHERE source_url = "
+                     "'https://example.org/big'")[0][0] == text
+    with engine.connect() as conn:
+        assert [h["title"] for h in query.search(conn, words[0])] == ["Big"]
+        assert [h["title"] for h in query.search(conn, f"{words[1]} {words[2]}")] == ["Big"]
+
+
 def test_unreadable_file_is_rejected(engine: sa.Engine, sample: Path, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A file that cannot be read is recorded as unreadable, the rest goes on."""
