@@ -22,6 +22,9 @@ except ImportError:  # pragma: no cover - libyaml missing
     from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
 
 MAX_FRONT_MATTER_BYTES = 64 * 1024
+# A source_url is a key of unique indexes: PostgreSQL's btree refuses an entry over 2,704
+# bytes (the whole batch failed there), and no real URL comes near this bound.
+MAX_SOURCE_URL_BYTES = 2_000
 REQUIRED_FIELDS = ("source_url", "title")
 KNOWN_FIELDS = ("source_url", "title", "date", "published_time", "modified_time", "tags")
 
@@ -186,6 +189,10 @@ def _validate(meta: dict[str, Any], body: str) -> Document | Rejection:
     source_url = meta["source_url"].strip()
     if _SPACE_RE.search(source_url):
         return Rejection("invalid_field", f"source_url contains white space: {source_url!r}")
+    if len(source_url.encode("utf-8")) > MAX_SOURCE_URL_BYTES:
+        return Rejection("invalid_field", f"source_url is {len(source_url.encode('utf-8')):,} "
+                         f"bytes long, over the limit of {MAX_SOURCE_URL_BYTES:,}: "
+                         f"{source_url[:60]!r}…")
     try:
         date = _parse_date(meta.get("date"))
         published = _parse_time(meta.get("published_time"), "published_time")

@@ -394,6 +394,40 @@ def test_a_nul_escape_in_the_front_matter_is_rejected_on_both_databases(
     assert (counts.added, counts.rejected) == (1, 2)
 
 
+def test_a_source_url_over_2000_bytes_is_rejected_on_both_databases(
+        engine: sa.Engine, sample: Path, tmp_path: Path) -> None:
+    """A 3,000-character URL (not compressible) passed PostgreSQL's btree limit of 2,704
+    bytes for the unique index on source_url: the whole batch failed there (`redline
+    ingest` exit 1, nothing of the batch recorded; the daemon held every later change).
+    It is rejected as `invalid_field` on both databases; 2,000 bytes still ingest."""
+    import random
+    import string
+
+    rng = random.Random(3)
+    root = tmp_path / "w"
+    root.mkdir()
+    (root / "good.md").write_bytes(_first_sample(sample))
+    base = "https://example.org/"
+
+    def url_file(name: str, length: int) -> str:
+        url = base + "".join(rng.choices(string.ascii_letters + string.digits,
+                                         k=length - len(base)))
+        (root / name).write_text(f"---\nsource_url: {url}\ntitle: {name}\n"
+                                 "date: '2025-01-01'\n---\nBody.\n", encoding="utf-8")
+        return url
+
+    url_file("long.md", 3000)
+    fits = url_file("fits.md", 2000)
+    counts = make(engine, root).scan()
+    assert (counts.added, counts.rejected) == (2, 1)
+    assert [(os.path.basename(r.path), r.reason) for r in q(
+        engine, "SELECT path, reason FROM ingest_errors")] == [("long.md", "invalid_field")]
+    assert "source_url is 3,000 bytes long, over the limit of 2,000" in q(
+        engine, "SELECT detail FROM ingest_errors")[0][0]
+    assert q(engine, "SELECT count(*) FROM current_statements WHERE source_url = :u",
+             u=fits)[0][0] == 1
+
+
 def test_a_text_of_too_many_words_for_one_tsvector_is_stored_and_searchable(
         engine: sa.Engine, sample: Path, tmp_path: Path) -> None:
     """2.5 MB of distinct words (within the default max_file_bytes) make a tsvector over
