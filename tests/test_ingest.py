@@ -394,6 +394,41 @@ def test_a_nul_escape_in_the_front_matter_is_rejected_on_both_databases(
     assert (counts.added, counts.rejected) == (1, 2)
 
 
+def test_a_path_the_database_cannot_index_is_refused_and_the_pass_goes_on(
+        engine: sa.Engine, sample: Path, tmp_path: Path) -> None:
+    """A file 3,000 bytes deep (Linux allows 4,096) passed PostgreSQL's btree limit of
+    2,704 bytes for the files index: the whole batch failed (`redline ingest` exit 1,
+    nothing recorded; the daemon, taking it for an outage, held every later change for
+    ever). Whatever the database refuses for its data is that file's rejection now; the
+    others are recorded, by a pass and by the daemon's entry point alike."""
+    import random
+    import string
+
+    rng = random.Random(5)
+    root = tmp_path / "w"
+    deep = root
+    for _ in range(12):
+        deep = deep / "".join(rng.choices(string.ascii_letters, k=240))
+    deep.mkdir(parents=True)
+    long_path = deep / "deep.md"
+    long_path.write_bytes(b"---\nsource_url: https://example.org/deep\ntitle: Deep\n"
+                          b"date: '2025-01-01'\n---\nDeep.\n")
+    assert len(str(long_path).encode()) > 2704
+    (root / "good.md").write_bytes(_first_sample(sample))
+    ing = make(engine, root)
+    counts = ing.scan()
+    postgres = engine.dialect.name == "postgresql"
+    assert (counts.added, counts.rejected) == ((1, 1) if postgres else (2, 0))
+    assert q(engine, "SELECT count(*) FROM current_statements")[0][0] == (1 if postgres else 2)
+    (root / "later.md").write_bytes(b"---\nsource_url: https://example.org/later\n"
+                                    b"title: Later\ndate: '2025-01-01'\n---\nLater.\n")
+    long_path.write_bytes(long_path.read_bytes() + b"More.\n")
+    counts = ing.process_paths([str(long_path), str(root / "later.md")])
+    assert counts.added == 1 and counts.rejected == (1 if postgres else 0)
+    assert q(engine, "SELECT title FROM current_statements WHERE source_url = "
+                     "'https://example.org/later'")[0][0] == "Later"
+
+
 def test_a_source_url_over_2000_bytes_is_rejected_on_both_databases(
         engine: sa.Engine, sample: Path, tmp_path: Path) -> None:
     """A 3,000-character URL (not compressible) passed PostgreSQL's btree limit of 2,704
