@@ -446,7 +446,40 @@ def _database_url(url: str, base: Path, source: str = "database.url") -> str:
             return prefix + str((base / rest).resolve())
     if not ("://" in url and url.split("://", 1)[0]):
         raise ConfigError(f"{source}: not a database URL: {url!r}")
+    _check_database_url(url, source)
     return url
+
+
+_USUAL_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg")
+
+
+def _check_database_url(url: str, source: str) -> None:
+    """A scheme SQLAlchemy does not know (`postgresq+psycopg`, `postgres`) or a port that
+    is no number is a configuration error here, not a traceback when the engine is made.
+    (Only the scheme is named: the URL may hold a password.)"""
+    import urllib.parse
+
+    scheme = url.split("://", 1)[0]
+    if scheme.lower() not in _USUAL_SCHEMES:
+        import sqlalchemy as sa  # only for other schemes: the usual ones need no import
+
+        try:
+            sa.engine.make_url(url).get_dialect()
+        except sa.exc.NoSuchModuleError:
+            hint = " (postgres:// is spelled postgresql://)" if scheme == "postgres" else ""
+            raise ConfigError(
+                f"{source}: unknown database type {scheme!r}{hint}; expected "
+                "sqlite:///PATH or postgresql+psycopg://USER@HOST/NAME") from None
+        except (sa.exc.ArgumentError, ValueError):
+            pass  # reported below, or by the engine with its own words
+        except ImportError:
+            pass  # a driver that is not installed: the engine says which to install
+    try:
+        port_ok = urllib.parse.urlsplit(url).port != 0
+    except ValueError:
+        port_ok = False
+    if not port_ok:
+        raise ConfigError(f"{source}: the port must be a number from 1 to 65535")
 
 
 def _cron(table: Mapping[str, Any], full: str, default: str) -> str:

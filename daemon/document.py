@@ -22,6 +22,9 @@ except ImportError:  # pragma: no cover - libyaml missing
     from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
 
 MAX_FRONT_MATTER_BYTES = 64 * 1024
+# A source_url is a key of unique indexes: PostgreSQL's btree refuses an entry over 2,704
+# bytes (the whole batch failed there), and no real URL comes near this bound.
+MAX_SOURCE_URL_BYTES = 2_000
 REQUIRED_FIELDS = ("source_url", "title")
 KNOWN_FIELDS = ("source_url", "title", "date", "published_time", "modified_time", "tags")
 
@@ -134,7 +137,23 @@ def _load_yaml(front: str) -> dict[str, Any] | Rejection:
     if not isinstance(meta, dict):
         return Rejection("front_matter_not_mapping", "front matter must be a mapping of "
                          f"'key: value' lines, not {_yaml_kind(meta)}")
+    if "\\" in front:  # only an escape in a "quoted" scalar (\0, \x00, \u0000) makes NUL
+        for key, value in meta.items():
+            if _holds_nul(key) or _holds_nul(value):
+                return Rejection("invalid_field", f"field {str(key)!r} holds a NUL character "
+                                 "(a \\0 escape): no text may hold one, and PostgreSQL "
+                                 "refuses it")
     return meta
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    return False
 
 
 def _yaml_kind(value: Any) -> str:
@@ -170,6 +189,10 @@ def _validate(meta: dict[str, Any], body: str) -> Document | Rejection:
     source_url = meta["source_url"].strip()
     if _SPACE_RE.search(source_url):
         return Rejection("invalid_field", f"source_url contains white space: {source_url!r}")
+    if len(source_url.encode("utf-8")) > MAX_SOURCE_URL_BYTES:
+        return Rejection("invalid_field", f"source_url is {len(source_url.encode('utf-8')):,} "
+                         f"bytes long, over the limit of {MAX_SOURCE_URL_BYTES:,}: "
+                         f"{source_url[:60]!r}…")
     try:
         date = _parse_date(meta.get("date"))
         published = _parse_time(meta.get("published_time"), "published_time")
@@ -230,3 +253,6 @@ def _parse_time(value: Any, name: str) -> dt.datetime | None:
     except ValueError:
         raise ValueError(f"field {name!r} is not a time (YYYY-MM-DD HH:MM:SS±HH:MM or "
                          f"ISO 8601): {value!r}") from None
+    except OverflowError:  # 0001-01-01 00:00:00+14:00 is before the year 1 in UTC
+        raise ValueError(f"field {name!r} is outside the years 1 to 9999 once in UTC: "
+                         f"{value!r}") from None

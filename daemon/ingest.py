@@ -9,6 +9,7 @@ file record, the search row and the outbox rows together.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import time
@@ -20,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 from daemon.changes import Change, Version, classify_change
 from daemon.config import WatchConfig
+from daemon.document import Rejection
 from daemon.files import PathFilter, stored_path
 from daemon.notify.outbox import DeliveryOutbox
 from daemon.reader import Job, Prepared, prepare_many
@@ -48,6 +50,18 @@ def is_transient(exc: sa.exc.DBAPIError) -> bool:
     if code in _TRANSIENT_PGCODES:
         return True
     return "database is locked" in str(exc.orig)
+
+
+# SQLSTATE classes of a change the database refuses for what it holds, not for its state:
+# data exceptions (22: a NUL character, an invalid value) and program limits (54: an index
+# entry or a tsvector too large). Retrying cannot help; connection errors are not these.
+_REFUSED_CLASSES = ("22", "54")
+
+
+def refused_by_database(exc: sa.exc.DBAPIError) -> bool:
+    """The database refused the data of the change (retrying it cannot help)."""
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return isinstance(code, str) and code[:2] in _REFUSED_CLASSES
 
 
 class Ingestor:
@@ -222,6 +236,9 @@ class Ingestor:
                     time.sleep(min(2.0, 0.05 * 2 ** attempt))
                     continue
                 if len(batch) == 1:
+                    if refused_by_database(exc):
+                        self._refused(batch[0], exc, counts)
+                        return
                     raise
                 # isolate the file that failed: one transaction each
                 for item in batch:
@@ -232,6 +249,28 @@ class Ingestor:
             counts.count(outcome)
         if event_ids and self.on_commit:
             self.on_commit(event_ids)
+
+    def _refused(self, item: Prepared, exc: sa.exc.DBAPIError, counts: IngestCounts) -> None:
+        """The database refused this one file's change (PostgreSQL refuses what SQLite
+        stores: a path too long for its index, say). It used to fail the whole pass, and
+        the daemon, taking it for an outage, held every later change while it retried it
+        for ever. The file is rejected instead (`database_refused`, with the server's
+        words) and the pass goes on; where even the rejection cannot be stored (the path
+        is the problem), it is counted and logged only, and looked at again next pass."""
+        error = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+        log.error("ingest_refused", path=item.path, error=error)
+        if item.stat is None:
+            return
+        rejected = dataclasses.replace(item, version=None, rejection=Rejection(
+            "database_refused", f"the database refused this file: {error}"))
+        try:
+            outcomes, _events = self._apply_in_transaction([rejected])
+        except sa.exc.DBAPIError as again:
+            if not refused_by_database(again):
+                raise
+            outcomes = ["files", "rejected"]
+        for outcome in outcomes:
+            counts.count(outcome)
 
     def _apply_in_transaction(self, batch: list[Prepared],
                               moves: dict[tuple[str, str], int] | None = None,

@@ -465,7 +465,13 @@ def tsquery_sql(text: str) -> tuple[str, dict[str, str]]:
         name = f"w{len(params)}"
         if term.prefix:
             params[name] = _tsquery_literal(term.words) + ":*"
-            return f"to_tsquery('english', :{name})"
+            # A prefix that is an English stop word (`am*`, `in*`, `off*`, `don*`) is no
+            # word to stem: the 'english' configuration drops it and the query matched
+            # nothing, where FTS5 finds America, international, official, Donald. The
+            # 'simple' configuration keeps it (lower-cased), a prefix of the stored stems.
+            return (f"(CASE WHEN numnode(to_tsquery('english', :{name})) = 0 "
+                    f"THEN to_tsquery('simple', :{name}) "
+                    f"ELSE to_tsquery('english', :{name}) END)")
         params[name] = term.words
         return f"phraseto_tsquery('english', :{name})"
 

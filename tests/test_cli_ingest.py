@@ -359,3 +359,28 @@ def test_the_summary_line_counts_one_file_in_the_singular() -> None:
     assert _summary(IngestCounts(files=1, added=1), 0.04) == (
         "1 file in 0.0 s: 1 added; 0 unchanged, 0 rejected")
     assert _summary(IngestCounts(files=2, unchanged=2), 1.26).startswith("2 files in 1.3 s")
+
+
+def test_a_server_that_refuses_the_writes_is_one_line_not_a_traceback(
+        pg_url: str, sample: Path, tmp_path: Path) -> None:
+    """A read-only PostgreSQL (a standby, default_transaction_read_only) or a role without
+    write privileges refuses the ingest's writes with a ProgrammingError or an
+    InternalError, not an OperationalError: `redline ingest` printed the whole traceback.
+    It is one line with the server's words, exit 1, like an unreachable database."""
+    folder = tmp_path / "statements"
+    cfg = write_config(tmp_path, pg_url, [folder])
+    shutil.copy(sorted((sample / "current").rglob("*.md"))[0], folder / "a.md")
+    assert CliRunner().invoke(cli, ["--config", str(cfg), "db", "upgrade"]).exit_code == 0
+    engine = make_engine(pg_url)
+    database = engine.url.database
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'ALTER DATABASE "{database}" SET default_transaction_read_only '
+                             "= on"))
+        conn.commit()
+    engine.dispose()
+    result = CliRunner().invoke(cli, ["--config", str(cfg), "ingest"])
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith("redline: error: database: cannot execute ")
+    assert lines[0].endswith(" in a read-only transaction")

@@ -82,6 +82,17 @@ def test_config_is_frozen(tmp_path: Path) -> None:
                    {"name": "a", "type": "jsonl", "path": "y"}]}, "duplicate channel name"),
     ({"channels": [{"name": "a", "type": "pg_notify"}]}, "pg_notify needs a PostgreSQL"),
     ({"database": {"url": "not a url"}}, "database.url: not a database URL"),
+    ({"database": {"url": "postgresq+psycopg://u@h/db"}},
+     "database.url: unknown database type 'postgresq+psycopg'; expected sqlite:///PATH or "
+     "postgresql+psycopg://USER@HOST/NAME"),
+    ({"database": {"url": "postgresql+psycopgg://u@h/db"}},
+     "database.url: unknown database type 'postgresql+psycopgg'"),
+    ({"database": {"url": "postgres://u:secret@h/db"}},
+     "database.url: unknown database type 'postgres' (postgres:// is spelled postgresql://)"),
+    ({"database": {"url": "postgresql+psycopg://u@h:54x2/db"}},
+     "database.url: the port must be a number from 1 to 65535"),
+    ({"database": {"url": "postgresql://u@h:99999/db"}},
+     "database.url: the port must be a number from 1 to 65535"),
 ])
 def test_bad_values_name_their_key(tmp_path: Path, data: dict, message: str) -> None:
     """Each bad key or value raises ConfigError whose message names the key."""
@@ -98,6 +109,22 @@ def test_cli_reports_a_bad_config_in_one_line_and_exits_2(tmp_path: Path) -> Non
     assert result.exit_code == 2
     assert result.output == ("redline: error: watch.debounce_ms: expected an integer, "
                              "got 'fast'\n")
+
+
+def test_a_database_url_typo_is_a_configuration_error_not_a_traceback(tmp_path: Path) -> None:
+    """A misspelt scheme in $REDLINE_DATABASE_URL (or database.url) is exit 2 with one line
+    naming the key, for every command that opens the database; it was a
+    NoSuchModuleError traceback with exit 1. The password in the URL is never shown."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("")
+    for url in ["postgresq+psycopg://u:secret@127.0.0.1/db", "postgres://u:secret@h/db",
+                "postgresql+psycopg://u:secret@127.0.0.1:5x32/db"]:
+        for args in (["status"], ["db", "upgrade"], ["ingest"], ["config", "check"]):
+            result = CliRunner().invoke(cli, ["--config", str(cfg), *args],
+                                        env={"REDLINE_DATABASE_URL": url})
+            assert result.exit_code == 2, (url, args, result.output)
+            assert result.output.startswith("redline: error: database.url: "), result.output
+            assert len(result.output.splitlines()) == 1 and "secret" not in result.output
 
 
 def test_cli_missing_config_file_exits_2(tmp_path: Path) -> None:

@@ -95,6 +95,13 @@ BILLION_LAUGHS = (
     ("---\nsource_url: u\ntitle: t\npublished_time: yesterday\n---\n", "invalid_time",
      "published_time"),
     ("---\nsource_url: u\ntitle: t\ndate: 2025-13-45\n---\n", "invalid_time", "date"),
+    # outside datetime's range once in UTC: an OverflowError traceback (exit 1) for ingest
+    ("---\nsource_url: u\ntitle: t\npublished_time: '0001-01-01 00:00:00+14:00'\n---\n",
+     "invalid_time", "'published_time' is outside the years 1 to 9999 once in UTC"),
+    ("---\nsource_url: u\ntitle: t\ndate: '2025-01-01'\n"
+     "modified_time: 9999-12-31T23:59:59-01:00\n---\n", "invalid_time", "'modified_time' is"),
+    ("---\nsource_url: u\ntitle: \"a\\0b\"\ndate: '2025-01-01'\n---\n", "invalid_field",
+     "'title' holds a NUL character"),
     ("---\nsource_url: u\ntitle: [a, b]\ndate: '2025-01-01'\n---\n", "invalid_field",
      "'title' must be text, not a list"),
     ("---\nsource_url: u\ntitle: t\ndate: '2025-01-01'\ntags: {a: 1}\n---\n", "invalid_field",

@@ -365,6 +365,131 @@ def test_bad_files_are_rejected_with_reasons_and_fixing_them_ingests(
                                q(engine, "SELECT path FROM ingest_errors")}
 
 
+def test_a_nul_escape_in_the_front_matter_is_rejected_on_both_databases(
+        engine: sa.Engine, sample: Path, tmp_path: Path) -> None:
+    """A UTF-8 file without NUL bytes can still make one: a YAML escape (\\0, \\x00,
+    \\u0000) in a "quoted" value or key. PostgreSQL refuses NUL in text and jsonb, so such
+    a file failed the whole batch there (`redline ingest` printed a DataError traceback and
+    exit 1, recording not even the good files beside it; `redline run` exited at start-up).
+    It is rejected as `invalid_field` naming the field, on both databases alike."""
+    root = tmp_path / "w"
+    root.mkdir()
+    (root / "good.md").write_bytes(_first_sample(sample))
+    head = b"---\nsource_url: https://example.org/nul-%d\ndate: '2025-01-01'\n"
+    bad = {"title.md": (head % 1 + b'title: "Hello\\0World"\n---\nBody.\n', "title"),
+           "tags.md": (head % 2 + b'title: T\ntags: [a, "b\\x00c"]\n---\nBody.\n', "tags"),
+           "extra.md": (head % 3 + b'title: T\nnote: {"k\\u0000": v}\n---\nBody.\n', "note")}
+    for name, (data, _field) in bad.items():
+        assert b"\x00" not in data
+        (root / name).write_bytes(data)
+    counts = make(engine, root).scan()
+    assert (counts.added, counts.rejected) == (1, 3)
+    rows = {os.path.basename(r.path): (r.reason, r.detail) for r in
+            q(engine, "SELECT path, reason, detail FROM ingest_errors")}
+    assert rows == {name: ("invalid_field", f"field '{field}' holds a NUL character (a \\0 "
+                           "escape): no text may hold one, and PostgreSQL refuses it")
+                    for name, (_data, field) in bad.items()}
+    (root / "title.md").write_bytes(head % 1 + b'title: "Hello World"\n---\nBody.\n')
+    counts = make(engine, root).scan()
+    assert (counts.added, counts.rejected) == (1, 2)
+
+
+def test_a_path_the_database_cannot_index_is_refused_and_the_pass_goes_on(
+        engine: sa.Engine, sample: Path, tmp_path: Path) -> None:
+    """A file 3,000 bytes deep (Linux allows 4,096) passed PostgreSQL's btree limit of
+    2,704 bytes for the files index: the whole batch failed (`redline ingest` exit 1,
+    nothing recorded; the daemon, taking it for an outage, held every later change for
+    ever). Whatever the database refuses for its data is that file's rejection now; the
+    others are recorded, by a pass and by the daemon's entry point alike."""
+    import random
+    import string
+
+    rng = random.Random(5)
+    root = tmp_path / "w"
+    deep = root
+    for _ in range(12):
+        deep = deep / "".join(rng.choices(string.ascii_letters, k=240))
+    deep.mkdir(parents=True)
+    long_path = deep / "deep.md"
+    long_path.write_bytes(b"---\nsource_url: https://example.org/deep\ntitle: Deep\n"
+                          b"date: '2025-01-01'\n---\nDeep.\n")
+    assert len(str(long_path).encode()) > 2704
+    (root / "good.md").write_bytes(_first_sample(sample))
+    ing = make(engine, root)
+    counts = ing.scan()
+    postgres = engine.dialect.name == "postgresql"
+    assert (counts.added, counts.rejected) == ((1, 1) if postgres else (2, 0))
+    assert q(engine, "SELECT count(*) FROM current_statements")[0][0] == (1 if postgres else 2)
+    (root / "later.md").write_bytes(b"---\nsource_url: https://example.org/later\n"
+                                    b"title: Later\ndate: '2025-01-01'\n---\nLater.\n")
+    long_path.write_bytes(long_path.read_bytes() + b"More.\n")
+    counts = ing.process_paths([str(long_path), str(root / "later.md")])
+    assert counts.added == 1 and counts.rejected == (1 if postgres else 0)
+    assert q(engine, "SELECT title FROM current_statements WHERE source_url = "
+                     "'https://example.org/later'")[0][0] == "Later"
+
+
+def test_a_source_url_over_2000_bytes_is_rejected_on_both_databases(
+        engine: sa.Engine, sample: Path, tmp_path: Path) -> None:
+    """A 3,000-character URL (not compressible) passed PostgreSQL's btree limit of 2,704
+    bytes for the unique index on source_url: the whole batch failed there (`redline
+    ingest` exit 1, nothing of the batch recorded; the daemon held every later change).
+    It is rejected as `invalid_field` on both databases; 2,000 bytes still ingest."""
+    import random
+    import string
+
+    rng = random.Random(3)
+    root = tmp_path / "w"
+    root.mkdir()
+    (root / "good.md").write_bytes(_first_sample(sample))
+    base = "https://example.org/"
+
+    def url_file(name: str, length: int) -> str:
+        url = base + "".join(rng.choices(string.ascii_letters + string.digits,
+                                         k=length - len(base)))
+        (root / name).write_text(f"---\nsource_url: {url}\ntitle: {name}\n"
+                                 "date: '2025-01-01'\n---\nBody.\n", encoding="utf-8")
+        return url
+
+    url_file("long.md", 3000)
+    fits = url_file("fits.md", 2000)
+    counts = make(engine, root).scan()
+    assert (counts.added, counts.rejected) == (2, 1)
+    assert [(os.path.basename(r.path), r.reason) for r in q(
+        engine, "SELECT path, reason FROM ingest_errors")] == [("long.md", "invalid_field")]
+    assert "source_url is 3,000 bytes long, over the limit of 2,000" in q(
+        engine, "SELECT detail FROM ingest_errors")[0][0]
+    assert q(engine, "SELECT count(*) FROM current_statements WHERE source_url = :u",
+             u=fits)[0][0] == 1
+
+
+def test_a_text_of_too_many_words_for_one_tsvector_is_stored_and_searchable(
+        engine: sa.Engine, sample: Path, tmp_path: Path) -> None:
+    """2.5 MB of distinct words (within the default max_file_bytes) make a tsvector over
+    PostgreSQL's 1 MB limit. That failed the whole batch there: `redline ingest` exit 1
+    with no statement of the batch recorded, and the daemon took the error for an outage
+    and held every later change for ever. The statement is stored whole, on both
+    databases, and on PostgreSQL search finds the words of its beginning."""
+    import random
+    import string
+
+    rng = random.Random(7)
+    words = ["".join(rng.choices(string.ascii_lowercase, k=9)) for _ in range(250_000)]
+    root = tmp_path / "w"
+    root.mkdir()
+    (root / "good.md").write_bytes(_first_sample(sample))
+    text = " ".join(words)
+    (root / "big.md").write_text("---\nsource_url: https://example.org/big\ntitle: Big\n"
+                                 "date: '2025-01-01'\n---\n" + text + "\n", encoding="utf-8")
+    counts = make(engine, root).scan()
+    assert (counts.added, counts.rejected) == (2, 0)
+    assert q(engine, "SELECT body_text FROM current_statements WHERE source_url = "
+                     "'https://example.org/big'")[0][0] == text
+    with engine.connect() as conn:
+        assert [h["title"] for h in query.search(conn, words[0])] == ["Big"]
+        assert [h["title"] for h in query.search(conn, f"{words[1]} {words[2]}")] == ["Big"]
+
+
 def test_unreadable_file_is_rejected(engine: sa.Engine, sample: Path, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """A file that cannot be read is recorded as unreadable, the rest goes on."""

@@ -494,6 +494,25 @@ def test_prefixes_phrases_or_and_minus_work_alike_on_both_databases(record: Reco
         assert ids("zzyzxq:* | Guadalupe") == []
 
 
+def test_a_prefix_that_is_a_stop_word_finds_the_words_it_begins(record: Record) -> None:
+    """`am*`, `in*`, `off*` are English stop words: PostgreSQL's to_tsquery('english')
+    dropped them, so `am*` found nothing there (not even America), where FTS5 finds every
+    word they begin. They are a prefix on both databases."""
+    with record.reader.connect() as conn:
+        def ids(text: str) -> list[int]:
+            return sorted(h["statement_id"] for h in query.search(conn, text, limit=100))
+
+        sid = query.resolve_statement(conn, MEXICAN_WAR)
+        for prefix in ["am*", "Am*", "in*", "off*"]:
+            assert sid in ids(prefix), prefix
+            assert ids(f"{prefix} Guadal*") == [sid], prefix
+            assert ids(f"Guadal* -{prefix}") == [], prefix
+            assert ids(f"zzyzxq OR {prefix}") == ids(prefix), prefix
+        assert ids("ambu*") == ids("ambush")
+        hits = query.search(conn, "Guadalupe am*")
+        assert [h["statement_id"] for h in hits] == [sid] and "⟦" in hits[0]["snippet"]
+
+
 def test_fts5_query_quotes_every_word() -> None:
     """The FTS5 query keeps words and phrases as text and supports OR, -word and prefix*."""
     assert query.fts5_query('steel "executive order" OR tariff -china war*') == \

@@ -638,6 +638,23 @@ def test_a_parameter_given_twice_is_a_400(client: TestClient) -> None:
     assert client.get("/feed.atom?kind=added").status_code == 200
 
 
+def test_a_nul_character_in_a_parameter_is_a_400_never_a_500(client: TestClient) -> None:
+    """`%00` in a search, a tag or a channel: PostgreSQL refuses NUL in any bound text,
+    which was an unhandled DataError (500 with a traceback in the log) there; on both
+    databases it is a bad parameter, named in one line."""
+    for url, name in (("/api/search?q=peace%00deal", "q"), ("/search?q=Guadal%00*", "q"),
+                      ("/api/events?tag=x%00", "tag"), ("/?tag=x%00", "tag"),
+                      ("/feed.atom?tag=x%00", "tag"), ("/api/deliveries?channel=x%00",
+                                                       "channel"),
+                      ("/deliveries?channel=x%00", "channel"),
+                      ("/api/statements?url=https%3A%2F%2Fx%00y", "url"),
+                      ("/statements?url=x%00y", "url")):
+        r = client.get(url, follow_redirects=False)
+        assert r.status_code == 400, (url, r.status_code, r.text[:200])
+        if url.startswith("/api/"):
+            assert r.json() == {"error": f"{name} must not contain a NUL character (%00)"}
+
+
 def test_a_search_beyond_its_bounds_is_a_400(client: TestClient) -> None:
     """Too many words, too many prefixes or 2,000 `a*` terms: 400 with one line, at once
     (the last once kept `serve` at 100 % CPU for over ten minutes)."""

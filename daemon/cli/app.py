@@ -121,8 +121,21 @@ def run_cli(group: click.Group, args: list[str] | None = None) -> int:
     return code if isinstance(code, int) else 0
 
 
+# SQLSTATE classes (and one code) that say something about the server, the role or the
+# data rather than about redline's SQL: a refused connection or login (08, 28, 3D), data
+# the server refuses (22, 54), a read-only standby (25), resources (53), an administrator
+# (57), the system (58), no privilege on a table (42501). Other errors keep their trace.
+_SERVER_STATES = ("08", "22", "25", "28", "3D", "53", "54", "57", "58", "42501")
+
+
 def _operational_error(exc: Exception) -> bool:
-    """A SQLAlchemy OperationalError, told without importing SQLAlchemy (a command that
-    never loaded it cannot have raised one)."""
+    """A SQLAlchemy OperationalError, or an error in which the server says no for its own
+    reasons (above), told without importing SQLAlchemy (a command that never loaded it
+    cannot have raised one)."""
     sa = sys.modules.get("sqlalchemy")
-    return sa is not None and isinstance(exc, sa.exc.OperationalError)
+    if sa is None or not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if isinstance(exc, sa.exc.OperationalError):
+        return True
+    code = getattr(exc.orig, "sqlstate", None)
+    return isinstance(code, str) and (code in _SERVER_STATES or code[:2] in _SERVER_STATES)

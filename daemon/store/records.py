@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.engine import Connection
 
 from daemon.changes import Change, Version
@@ -99,6 +100,59 @@ _PG_INDEX = sa.text("""
     FROM statements s JOIN revisions r ON r.statement_id = s.id AND r.number = s.head_revision
     WHERE s.id = ANY(CAST(:ids AS integer[]))
     ON CONFLICT (statement_id) DO UPDATE SET tsv = excluded.tsv""")
+
+
+# One statement's entry from the beginning of its text only, as far as `chars` characters.
+_PG_INDEX_PREFIX = sa.text("""
+    INSERT INTO statement_search (statement_id, tsv)
+    SELECT s.id, setweight(to_tsvector('english', r.title), 'A') ||
+                 setweight(to_tsvector('english', left(r.body_text, :chars)), 'B')
+    FROM statements s JOIN revisions r ON r.statement_id = s.id AND r.number = s.head_revision
+    WHERE s.id = :id
+    ON CONFLICT (statement_id) DO UPDATE SET tsv = excluded.tsv""")
+
+# PostgreSQL's bound on one tsvector (1 MB of lexemes and positions) is SQLSTATE 54000,
+# "string is too long for tsvector": an OperationalError, which is not an outage.
+_TSVECTOR_TOO_LONG = "54000"
+_PREFIX_CHARS = 1_000_000
+
+log = structlog.get_logger(__name__)
+
+
+def _tsvector_too_long(exc: sa.exc.DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) == _TSVECTOR_TOO_LONG
+
+
+def _pg_index(conn: Connection, ids: list[int]) -> None:
+    """The search entries of these statements. A text whose tsvector passes PostgreSQL's
+    limit (hundreds of thousands of distinct words: 5 MB of ordinary English stays far
+    below it) made the whole batch fail, and the daemon hold every later change while it
+    retried it for ever: such a text is indexed from its beginning as far as fits."""
+    try:
+        with conn.begin_nested():
+            conn.execute(_PG_INDEX, {"ids": ids})
+        return
+    except sa.exc.DBAPIError as exc:
+        if not _tsvector_too_long(exc):
+            raise
+    for sid in ids:
+        chars = 0
+        while True:
+            try:
+                with conn.begin_nested():
+                    if chars:
+                        conn.execute(_PG_INDEX_PREFIX, {"id": sid, "chars": chars})
+                    else:
+                        conn.execute(_PG_INDEX, {"ids": [sid]})
+                break
+            except sa.exc.DBAPIError as exc:
+                if not _tsvector_too_long(exc) or chars == 1:
+                    raise
+                chars = chars // 2 if chars else _PREFIX_CHARS
+        if chars:
+            log.warning("search_index_truncated", statement_id=sid, chars=chars,
+                        detail="its words are too many for one PostgreSQL tsvector: "
+                               "search finds those of its beginning only")
 
 
 def _url_key(url: str) -> int:
@@ -411,7 +465,7 @@ class ChangeSet:
                 "INSERT INTO statement_search(rowid, title, body_text) VALUES (?, ?, ?)",
                 [(real(h.statement_id), h.version.title, h.version.body_text) for h in dirty])
         else:  # the server reads the words from the head revision just written
-            self.conn.execute(_PG_INDEX, {"ids": [real(h.statement_id) for h in dirty]})
+            _pg_index(self.conn, [real(h.statement_id) for h in dirty])
         for h in dirty:
             h.indexed = (h.version.title, h.version.body_text)
             h.search_dirty = False

@@ -32,11 +32,15 @@ class EventFilter:
 def text_param(params: Mapping[str, str], name: str) -> str | None:
     """A parameter's value, stripped; empty means absent (an empty form field). One given
     more than once (`?kind=added&kind=revised`) is refused: each parameter takes one value,
-    and keeping one of them silently would answer another question than the one asked."""
+    and keeping one of them silently would answer another question than the one asked.
+    A NUL character (`%00`) is a bad value: no text holds one, and PostgreSQL refuses it
+    in any bound parameter (a DataError, which was a 500 for `?q=`, `?tag=`, `?channel=`)."""
     getlist = getattr(params, "getlist", None)
     if getlist is not None and len(given := getlist(name)) > 1:
         raise UsageError(f"{name} was given {len(given)} times; it takes one value")
     value = params.get(name, "").strip()
+    if "\x00" in value:
+        raise UsageError(f"{name} must not contain a NUL character (%00)")
     return value or None
 
 
