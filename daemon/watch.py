@@ -55,10 +55,14 @@ class WatchHandler(FileSystemEventHandler):
     thread, so it only records paths and never raises."""
 
     def __init__(self, collector: PathCollector, accepts: Callable[[str], bool],
-                 folder_ok: Callable[[str], bool]) -> None:
+                 folder_ok: Callable[[str], bool],
+                 closes: Callable[[], bool] = lambda: False) -> None:
         self.collector = collector
         self.accepts = accepts
         self.folder_ok = folder_ok
+        # whether the observer reports closes (inotify does, polling does not): a file
+        # written to then waits for its close, not only for its size to hold still
+        self.closes = closes
 
     def dispatch(self, event: FileSystemEvent) -> None:
         try:
@@ -91,7 +95,12 @@ class WatchHandler(FileSystemEventHandler):
             c.touch(src, complete=True)
         elif isinstance(event, FileAttribEvent):
             c.touch(src, complete=None)
-        elif isinstance(event, FileCreatedEvent | FileModifiedEvent):
+        elif isinstance(event, FileModifiedEvent):
+            # inotify: a write through a descriptor still open (its close ends the write)
+            c.touch(src, complete=False, writing=self.closes())
+        elif isinstance(event, FileCreatedEvent):
+            # no writing: watchdog reports the files of a folder copied in as "created",
+            # with no close to come; a file created by a writer is soon "modified" too
             c.touch(src, complete=False)
 
 
@@ -208,7 +217,8 @@ class FolderWatcher:
         self.roots = [os.path.abspath(p) for p in watch.paths]
         self.accept = PathFilter(watch.patterns, watch.ignore)
         self._folder_ok = functools.lru_cache(maxsize=4096)(self._folder_ok_uncached)
-        self.handler = WatchHandler(collector, self.accepts, self.folder_ok)
+        self.handler = WatchHandler(collector, self.accepts, self.folder_ok,
+                                    closes=lambda: self.plan.mode == "inotify")
         self._observer_factory = observer_factory
         self._limits = limits
         self._own_watches = own_watches

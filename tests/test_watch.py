@@ -33,13 +33,14 @@ from watchdog.events import (
 )
 
 from daemon.config import Config, WatchConfig, parse_config
-from daemon.debounce import PathCollector
+from daemon.debounce import OPEN_WRITE_SECONDS, PathCollector
 from daemon.files import PathFilter
 from daemon.service import Service
 from daemon.systemd import SystemdNotifier
 from daemon.watch import (
     FolderWatcher,
     WatchHandler,
+    WatchPlan,
     count_folders,
     plan_observer,
 )
@@ -271,6 +272,44 @@ def test_attribute_change_keeps_the_completion_state(handler: WatchHandler, cloc
     handler.dispatch(FileModifiedEvent(f"{w}/b.md"))
     handler.dispatch(FileAttribEvent(f"{w}/b.md"))
     assert handler.collector._pending[f"{w}/b.md"].complete is False
+
+
+def test_a_file_its_writer_holds_open_waits_for_the_close(
+        handler: WatchHandler, clock: Clock, stats: Stats, tmp_path: Path) -> None:
+    """inotify: a file written to and not closed is being written, however long it holds
+    still (a writer pausing between pieces): its close ends the write. Without a close, its
+    size and mtime must hold still for OPEN_WRITE_SECONDS."""
+    a, b = f"{tmp_path}/w/a.md", f"{tmp_path}/w/b.md"
+    stats.values[a] = stats.values[b] = (40, 1)  # the first piece, then a pause
+    handler.dispatch(FileModifiedEvent(a))
+    handler.dispatch(FileModifiedEvent(b))
+    clock.advance(1)
+    assert handler.collector.take(0).paths == []
+    handler.dispatch(FileAttribEvent(a))  # e.g. a chmod meanwhile: the write goes on
+    clock.advance(1)
+    assert handler.collector.take(0).paths == []
+    stats.values[a] = (90, 2)
+    handler.dispatch(FileModifiedEvent(a))
+    handler.dispatch(FileClosedEvent(a))
+    clock.advance(0.21)
+    assert handler.collector.take(0).paths == [a]
+    clock.advance(OPEN_WRITE_SECONDS - 2.5)
+    assert handler.collector.take(0).paths == [], "b: no close yet"
+    clock.advance(0.5)
+    assert handler.collector.take(0).paths == [b], "b held still that long: taken"
+
+
+def test_polling_reports_no_close_so_a_write_only_holds_still(
+        collector: PathCollector, clock: Clock, stats: Stats, tmp_path: Path) -> None:
+    """The polling observer never reports a close: a modified file that held still for a
+    debounce window is taken, as before."""
+    watcher = FolderWatcher(WatchConfig(paths=(tmp_path / "w",)), collector)
+    watcher.plan = WatchPlan("polling")
+    a = f"{tmp_path}/w/a.md"
+    stats.values[a] = (40, 1)
+    watcher.handler.dispatch(FileModifiedEvent(a))
+    clock.advance(0.21)
+    assert collector.take(0).paths == [a]
 
 
 def test_folder_events_become_folder_work(handler: WatchHandler, collector: PathCollector,
@@ -516,6 +555,25 @@ def test_in_place_rewrite_in_several_writes(live: tuple[Live, Path]) -> None:
             fh.flush()
             done = cut
             time.sleep(0.05)  # the writer's pause (a third of the debounce), not a wait
+    daemon.settle(root)
+    assert_one_revision_with_final_text(daemon)
+
+
+def test_slow_writer_pausing_longer_than_the_debounce(live: tuple[Live, Path]) -> None:
+    """A writer that pauses between its pieces for longer than the debounce (a slow
+    download, a generator writing as it goes) holds the half-written file still: it is
+    never read, and the write is one revision with the final text once the file is
+    closed — not a revision per piece."""
+    daemon, root = live
+    text = doc(1, EDITED)
+    cuts = [len(text) // 2, len(text) * 3 // 4, len(text)]
+    with open(root / "s1.md", "w") as fh:
+        done = 0
+        for cut in cuts:
+            fh.write(text[done:cut])
+            fh.flush()
+            done = cut
+            time.sleep(0.5)  # the writer's pause (over three debounce windows), not a wait
     daemon.settle(root)
     assert_one_revision_with_final_text(daemon)
 
