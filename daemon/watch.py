@@ -173,19 +173,20 @@ def inotify_watches(pid: str = "self") -> int | None:
 
 
 def count_folders(roots: Iterable[Path], accept: PathFilter, recursive: bool) -> int:
-    """How many inotify watches the roots need (one per folder)."""
+    """How many inotify watches the roots need (one per folder). A folder that cannot be
+    listed cannot be watched either (inotify needs read permission): it is not counted,
+    and a pass reports it (survey)."""
     total = 0
     for root in roots:
         stack = [str(root)]
         while stack:
             folder = stack.pop()
-            total += 1
-            if not recursive:
-                continue
             try:
                 with os.scandir(folder) as it:
-                    stack.extend(e.path for e in it if e.is_dir(follow_symlinks=False)
-                                 and accept.folder_ok(e.name))
+                    total += 1
+                    if recursive:
+                        stack.extend(e.path for e in it if e.is_dir(follow_symlinks=False)
+                                     and accept.folder_ok(e.name))
             except OSError:
                 continue
     return total
@@ -376,6 +377,14 @@ class FolderWatcher:
                     log.info("watched_folder_back", path=root)
                 to_reconcile.append(root)
         return to_reconcile
+
+    def rewatch(self, root: str) -> None:
+        """Watch `root` afresh: a folder below it that could not be read, and so got no
+        watch, can be now. Events meanwhile may be missed: reconcile after."""
+        if self.observer is None or root not in self._watches:
+            return
+        self._unschedule(root)
+        self._schedule(root)
 
     def _unschedule(self, root: str) -> None:
         watch = self._watches.pop(root, None)

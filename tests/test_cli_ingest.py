@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import search_index_drift, write_config
+from conftest import search_index_drift, unprivileged, write_config
 
 from daemon.cli import cli
 from daemon.config import load_config, parse_config
@@ -87,6 +87,41 @@ def test_missing_folder_exits_1_and_deletes_nothing(sample: Path, tmp_path: Path
     assert code == 1
     assert json.loads(out.split("\nredline: error")[0])["deleted"] == 0
     assert "watched folder is missing" in out
+
+
+def test_a_folder_that_cannot_be_read_is_an_error_not_a_deletion(
+        db_url: str, sample: Path, tmp_path: Path) -> None:
+    """A folder below a watched one that cannot be listed (chmod 000, a wrong owner after
+    a deploy) is reported (exit 1) and the statements under it are kept: not `deleted`
+    now, and not `restored` once it can be read again."""
+    folder = tmp_path / "statements"
+    (folder / "sub").mkdir(parents=True)
+    src = sorted((sample / "current").rglob("*.md"))
+    shutil.copy(src[0], folder / "a.md")
+    shutil.copy(src[1], folder / "sub" / "b.md")
+    shutil.copy(src[2], folder / "sub" / "c.md")
+    cfg = write_config(tmp_path, db_url, [folder])
+    prefix = unprivileged()
+
+    def ingest() -> tuple[int, dict[str, int], str]:
+        proc = subprocess.run([*prefix, sys.executable, "-m", "daemon", "--config", str(cfg),
+                               "ingest", "--json"], capture_output=True, text=True,
+                              timeout=120)
+        return proc.returncode, json.loads(proc.stdout), proc.stderr
+
+    assert ingest()[:2] == (0, {"files": 3, "added": 3, "revised": 0, "metadata": 0,
+                                "formatting": 0, "deleted": 0, "restored": 0, "unchanged": 0,
+                                "rejected": 0})
+    (folder / "sub").chmod(0)
+    try:
+        code, counts, err = ingest()
+    finally:
+        (folder / "sub").chmod(0o755)
+    assert (code, counts["deleted"], counts["unchanged"]) == (1, 0, 1)
+    assert err == (f"redline: error: {folder / 'sub'}: folder cannot be read (Permission "
+                   "denied); its 2 known files are kept, not deleted\n")
+    code, counts, err = ingest()
+    assert (code, counts["restored"], counts["unchanged"], err) == (0, 0, 3, "")
 
 
 def test_the_last_file_of_a_folder_is_withdrawn_with_confirm_empty(

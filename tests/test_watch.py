@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +17,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from conftest import unprivileged
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
@@ -357,6 +360,25 @@ def test_count_folders_skips_hidden_ones(tmp_path: Path) -> None:
     accept = PathFilter(("*.md",))
     assert count_folders([tmp_path], accept, recursive=True) == 5
     assert count_folders([tmp_path], accept, recursive=False) == 1
+
+
+def test_count_folders_leaves_out_what_cannot_be_listed(tmp_path: Path) -> None:
+    """A folder the daemon may not list cannot get an inotify watch either: counting it
+    would be a shortfall that switches to polling and blames the inotify limit. Counted
+    by a process bound by permissions (for root: one without its DAC capabilities)."""
+    for d in ("a/b", "locked/inner", "d"):
+        (tmp_path / d).mkdir(parents=True)
+    (tmp_path / "locked").chmod(0)
+    try:
+        proc = subprocess.run(
+            [*unprivileged(), sys.executable, "-c",
+             "import sys; from pathlib import Path; from daemon.files import PathFilter; "
+             "from daemon.watch import count_folders; "
+             "print(count_folders([Path(sys.argv[1])], PathFilter(('*.md',)), True))",
+             str(tmp_path)], capture_output=True, text=True, timeout=60)
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+    assert (proc.returncode, proc.stdout) == (0, "4\n"), proc.stderr  # root, a, a/b, d
 
 
 def test_low_inotify_limit_falls_back_to_polling_loudly(tmp_path: Path) -> None:
