@@ -132,7 +132,9 @@ def survey(watch: WatchConfig, roots: Sequence[str] | None, known: Known,
             counts.unchanged += 1
         elif path in known_rejected and known_rejected[path][:3] == stat and not (
                 # a file too large for the limit of its day, now within a raised one
-                known_rejected[path][3] == "too_large" and f.size <= watch.max_file_bytes):
+                known_rejected[path][3] == "too_large" and f.size <= watch.max_file_bytes
+                # a file that could not be read: mended permissions leave its stat alone
+                or known_rejected[path][3] == "unreadable"):
             counts.files += 1
             counts.rejected += 1
         else:

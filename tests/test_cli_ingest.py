@@ -124,6 +124,40 @@ def test_a_folder_that_cannot_be_read_is_an_error_not_a_deletion(
     assert (code, counts["restored"], counts["unchanged"], err) == (0, 0, 3, "")
 
 
+def test_a_file_unreadable_then_mended_is_ingested_by_the_next_pass(
+        db_url: str, sample: Path, tmp_path: Path) -> None:
+    """A file the ingest may not read is rejected (`unreadable`, exit 3); once its
+    permissions are mended — which changes neither its size, its mtime nor its inode —
+    the next pass reads it again and ingests it (SPEC §2: a fixed file is ingested)."""
+    folder = tmp_path / "statements"
+    folder.mkdir()
+    src = sorted((sample / "current").rglob("*.md"))
+    shutil.copy(src[0], folder / "a.md")
+    shutil.copy(src[1], folder / "b.md")
+    (folder / "b.md").chmod(0)
+    cfg = write_config(tmp_path, db_url, [folder])
+    prefix = unprivileged()
+
+    def ingest() -> tuple[int, dict[str, int]]:
+        proc = subprocess.run([*prefix, sys.executable, "-m", "daemon", "--config", str(cfg),
+                               "ingest", "--json"], capture_output=True, text=True,
+                              timeout=120)
+        return proc.returncode, json.loads(proc.stdout)
+
+    code, counts = ingest()
+    assert (code, counts["added"], counts["rejected"]) == (3, 1, 1)
+    assert run_errors(cfg) == [(str(folder / "b.md"), "unreadable")]
+    (folder / "b.md").chmod(0o644)
+    code, counts = ingest()
+    assert (code, counts["added"], counts["unchanged"], counts["rejected"]) == (0, 1, 1, 0)
+    assert run_errors(cfg) == []
+
+
+def run_errors(cfg: Path) -> list[tuple[str, str]]:
+    result = CliRunner().invoke(cli, ["--config", str(cfg), "errors", "--json"])
+    return [(e["path"], e["reason"]) for e in json.loads(result.output)]
+
+
 def test_the_last_file_of_a_folder_is_withdrawn_with_confirm_empty(
         db_url: str, sample: Path, tmp_path: Path) -> None:
     """Removing the last files of a watched folder looks like an unmount: exit 1, nothing
