@@ -158,6 +158,30 @@ def run_errors(cfg: Path) -> list[tuple[str, str]]:
     return [(e["path"], e["reason"]) for e in json.loads(result.output)]
 
 
+def test_files_that_pass_their_statements_along_are_no_change(
+        db_url: str, sample: Path, tmp_path: Path) -> None:
+    """Between two passes, files swap their statements (a.md and b.md exchange names), or
+    each takes the next one's (a scraper's 1.md, 2.md, 3.md shifted by one): no statement
+    is deleted and restored, and only the one really new is added."""
+    folder = tmp_path / "statements"
+    folder.mkdir()
+    src = sorted((sample / "current").rglob("*.md"))[:4]
+    for name, f in zip(("a", "b", "1", "2"), src, strict=True):
+        shutil.copy(f, folder / f"{name}.md")
+    cfg = write_config(tmp_path, db_url, [folder])
+    assert json.loads(run(cfg, "--json")[1])["added"] == 4
+    os.rename(folder / "a.md", folder / "t.md")
+    os.rename(folder / "b.md", folder / "a.md")
+    os.rename(folder / "t.md", folder / "b.md")
+    os.rename(folder / "2.md", folder / "3.md")  # 3 <- 2 <- 1 <- new
+    os.rename(folder / "1.md", folder / "2.md")
+    shutil.copy(sorted((sample / "current").rglob("*.md"))[4], folder / "1.md")
+    code, out = run(cfg, "--json")
+    assert code == 0
+    counts = json.loads(out)
+    assert (counts["added"], counts["deleted"], counts["restored"]) == (1, 0, 0)
+
+
 def test_the_last_file_of_a_folder_is_withdrawn_with_confirm_empty(
         db_url: str, sample: Path, tmp_path: Path) -> None:
     """Removing the last files of a watched folder looks like an unmount: exit 1, nothing

@@ -630,6 +630,23 @@ def test_renames_and_moves_inside_the_tree_are_no_change(live: tuple[Live, Path]
     assert paths == [str(root / "sub2" / "renamed.md")]
 
 
+def test_two_files_that_swap_names_are_no_change(live: tuple[Live, Path]) -> None:
+    """mv s1.md t.md; mv keep.md s1.md; mv t.md keep.md: each statement is at the other's
+    old path, none is deleted and restored (the file that now carries another statement
+    is not taken for the last file of its old one before the other is applied)."""
+    daemon, root = live
+    os.rename(root / "s1.md", root / "t.md")
+    os.rename(root / "keep.md", root / "s1.md")
+    os.rename(root / "t.md", root / "keep.md")
+    daemon.settle(root)
+    assert daemon.revisions(1) == [(1, "added")] and daemon.revisions("keep") == [(1, "added")]
+    assert daemon.deleted() == []
+    assert sorted(tuple(r) for r in daemon.q(
+        "SELECT path, source_url FROM files WHERE path NOT LIKE '%marker%'")) == [
+        (str(root / "keep.md"), "https://www.whitehouse.gov/articles/2025/07/s1/"),
+        (str(root / "s1.md"), "https://www.whitehouse.gov/articles/2025/07/skeep/")]
+
+
 def test_folder_moved_in_and_out(live: tuple[Live, Path], tmp_path: Path) -> None:
     """A folder moved in from outside is ingested; moved out again, its statements are
     deleted (the watched folder itself is still there)."""
