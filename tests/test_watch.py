@@ -841,6 +841,40 @@ def test_a_file_renamed_and_readdressed_at_once_is_one_metadata_revision(
                     u="https://www.whitehouse.gov/articles/2025/07/s1/")[0][0] == 1
 
 
+def test_a_watched_folder_given_as_a_symbolic_link(tmp_path: Path, db_url: str) -> None:
+    """A watched folder configured as a symbolic link to a folder (/srv/statements ->
+    /data/statements, a release's `current`): edits inside are seen live (watchdog alone
+    watches the link itself, and sees nothing inside), stored under the path as
+    configured, as a pass stores them; when the link is switched to another folder (a
+    release deployed), that folder is watched and reconciled."""
+    r1 = tmp_path / "releases" / "r1"
+    r1.mkdir(parents=True)
+    (r1 / "s1.md").write_text(doc(1))
+    (r1 / "keep.md").write_text(doc("keep", body="Words of another statement."))
+    root = tmp_path / "current"
+    root.symlink_to(r1)
+    daemon = Live(live_config(tmp_path, db_url, [root])).start()
+    try:
+        (root / "s1.md").write_text(doc(1, EDITED))
+        daemon.settle(root)  # its marker is written through the link: a live event
+        assert daemon.revisions(1) == [(1, "added"), (2, "revised")]
+        r2 = tmp_path / "releases" / "r2"
+        shutil.copytree(r1, r2)
+        (r2 / "s1.md").write_text(doc(1, EDITED.replace("hospitals", "clinics")))
+        (tmp_path / "next").symlink_to(r2)
+        os.replace(tmp_path / "next", root)  # the release switched at once
+        daemon.settle(root)
+        assert daemon.revisions(1) == [(1, "added"), (2, "revised"), (3, "revised")]
+        (root / "s2.md").write_text(doc(2))
+        daemon.settle(root)
+        assert daemon.revisions(2) == [(1, "added")]
+        assert daemon.deleted() == [] and daemon.errors() == []
+        assert {os.path.dirname(r[0]) for r in daemon.q("SELECT path FROM files")} == {
+            str(root)}
+    finally:
+        daemon.stop()
+
+
 def test_a_statement_held_under_a_missing_folder_is_never_taken_for_a_move(
         tmp_path: Path, db_url: str) -> None:
     """A watched folder is removed file by file (its deletions held) while a file with the
