@@ -293,6 +293,8 @@ class Service:
         back = {root for root in self.folder_errors
                 if quiet and root in self.watcher.roots and self.watcher.has_files(root)}
         if settled := back & self._folders_back:
+            for root in sorted(settled):  # one unreadable at its watch got none: watch now
+                self.watcher.rewatch(root)
             self.collector.request_reconcile(
                 f"folder has files again: {', '.join(sorted(settled))}")
         self._folders_back = back - settled

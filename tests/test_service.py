@@ -30,6 +30,7 @@ from watchdog.events import FileClosedEvent
 
 from daemon.cli import cli
 from daemon.store.schema import heartbeats
+from daemon.watch import inotify_watches
 
 TIMEOUT = 30.0
 URL = "https://www.whitehouse.gov/articles/2025/07/s{}/"
@@ -208,6 +209,37 @@ def test_an_unreadable_folder_is_reported_kept_and_cleared_once_readable(
     assert count(db_url, "SELECT count(*) FROM statement_revisions WHERE kind <> 'added'") == 0
     assert not [e for e in second.lines if e.get("level") in ("error", "critical")
                 and e.get("event") != "watched_folder_error"]
+    second.send(signal.SIGTERM)
+    assert second.wait_exit() == 0
+
+
+def test_a_watched_folder_unreadable_at_start_is_watched_once_readable(
+        tmp_path: Path, db_url: str, run_daemon: Callable[..., Daemon]) -> None:
+    """The watched folder itself cannot be read when the daemon starts (it gets no inotify
+    watch): an error, nothing deleted; once readable, it is reconciled and watched, and a
+    file written then is ingested live."""
+    root = tmp_path / "statements"
+    cfg = write_config(tmp_path, db_url, [root])
+    (root / "s1.md").write_text(doc(1))
+    prefix = tuple(unprivileged())
+    first = run_daemon(cfg, prefix)
+    first.wait_message("READY=1")
+    first.send(signal.SIGTERM)
+    assert first.wait_exit() == 0
+    root.chmod(0)
+    try:
+        second = run_daemon(cfg, prefix)
+        assert "folder cannot be read" in second.wait_message("READY=1")
+    finally:
+        root.chmod(0o755)
+    status = second.wait_message("STATUS=watching")
+    while "cannot be read" in status:
+        status = second.wait_message("STATUS=watching")
+    (root / "s2.md").write_text(doc(2))
+    second.wait_message("STATUS=", containing="1 change(s) since start")
+    assert statements(db_url) == 2
+    assert count(db_url, "SELECT count(*) FROM statement_revisions WHERE kind <> 'added'") == 0
+    assert inotify_watches(str(second.proc.pid)) == 1  # inotify on the folder, not polling
     second.send(signal.SIGTERM)
     assert second.wait_exit() == 0
 
