@@ -437,6 +437,13 @@ def test_heartbeat_row_says_whether_the_watcher_runs(
         row = conn.execute(sa.select(heartbeats)).one()
     engine.dispose()
     assert (row.watching, row.status) == (False, "stopped")
+    # and `redline status` says so at once, not "running … stopped" for two minutes
+    cfg = write_config(tmp_path, db_url, [tmp_path / "w"])
+    out = CliRunner().invoke(cli, ["--config", str(cfg), "status"]).output
+    seen = f"{row.seen_at:%Y-%m-%dT%H:%M:%SZ}"
+    assert out.splitlines()[-1] == f"watcher: not running (last heartbeat {seen})"
+    out = CliRunner().invoke(cli, ["--config", str(cfg), "status", "--json"]).output
+    assert json.loads(out)["watcher"]["running"] is False
 
 
 class ScriptedObserver:
