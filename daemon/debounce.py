@@ -5,7 +5,9 @@ batches of paths that have settled and hands them to `Ingestor.process_paths`. A
 ready when its write is complete (IN_CLOSE_WRITE, a rename or a delete was the last thing
 seen) and no event came for `debounce_ms`, or, without such a signal, when its size and
 mtime also stayed the same from its last event until then (else it waits a further
-window, and so on). A move's two ends are one batch.
+window, and so on). A path a writer holds open (written to, as inotify reports, and not
+closed since) waits for the close: only its size and mtime holding still for
+OPEN_WRITE_SECONDS end the wait without one. A move's two ends are one batch.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ from typing import Any
 _UNSET: Any = object()  # "no stat snapshot taken yet"
 
 Stat = tuple[int, int] | None  # size, mtime_ns; None when the file is absent
+
+# A file written to and not closed since (inotify reports both) is being written: a writer
+# that pauses between its pieces for longer than the debounce holds it still, half written,
+# and its close is what says the write ended. Without a close, its size and mtime must
+# hold still for this long (a write through `truncate(2)`, a writer that keeps it open).
+OPEN_WRITE_SECONDS = 30.0
 
 
 def stat_of(path: str) -> Stat:
@@ -39,6 +47,7 @@ class _Pending:
     snapshot: Any = _UNSET
     group: set[str] | None = None
     settled: bool = False
+    writing: bool = False  # written to by a writer that has not closed it (see touch)
 
 
 @dataclass
@@ -73,17 +82,24 @@ class PathCollector:
 
     # ---- the handler's side (observer thread): record, never block on I/O -------------
 
-    def touch(self, path: str, complete: bool | None, link: str | None = None) -> None:
+    def touch(self, path: str, complete: bool | None, link: str | None = None,
+              writing: bool = False) -> None:
         """A path may have changed; `complete` says the write is finished (None: unknown,
-        keep what an earlier event said). `link` ties a move's two ends into one batch."""
+        keep what an earlier event said). `writing` says a writer has it open and a close
+        event will end its write (inotify's "modified"): it then waits for that close, or
+        OPEN_WRITE_SECONDS of stillness. `link` ties a move's two ends into one batch."""
         with self._cond:
-            due = self._clock() + self.debounce
             entry = self._pending.get(path)
             if entry is None:
-                entry = self._pending[path] = _Pending(due, True if complete is None
+                entry = self._pending[path] = _Pending(0.0, True if complete is None
                                                        else complete)
             elif complete is not None:
                 entry.complete = complete
+            if complete:
+                entry.writing = False
+            elif writing:
+                entry.writing = True
+            due = self._clock() + self._window(entry)
             entry.due = due
             # a write not known to be complete must then hold still until `due`: its size
             # and mtime now are the first look (files found by watchdog's listing of a new
@@ -226,5 +242,9 @@ class PathCollector:
         if entry.snapshot is not _UNSET and entry.snapshot == current:
             return True
         entry.snapshot = current
-        entry.due = now + self.debounce
+        entry.due = now + self._window(entry)
         return False
+
+    def _window(self, entry: _Pending) -> float:
+        """How long a path waits after its last event (or its last look)."""
+        return max(self.debounce, OPEN_WRITE_SECONDS) if entry.writing else self.debounce

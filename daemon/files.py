@@ -120,15 +120,23 @@ class FoundFile:
     inode: int
 
 
-def walk(root: str, accept: PathFilter, recursive: bool = True) -> Iterator[FoundFile]:
-    """Yield the statement files under `root` with their stat, without reading them."""
+def walk(root: str, accept: PathFilter, recursive: bool = True,
+         unreadable: list[tuple[str, str]] | None = None) -> Iterator[FoundFile]:
+    """Yield the statement files under `root` with their stat, without reading them.
+    A folder that is there but cannot be listed (permission denied, an I/O error) is
+    skipped, and added to `unreadable`, when given, with the reason: what it holds is
+    unknown, not gone."""
     stack = [root]
     while stack:
         folder = stack.pop()
         try:
             with os.scandir(folder) as it:
                 entries = list(it)
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:
+            if unreadable is not None:
+                unreadable.append((folder, exc.strerror or type(exc).__name__))
             continue
         for entry in entries:
             try:

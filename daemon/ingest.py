@@ -280,9 +280,24 @@ class Ingestor:
             changes = records.ChangeSet(conn)
             changes.prefetch((p.path for p in batch),
                              (p.version.source_url for p in batch if p.version))
-            logged = []
+            applied: list[tuple[Prepared, list[str]]] = []
+            left: list[int] = []  # statements a file of the batch stopped carrying
+            orphans: list[tuple[int, list[str]]] = []
             for item in batch:
-                kinds = self.apply(changes, item, moves)
+                n = len(left)
+                kinds = self.apply(changes, item, moves, left)
+                applied.append((item, kinds))
+                orphans += [(sid, kinds) for sid in left[n:]]
+            # only now, with every file of the batch applied, is such a statement without a
+            # file: two files that swapped their statements (or a row of files each taking
+            # the next one's) move them, they delete and restore none
+            for sid, kinds in orphans:
+                if deleted := self._maybe_delete(changes, sid, self.clock()):
+                    if kinds == ["unchanged"]:
+                        kinds.clear()
+                    kinds += deleted
+            logged = []
+            for item, kinds in applied:
                 if item.stat is not None:
                     outcomes.append("files")
                 outcomes.extend(kinds)
@@ -299,14 +314,19 @@ class Ingestor:
         return outcomes, [e.event_id for e in events]
 
     def apply(self, changes: records.ChangeSet, item: Prepared,
-              moves: dict[tuple[str, str], int] | None = None) -> list[str]:
+              moves: dict[tuple[str, str], int] | None = None,
+              left: list[int] | None = None) -> list[str]:
         """Apply one prepared file to the batch's state; return its outcome kinds.
 
         `moves` holds the statements whose every file is gone in this pass, by their words:
         a new file with a URL no statement has and the same words as one of them is that
         statement moved and re-addressed — a `metadata` revision changing `source_url`,
         the old URL kept as an alias — not a deletion and an addition (SPEC §3). Each is
-        taken once."""
+        taken once.
+
+        A file that carried one statement and now carries another may have been that
+        statement's last file: with `left`, the statement is added to it, for the caller
+        to decide once the whole batch is applied; without, it is decided here."""
         now = self.clock()
         row = changes.file(item.path)
         if item.stat is None and item.rejection is None:
@@ -353,7 +373,10 @@ class Ingestor:
         changes.put_file(records.FileRecord(
             item.path, head.statement_id, new.source_url, *stat, item.sha256), now)
         if prev is not None and prev != head.statement_id:
-            kinds += self._maybe_delete(changes, prev, now)
+            if left is not None:
+                left.append(prev)
+            else:
+                kinds += self._maybe_delete(changes, prev, now)
         return kinds or ["unchanged"]
 
     @staticmethod

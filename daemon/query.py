@@ -594,7 +594,8 @@ def errors(conn: Connection) -> list[dict[str, Any]]:
 
 def status(conn: Connection, now: dt.datetime | None = None) -> dict[str, Any]:
     """Counts of statements, revisions by kind, rejected files and deliveries, the last
-    change, and whether a daemon is running (a heartbeat seen within HEARTBEAT_FRESH)."""
+    change, and whether a daemon is running (a heartbeat seen within HEARTBEAT_FRESH, and
+    not the last one of a daemon that stopped)."""
     now = now or dt.datetime.now(dt.UTC)
     total, deleted = conn.execute(sa.select(
         sa.func.count(), sa.func.count(_current.c.deleted_at))).one()
@@ -612,7 +613,9 @@ def status(conn: Connection, now: dt.datetime | None = None) -> dict[str, Any]:
     instances = []
     for row in conn.execute(sa.select(*h.c).order_by(h.c.seen_at.desc())):
         item = _row(row)
-        item["fresh"] = now - row.seen_at <= HEARTBEAT_FRESH
+        # a daemon that stopped cleanly wrote its last row saying so: it is not running
+        item["fresh"] = now - row.seen_at <= HEARTBEAT_FRESH and not (
+            row.status == "stopped" and not row.watching)
         instances.append(item)
     running = [i for i in instances if i["fresh"]]
     return {

@@ -127,6 +127,7 @@ class Service:
         self._verified = time.monotonic() - VERIFY_SECONDS + 2 * TICK  # first look soon
         self.folder_errors: dict[str, str] = {}
         self._folders_back: set[str] = set()  # folders with an error seen healthy last tick
+        self._readable_asked: set[str] = set()  # unreadable folders readable again: asked
         self._reload_error: str | None = None
         self._last_change: dt.datetime | None = None
         self._status = ""
@@ -235,6 +236,7 @@ class Service:
             counts = self.ingestor.scan(progress=progress)
         self.reconciles += 1
         self.folder_errors = {e.split(":", 1)[0]: e for e in counts.folder_errors}
+        self._readable_asked = set()
         for err in counts.folder_errors:
             log.error("watched_folder_error", detail=err)
         log.info("reconciled", reason=reason, seconds=round(time.monotonic() - started, 2),
@@ -291,9 +293,21 @@ class Service:
         back = {root for root in self.folder_errors
                 if quiet and root in self.watcher.roots and self.watcher.has_files(root)}
         if settled := back & self._folders_back:
+            for root in sorted(settled):  # one unreadable at its watch got none: watch now
+                self.watcher.rewatch(root)
             self.collector.request_reconcile(
                 f"folder has files again: {', '.join(sorted(settled))}")
         self._folders_back = back - settled
+        # A folder below a watched one that could not be read (its files kept, unknown,
+        # and unwatched: inotify needs read permission too) and can be now, its
+        # permissions mended: its root is watched afresh and a reconcile sees what it holds.
+        again = sorted(f for f in self.folder_errors if f not in self.watcher.roots
+                       and f not in self._readable_asked and _listable(f))
+        if again:
+            self._readable_asked.update(again)
+            for root in sorted({r for r in map(self.watcher.root_of, again) if r}):
+                self.watcher.rewatch(root)
+            self.collector.request_reconcile(f"folder readable again: {', '.join(again)}")
 
     def reload(self) -> None:
         """Re-read the configuration; an invalid file keeps the running one. RELOADING=1
@@ -426,6 +440,17 @@ class Service:
                 self._beat()
             self.engine.dispose()
         log.info("stopped", seconds=round(time.monotonic() - started, 2))
+
+
+def _listable(folder: str) -> bool:
+    """Whether a folder can be listed now, or is gone (either way a pass can tell)."""
+    try:
+        with os.scandir(folder):
+            return True
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
 
 
 def _hide(url: str) -> str:

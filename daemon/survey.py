@@ -94,22 +94,31 @@ def survey(watch: WatchConfig, roots: Sequence[str] | None, known: Known,
     stored records, by each path's stored form (`stored_path`). A missing or suddenly
     empty root is a folder error, and its known files are kept — unless `empty_ok` says
     an empty root really was emptied (`redline ingest --confirm-empty`): its files are
-    then gone like any others."""
+    then gone like any others. A folder that cannot be read (permission denied) is a
+    folder error too, and the known files under it are kept."""
     accept = accept or PathFilter(watch.patterns, watch.ignore)
     counts = IngestCounts()
     found: list[FoundFile] = []
     healthy: list[str] = []
+    blocked: list[str] = []  # folders that could not be listed: their files are unknown
     for root in [os.path.abspath(r) for r in (roots or [str(p) for p in watch.paths])]:
         name = stored_path(root)
         if not os.path.isdir(root):
             counts.folder_errors.append(f"{name}: watched folder is missing or not a folder"
                                         f"{_kept(known, name)}")
             continue
-        listed = list(walk(root, accept, watch.recursive))
-        if not listed and not empty_ok and any(is_under(p, name) for p in known):
+        unreadable: list[tuple[str, str]] = []
+        listed = list(walk(root, accept, watch.recursive, unreadable))
+        if not listed and not unreadable and not empty_ok and any(
+                is_under(p, name) for p in known):
             counts.folder_errors.append(f"{name}: watched folder is suddenly empty "
                                         f"(unmounted?){_kept(known, name)}")
             continue
+        for folder, reason in unreadable:
+            folder = stored_path(folder)
+            blocked.append(folder)
+            counts.folder_errors.append(f"{folder}: folder cannot be read ({reason})"
+                                        f"{_kept(known, folder)}")
         healthy.append(name)
         found.extend(listed)
     seen: set[str] = set()
@@ -123,16 +132,20 @@ def survey(watch: WatchConfig, roots: Sequence[str] | None, known: Known,
             counts.unchanged += 1
         elif path in known_rejected and known_rejected[path][:3] == stat and not (
                 # a file too large for the limit of its day, now within a raised one
-                known_rejected[path][3] == "too_large" and f.size <= watch.max_file_bytes):
+                known_rejected[path][3] == "too_large" and f.size <= watch.max_file_bytes
+                # a file that could not be read: mended permissions leave its stat alone
+                or known_rejected[path][3] == "unreadable"):
             counts.files += 1
             counts.rejected += 1
         else:
             todo.append(f)
     # newest last: when several files carry one URL, the last one written wins
     todo.sort(key=lambda f: (f.mtime_ns, f.path))
-    gone = [p for p in known if p not in seen and any(is_under(p, r) for r in healthy)]
+    gone = [p for p in known if p not in seen and any(is_under(p, r) for r in healthy)
+            and not any(is_under(p, b) for b in blocked)]
     stale = [p for p in known_rejected if p not in seen
-             and any(is_under(p, r) for r in healthy) and not os.path.exists(p)]
+             and any(is_under(p, r) for r in healthy)
+             and not any(is_under(p, b) for b in blocked) and not os.path.exists(p)]
     return Survey(counts, todo, gone, stale)
 
 

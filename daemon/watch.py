@@ -9,6 +9,7 @@ watched folders watched.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import logging
@@ -55,10 +56,14 @@ class WatchHandler(FileSystemEventHandler):
     thread, so it only records paths and never raises."""
 
     def __init__(self, collector: PathCollector, accepts: Callable[[str], bool],
-                 folder_ok: Callable[[str], bool]) -> None:
+                 folder_ok: Callable[[str], bool],
+                 closes: Callable[[], bool] = lambda: False) -> None:
         self.collector = collector
         self.accepts = accepts
         self.folder_ok = folder_ok
+        # whether the observer reports closes (inotify does, polling does not): a file
+        # written to then waits for its close, not only for its size to hold still
+        self.closes = closes
 
     def dispatch(self, event: FileSystemEvent) -> None:
         try:
@@ -91,8 +96,36 @@ class WatchHandler(FileSystemEventHandler):
             c.touch(src, complete=True)
         elif isinstance(event, FileAttribEvent):
             c.touch(src, complete=None)
-        elif isinstance(event, FileCreatedEvent | FileModifiedEvent):
+        elif isinstance(event, FileModifiedEvent):
+            # inotify: a write through a descriptor still open (its close ends the write)
+            c.touch(src, complete=False, writing=self.closes())
+        elif isinstance(event, FileCreatedEvent):
+            # no writing: watchdog reports the files of a folder copied in as "created",
+            # with no close to come; a file created by a writer is soon "modified" too
             c.touch(src, complete=False)
+
+
+class RootAlias(FileSystemEventHandler):
+    """The handler of a watched root that is a symbolic link (`/srv/statements` ->
+    `/data/statements`, a release's `current`): its watch is on the folder the link points
+    to, and the paths of its events are given back under the root as configured, the form
+    the scanner walks and the database stores."""
+
+    def __init__(self, handler: WatchHandler, root: str, real: str) -> None:
+        self.handler = handler
+        self.root = root
+        self.real = real
+
+    def _alias(self, path: str | bytes) -> str:
+        path = os.fsdecode(path)
+        if path == self.real or path.startswith(self.real.rstrip(os.sep) + os.sep):
+            return self.root + path[len(self.real):]
+        return path
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        self.handler.dispatch(dataclasses.replace(
+            event, src_path=self._alias(event.src_path),
+            dest_path=self._alias(event.dest_path) if event.dest_path else event.dest_path))
 
 
 class OverflowSignal(logging.Handler):
@@ -164,19 +197,20 @@ def inotify_watches(pid: str = "self") -> int | None:
 
 
 def count_folders(roots: Iterable[Path], accept: PathFilter, recursive: bool) -> int:
-    """How many inotify watches the roots need (one per folder)."""
+    """How many inotify watches the roots need (one per folder). A folder that cannot be
+    listed cannot be watched either (inotify needs read permission): it is not counted,
+    and a pass reports it (survey)."""
     total = 0
     for root in roots:
         stack = [str(root)]
         while stack:
             folder = stack.pop()
-            total += 1
-            if not recursive:
-                continue
             try:
                 with os.scandir(folder) as it:
-                    stack.extend(e.path for e in it if e.is_dir(follow_symlinks=False)
-                                 and accept.folder_ok(e.name))
+                    total += 1
+                    if recursive:
+                        stack.extend(e.path for e in it if e.is_dir(follow_symlinks=False)
+                                     and accept.folder_ok(e.name))
             except OSError:
                 continue
     return total
@@ -208,7 +242,8 @@ class FolderWatcher:
         self.roots = [os.path.abspath(p) for p in watch.paths]
         self.accept = PathFilter(watch.patterns, watch.ignore)
         self._folder_ok = functools.lru_cache(maxsize=4096)(self._folder_ok_uncached)
-        self.handler = WatchHandler(collector, self.accepts, self.folder_ok)
+        self.handler = WatchHandler(collector, self.accepts, self.folder_ok,
+                                    closes=lambda: self.plan.mode == "inotify")
         self._observer_factory = observer_factory
         self._limits = limits
         self._own_watches = own_watches
@@ -216,6 +251,7 @@ class FolderWatcher:
         self.plan = WatchPlan("inotify")
         self.observer: Any = None
         self._watches: dict[str, Any] = {}
+        self._targets: dict[str, str] = {}  # root -> the folder its watch is on (realpath)
         self.missing: set[str] = set()
         self._signal = OverflowSignal(collector)
 
@@ -283,8 +319,7 @@ class FolderWatcher:
             self.missing.add(root)
             return False
         try:
-            self._watches[root] = self.observer.schedule(
-                self.handler, root, recursive=self.watch.recursive, event_filter=EVENT_TYPES)
+            self._watch(root)
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EMFILE) or self.plan.mode == "polling":
                 raise
@@ -296,6 +331,18 @@ class FolderWatcher:
             return True
         self.missing.discard(root)
         return True
+
+    def _watch(self, root: str) -> None:
+        """Schedule the watch of one root. watchdog watches a symbolic link itself, not
+        the folder it points to (no event from inside, ever): a root that is one is
+        watched at its target, its events given back under the root (RootAlias)."""
+        target = os.path.realpath(root)
+        handler: FileSystemEventHandler = self.handler
+        if target != root:
+            handler = RootAlias(self.handler, root, target)
+        self._watches[root] = self.observer.schedule(
+            handler, target, recursive=self.watch.recursive, event_filter=EVENT_TYPES)
+        self._targets[root] = target
 
     @property
     def suspect(self) -> bool:
@@ -335,9 +382,7 @@ class FolderWatcher:
         self.observer = self._observer_factory(self.plan.mode)
         for root in self.roots:
             if os.path.isdir(root):
-                self._watches[root] = self.observer.schedule(
-                    self.handler, root, recursive=self.watch.recursive,
-                    event_filter=EVENT_TYPES)
+                self._watch(root)
         self.observer.start()
         _stop_observer(old)
 
@@ -354,9 +399,15 @@ class FolderWatcher:
                  if e.is_alive()}
         for root in self.roots:
             watch = self._watches.get(root)
-            if watch is not None and root in alive and os.path.isdir(root):
-                continue
-            if watch is not None:  # its emitter stopped: the root was removed, or it failed
+            target = self._targets.get(root)
+            if watch is not None and target in alive and os.path.isdir(root):
+                if os.path.realpath(root) == target:
+                    continue
+                # a root that is a symbolic link now points elsewhere (a release switched)
+                log.info("watched_folder_relinked", path=root, was=target,
+                         now=os.path.realpath(root), detail="watching it there; reconciling")
+                self._unschedule(root)
+            elif watch is not None:  # its emitter stopped: the root was removed, or it failed
                 self._unschedule(root)
                 if os.path.isdir(root):
                     log.error("watch_stopped", path=root, detail="watching it again")
@@ -366,6 +417,14 @@ class FolderWatcher:
                     log.info("watched_folder_back", path=root)
                 to_reconcile.append(root)
         return to_reconcile
+
+    def rewatch(self, root: str) -> None:
+        """Watch `root` afresh: a folder below it that could not be read, and so got no
+        watch, can be now. Events meanwhile may be missed: reconcile after."""
+        if self.observer is None or root not in self._watches:
+            return
+        self._unschedule(root)
+        self._schedule(root)
 
     def _unschedule(self, root: str) -> None:
         watch = self._watches.pop(root, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -115,6 +116,18 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
     migrate.upgrade(eng)
     yield eng
     eng.dispose()
+
+
+def unprivileged() -> list[str]:
+    """A command prefix that runs a program bound by file permissions: nothing for a
+    normal user; for root (who reads anything), setpriv without CAP_DAC_OVERRIDE and
+    CAP_DAC_READ_SEARCH."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: no folder can be made unreadable")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
 
 
 def write_config(tmp_path: Path, db_url: str, watch: list[Path] | None = None,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import search_index_drift, write_config
+from conftest import search_index_drift, unprivileged, write_config
 
 from daemon.cli import cli
 from daemon.config import load_config, parse_config
@@ -87,6 +87,99 @@ def test_missing_folder_exits_1_and_deletes_nothing(sample: Path, tmp_path: Path
     assert code == 1
     assert json.loads(out.split("\nredline: error")[0])["deleted"] == 0
     assert "watched folder is missing" in out
+
+
+def test_a_folder_that_cannot_be_read_is_an_error_not_a_deletion(
+        db_url: str, sample: Path, tmp_path: Path) -> None:
+    """A folder below a watched one that cannot be listed (chmod 000, a wrong owner after
+    a deploy) is reported (exit 1) and the statements under it are kept: not `deleted`
+    now, and not `restored` once it can be read again."""
+    folder = tmp_path / "statements"
+    (folder / "sub").mkdir(parents=True)
+    src = sorted((sample / "current").rglob("*.md"))
+    shutil.copy(src[0], folder / "a.md")
+    shutil.copy(src[1], folder / "sub" / "b.md")
+    shutil.copy(src[2], folder / "sub" / "c.md")
+    cfg = write_config(tmp_path, db_url, [folder])
+    prefix = unprivileged()
+
+    def ingest() -> tuple[int, dict[str, int], str]:
+        proc = subprocess.run([*prefix, sys.executable, "-m", "daemon", "--config", str(cfg),
+                               "ingest", "--json"], capture_output=True, text=True,
+                              timeout=120)
+        return proc.returncode, json.loads(proc.stdout), proc.stderr
+
+    assert ingest()[:2] == (0, {"files": 3, "added": 3, "revised": 0, "metadata": 0,
+                                "formatting": 0, "deleted": 0, "restored": 0, "unchanged": 0,
+                                "rejected": 0})
+    (folder / "sub").chmod(0)
+    try:
+        code, counts, err = ingest()
+    finally:
+        (folder / "sub").chmod(0o755)
+    assert (code, counts["deleted"], counts["unchanged"]) == (1, 0, 1)
+    assert err == (f"redline: error: {folder / 'sub'}: folder cannot be read (Permission "
+                   "denied); its 2 known files are kept, not deleted\n")
+    code, counts, err = ingest()
+    assert (code, counts["restored"], counts["unchanged"], err) == (0, 0, 3, "")
+
+
+def test_a_file_unreadable_then_mended_is_ingested_by_the_next_pass(
+        db_url: str, sample: Path, tmp_path: Path) -> None:
+    """A file the ingest may not read is rejected (`unreadable`, exit 3); once its
+    permissions are mended — which changes neither its size, its mtime nor its inode —
+    the next pass reads it again and ingests it (SPEC §2: a fixed file is ingested)."""
+    folder = tmp_path / "statements"
+    folder.mkdir()
+    src = sorted((sample / "current").rglob("*.md"))
+    shutil.copy(src[0], folder / "a.md")
+    shutil.copy(src[1], folder / "b.md")
+    (folder / "b.md").chmod(0)
+    cfg = write_config(tmp_path, db_url, [folder])
+    prefix = unprivileged()
+
+    def ingest() -> tuple[int, dict[str, int]]:
+        proc = subprocess.run([*prefix, sys.executable, "-m", "daemon", "--config", str(cfg),
+                               "ingest", "--json"], capture_output=True, text=True,
+                              timeout=120)
+        return proc.returncode, json.loads(proc.stdout)
+
+    code, counts = ingest()
+    assert (code, counts["added"], counts["rejected"]) == (3, 1, 1)
+    assert run_errors(cfg) == [(str(folder / "b.md"), "unreadable")]
+    (folder / "b.md").chmod(0o644)
+    code, counts = ingest()
+    assert (code, counts["added"], counts["unchanged"], counts["rejected"]) == (0, 1, 1, 0)
+    assert run_errors(cfg) == []
+
+
+def run_errors(cfg: Path) -> list[tuple[str, str]]:
+    result = CliRunner().invoke(cli, ["--config", str(cfg), "errors", "--json"])
+    return [(e["path"], e["reason"]) for e in json.loads(result.output)]
+
+
+def test_files_that_pass_their_statements_along_are_no_change(
+        db_url: str, sample: Path, tmp_path: Path) -> None:
+    """Between two passes, files swap their statements (a.md and b.md exchange names), or
+    each takes the next one's (a scraper's 1.md, 2.md, 3.md shifted by one): no statement
+    is deleted and restored, and only the one really new is added."""
+    folder = tmp_path / "statements"
+    folder.mkdir()
+    src = sorted((sample / "current").rglob("*.md"))[:4]
+    for name, f in zip(("a", "b", "1", "2"), src, strict=True):
+        shutil.copy(f, folder / f"{name}.md")
+    cfg = write_config(tmp_path, db_url, [folder])
+    assert json.loads(run(cfg, "--json")[1])["added"] == 4
+    os.rename(folder / "a.md", folder / "t.md")
+    os.rename(folder / "b.md", folder / "a.md")
+    os.rename(folder / "t.md", folder / "b.md")
+    os.rename(folder / "2.md", folder / "3.md")  # 3 <- 2 <- 1 <- new
+    os.rename(folder / "1.md", folder / "2.md")
+    shutil.copy(sorted((sample / "current").rglob("*.md"))[4], folder / "1.md")
+    code, out = run(cfg, "--json")
+    assert code == 0
+    counts = json.loads(out)
+    assert (counts["added"], counts["deleted"], counts["restored"]) == (1, 0, 0)
 
 
 def test_the_last_file_of_a_folder_is_withdrawn_with_confirm_empty(

@@ -23,13 +23,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import write_config
+from conftest import unprivileged, write_config
 from structlog.testing import capture_logs
 from test_watch import Live, doc, live_config
 from watchdog.events import FileClosedEvent
 
 from daemon.cli import cli
 from daemon.store.schema import heartbeats
+from daemon.watch import inotify_watches
 
 TIMEOUT = 30.0
 URL = "https://www.whitehouse.gov/articles/2025/07/s{}/"
@@ -54,7 +55,8 @@ class Daemon:
     """`python -m daemon --config ... run` with NOTIFY_SOCKET bound in tmp_path; collects
     the datagrams and the JSON log lines."""
 
-    def __init__(self, tmp_path: Path, config: Path, **env: str) -> None:
+    def __init__(self, tmp_path: Path, config: Path, prefix: tuple[str, ...] = (),
+                 **env: str) -> None:
         self.sock_path = str(tmp_path / f"notify-{time.monotonic_ns()}")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.sock_path)
@@ -65,7 +67,7 @@ class Daemon:
         environ = {k: v for k, v in os.environ.items()
                    if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon", "--config", str(config), "run"],
+            [*prefix, sys.executable, "-m", "daemon", "--config", str(config), "run"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             env={**environ, "NOTIFY_SOCKET": self.sock_path, **env})
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -124,8 +126,8 @@ class Daemon:
 def run_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     started: list[Daemon] = []
 
-    def start(config: Path, **env: str) -> Daemon:
-        d = Daemon(tmp_path, config, **env)
+    def start(config: Path, prefix: tuple[str, ...] = (), **env: str) -> Daemon:
+        d = Daemon(tmp_path, config, prefix, **env)
         started.append(d)
         return d
 
@@ -169,6 +171,75 @@ def test_changes_made_while_stopped_are_ingested_before_ready(
     assert kinds == 3
     starting = [m for m in second.received if m.startswith("STATUS=starting")]
     assert any("reconciling" in m for m in starting)
+    second.send(signal.SIGTERM)
+    assert second.wait_exit() == 0
+
+
+def test_an_unreadable_folder_is_reported_kept_and_cleared_once_readable(
+        tmp_path: Path, db_url: str, run_daemon: Callable[..., Daemon]) -> None:
+    """A folder below the watched one that the daemon may not list (nor watch) is an error
+    in STATUS=, not the deletion of its statements, nor a reason to poll; once its
+    permissions are mended, it is watched, a reconcile runs by itself and clears the
+    error, and nothing was deleted or restored."""
+    root = tmp_path / "statements"
+    cfg = write_config(tmp_path, db_url, [root])
+    (root / "sub").mkdir()
+    for i, folder in ((1, root), (2, root / "sub"), (3, root / "sub")):
+        (folder / f"s{i}.md").write_text(doc(i))
+    prefix = tuple(unprivileged())
+    first = run_daemon(cfg, prefix)
+    first.wait_message("READY=1")
+    first.send(signal.SIGTERM)
+    assert first.wait_exit() == 0 and statements(db_url) == 3
+    (root / "sub").chmod(0)
+    try:
+        second = run_daemon(cfg, prefix)
+        ready = second.wait_message("READY=1")
+        assert f"{root / 'sub'}: folder cannot be read (Permission denied); its 2 known " \
+               "files are kept, not deleted" in ready
+        assert statements(db_url) == 3
+    finally:
+        (root / "sub").chmod(0o755)
+    status = second.wait_message("STATUS=watching")
+    while "cannot be read" in status:  # until the reconcile that follows the mending
+        status = second.wait_message("STATUS=watching")
+    assert status.startswith("STATUS=watching 1 folder(s) (inotify)")
+    (root / "sub" / "s4.md").write_text(doc(4))  # an event from the folder: it is watched
+    second.wait_message("STATUS=", containing="1 change(s) since start")
+    assert count(db_url, "SELECT count(*) FROM statement_revisions WHERE kind <> 'added'") == 0
+    assert not [e for e in second.lines if e.get("level") in ("error", "critical")
+                and e.get("event") != "watched_folder_error"]
+    second.send(signal.SIGTERM)
+    assert second.wait_exit() == 0
+
+
+def test_a_watched_folder_unreadable_at_start_is_watched_once_readable(
+        tmp_path: Path, db_url: str, run_daemon: Callable[..., Daemon]) -> None:
+    """The watched folder itself cannot be read when the daemon starts (it gets no inotify
+    watch): an error, nothing deleted; once readable, it is reconciled and watched, and a
+    file written then is ingested live."""
+    root = tmp_path / "statements"
+    cfg = write_config(tmp_path, db_url, [root])
+    (root / "s1.md").write_text(doc(1))
+    prefix = tuple(unprivileged())
+    first = run_daemon(cfg, prefix)
+    first.wait_message("READY=1")
+    first.send(signal.SIGTERM)
+    assert first.wait_exit() == 0
+    root.chmod(0)
+    try:
+        second = run_daemon(cfg, prefix)
+        assert "folder cannot be read" in second.wait_message("READY=1")
+    finally:
+        root.chmod(0o755)
+    status = second.wait_message("STATUS=watching")
+    while "cannot be read" in status:
+        status = second.wait_message("STATUS=watching")
+    (root / "s2.md").write_text(doc(2))
+    second.wait_message("STATUS=", containing="1 change(s) since start")
+    assert statements(db_url) == 2
+    assert count(db_url, "SELECT count(*) FROM statement_revisions WHERE kind <> 'added'") == 0
+    assert inotify_watches(str(second.proc.pid)) == 1  # inotify on the folder, not polling
     second.send(signal.SIGTERM)
     assert second.wait_exit() == 0
 
@@ -366,6 +437,13 @@ def test_heartbeat_row_says_whether_the_watcher_runs(
         row = conn.execute(sa.select(heartbeats)).one()
     engine.dispose()
     assert (row.watching, row.status) == (False, "stopped")
+    # and `redline status` says so at once, not "running … stopped" for two minutes
+    cfg = write_config(tmp_path, db_url, [tmp_path / "w"])
+    out = CliRunner().invoke(cli, ["--config", str(cfg), "status"]).output
+    seen = f"{row.seen_at:%Y-%m-%dT%H:%M:%SZ}"
+    assert out.splitlines()[-1] == f"watcher: not running (last heartbeat {seen})"
+    out = CliRunner().invoke(cli, ["--config", str(cfg), "status", "--json"]).output
+    assert json.loads(out)["watcher"]["running"] is False
 
 
 class ScriptedObserver:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +17,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from conftest import unprivileged
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
@@ -33,13 +36,14 @@ from watchdog.events import (
 )
 
 from daemon.config import Config, WatchConfig, parse_config
-from daemon.debounce import PathCollector
+from daemon.debounce import OPEN_WRITE_SECONDS, PathCollector
 from daemon.files import PathFilter
 from daemon.service import Service
 from daemon.systemd import SystemdNotifier
 from daemon.watch import (
     FolderWatcher,
     WatchHandler,
+    WatchPlan,
     count_folders,
     plan_observer,
 )
@@ -273,6 +277,44 @@ def test_attribute_change_keeps_the_completion_state(handler: WatchHandler, cloc
     assert handler.collector._pending[f"{w}/b.md"].complete is False
 
 
+def test_a_file_its_writer_holds_open_waits_for_the_close(
+        handler: WatchHandler, clock: Clock, stats: Stats, tmp_path: Path) -> None:
+    """inotify: a file written to and not closed is being written, however long it holds
+    still (a writer pausing between pieces): its close ends the write. Without a close, its
+    size and mtime must hold still for OPEN_WRITE_SECONDS."""
+    a, b = f"{tmp_path}/w/a.md", f"{tmp_path}/w/b.md"
+    stats.values[a] = stats.values[b] = (40, 1)  # the first piece, then a pause
+    handler.dispatch(FileModifiedEvent(a))
+    handler.dispatch(FileModifiedEvent(b))
+    clock.advance(1)
+    assert handler.collector.take(0).paths == []
+    handler.dispatch(FileAttribEvent(a))  # e.g. a chmod meanwhile: the write goes on
+    clock.advance(1)
+    assert handler.collector.take(0).paths == []
+    stats.values[a] = (90, 2)
+    handler.dispatch(FileModifiedEvent(a))
+    handler.dispatch(FileClosedEvent(a))
+    clock.advance(0.21)
+    assert handler.collector.take(0).paths == [a]
+    clock.advance(OPEN_WRITE_SECONDS - 2.5)
+    assert handler.collector.take(0).paths == [], "b: no close yet"
+    clock.advance(0.5)
+    assert handler.collector.take(0).paths == [b], "b held still that long: taken"
+
+
+def test_polling_reports_no_close_so_a_write_only_holds_still(
+        collector: PathCollector, clock: Clock, stats: Stats, tmp_path: Path) -> None:
+    """The polling observer never reports a close: a modified file that held still for a
+    debounce window is taken, as before."""
+    watcher = FolderWatcher(WatchConfig(paths=(tmp_path / "w",)), collector)
+    watcher.plan = WatchPlan("polling")
+    a = f"{tmp_path}/w/a.md"
+    stats.values[a] = (40, 1)
+    watcher.handler.dispatch(FileModifiedEvent(a))
+    clock.advance(0.21)
+    assert collector.take(0).paths == [a]
+
+
 def test_folder_events_become_folder_work(handler: WatchHandler, collector: PathCollector,
                                           tmp_path: Path) -> None:
     """Folders moved within the tree are listed; folders moved out/deleted are looked up.
@@ -318,6 +360,25 @@ def test_count_folders_skips_hidden_ones(tmp_path: Path) -> None:
     accept = PathFilter(("*.md",))
     assert count_folders([tmp_path], accept, recursive=True) == 5
     assert count_folders([tmp_path], accept, recursive=False) == 1
+
+
+def test_count_folders_leaves_out_what_cannot_be_listed(tmp_path: Path) -> None:
+    """A folder the daemon may not list cannot get an inotify watch either: counting it
+    would be a shortfall that switches to polling and blames the inotify limit. Counted
+    by a process bound by permissions (for root: one without its DAC capabilities)."""
+    for d in ("a/b", "locked/inner", "d"):
+        (tmp_path / d).mkdir(parents=True)
+    (tmp_path / "locked").chmod(0)
+    try:
+        proc = subprocess.run(
+            [*unprivileged(), sys.executable, "-c",
+             "import sys; from pathlib import Path; from daemon.files import PathFilter; "
+             "from daemon.watch import count_folders; "
+             "print(count_folders([Path(sys.argv[1])], PathFilter(('*.md',)), True))",
+             str(tmp_path)], capture_output=True, text=True, timeout=60)
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+    assert (proc.returncode, proc.stdout) == (0, "4\n"), proc.stderr  # root, a, a/b, d
 
 
 def test_low_inotify_limit_falls_back_to_polling_loudly(tmp_path: Path) -> None:
@@ -520,6 +581,25 @@ def test_in_place_rewrite_in_several_writes(live: tuple[Live, Path]) -> None:
     assert_one_revision_with_final_text(daemon)
 
 
+def test_slow_writer_pausing_longer_than_the_debounce(live: tuple[Live, Path]) -> None:
+    """A writer that pauses between its pieces for longer than the debounce (a slow
+    download, a generator writing as it goes) holds the half-written file still: it is
+    never read, and the write is one revision with the final text once the file is
+    closed — not a revision per piece."""
+    daemon, root = live
+    text = doc(1, EDITED)
+    cuts = [len(text) // 2, len(text) * 3 // 4, len(text)]
+    with open(root / "s1.md", "w") as fh:
+        done = 0
+        for cut in cuts:
+            fh.write(text[done:cut])
+            fh.flush()
+            done = cut
+            time.sleep(0.5)  # the writer's pause (over three debounce windows), not a wait
+    daemon.settle(root)
+    assert_one_revision_with_final_text(daemon)
+
+
 def test_rewrite_with_reopens(live: tuple[Live, Path]) -> None:
     """Truncate-and-write, then two appends, each its own open/close, quickly: one
     revision with the final text."""
@@ -548,6 +628,23 @@ def test_renames_and_moves_inside_the_tree_are_no_change(live: tuple[Live, Path]
     paths = [r[0] for r in daemon.q("SELECT path FROM files WHERE source_url = :u",
                                     u="https://www.whitehouse.gov/articles/2025/07/s1/")]
     assert paths == [str(root / "sub2" / "renamed.md")]
+
+
+def test_two_files_that_swap_names_are_no_change(live: tuple[Live, Path]) -> None:
+    """mv s1.md t.md; mv keep.md s1.md; mv t.md keep.md: each statement is at the other's
+    old path, none is deleted and restored (the file that now carries another statement
+    is not taken for the last file of its old one before the other is applied)."""
+    daemon, root = live
+    os.rename(root / "s1.md", root / "t.md")
+    os.rename(root / "keep.md", root / "s1.md")
+    os.rename(root / "t.md", root / "keep.md")
+    daemon.settle(root)
+    assert daemon.revisions(1) == [(1, "added")] and daemon.revisions("keep") == [(1, "added")]
+    assert daemon.deleted() == []
+    assert sorted(tuple(r) for r in daemon.q(
+        "SELECT path, source_url FROM files WHERE path NOT LIKE '%marker%'")) == [
+        (str(root / "keep.md"), "https://www.whitehouse.gov/articles/2025/07/s1/"),
+        (str(root / "s1.md"), "https://www.whitehouse.gov/articles/2025/07/skeep/")]
 
 
 def test_folder_moved_in_and_out(live: tuple[Live, Path], tmp_path: Path) -> None:
@@ -742,6 +839,40 @@ def test_a_file_renamed_and_readdressed_at_once_is_one_metadata_revision(
         (2, "metadata", "https://www.whitehouse.gov/articles/2025/07/s1b/")]
     assert daemon.q("SELECT count(*) FROM statement_urls WHERE url = :u",
                     u="https://www.whitehouse.gov/articles/2025/07/s1/")[0][0] == 1
+
+
+def test_a_watched_folder_given_as_a_symbolic_link(tmp_path: Path, db_url: str) -> None:
+    """A watched folder configured as a symbolic link to a folder (/srv/statements ->
+    /data/statements, a release's `current`): edits inside are seen live (watchdog alone
+    watches the link itself, and sees nothing inside), stored under the path as
+    configured, as a pass stores them; when the link is switched to another folder (a
+    release deployed), that folder is watched and reconciled."""
+    r1 = tmp_path / "releases" / "r1"
+    r1.mkdir(parents=True)
+    (r1 / "s1.md").write_text(doc(1))
+    (r1 / "keep.md").write_text(doc("keep", body="Words of another statement."))
+    root = tmp_path / "current"
+    root.symlink_to(r1)
+    daemon = Live(live_config(tmp_path, db_url, [root])).start()
+    try:
+        (root / "s1.md").write_text(doc(1, EDITED))
+        daemon.settle(root)  # its marker is written through the link: a live event
+        assert daemon.revisions(1) == [(1, "added"), (2, "revised")]
+        r2 = tmp_path / "releases" / "r2"
+        shutil.copytree(r1, r2)
+        (r2 / "s1.md").write_text(doc(1, EDITED.replace("hospitals", "clinics")))
+        (tmp_path / "next").symlink_to(r2)
+        os.replace(tmp_path / "next", root)  # the release switched at once
+        daemon.settle(root)
+        assert daemon.revisions(1) == [(1, "added"), (2, "revised"), (3, "revised")]
+        (root / "s2.md").write_text(doc(2))
+        daemon.settle(root)
+        assert daemon.revisions(2) == [(1, "added")]
+        assert daemon.deleted() == [] and daemon.errors() == []
+        assert {os.path.dirname(r[0]) for r in daemon.q("SELECT path FROM files")} == {
+            str(root)}
+    finally:
+        daemon.stop()
 
 
 def test_a_statement_held_under_a_missing_folder_is_never_taken_for_a_move(
