@@ -112,19 +112,20 @@ def test_cli_reports_a_bad_config_in_one_line_and_exits_2(tmp_path: Path) -> Non
 
 
 def test_a_database_url_typo_is_a_configuration_error_not_a_traceback(tmp_path: Path) -> None:
-    """A misspelt scheme in $REDLINE_DATABASE_URL (or database.url) is exit 2 with one line
-    naming the key, for every command that opens the database; it was a
+    """A misspelt scheme in $REDLINE_DATABASE_URL or database.url is exit 2 with one line
+    naming where the URL came from, for every command that opens the database; it was a
     NoSuchModuleError traceback with exit 1. The password in the URL is never shown."""
     cfg = tmp_path / "config.toml"
-    cfg.write_text("")
     for url in ["postgresq+psycopg://u:secret@127.0.0.1/db", "postgres://u:secret@h/db",
                 "postgresql+psycopg://u:secret@127.0.0.1:5x32/db"]:
-        for args in (["status"], ["db", "upgrade"], ["ingest"], ["config", "check"]):
-            result = CliRunner().invoke(cli, ["--config", str(cfg), *args],
-                                        env={"REDLINE_DATABASE_URL": url})
-            assert result.exit_code == 2, (url, args, result.output)
-            assert result.output.startswith("redline: error: database.url: "), result.output
-            assert len(result.output.splitlines()) == 1 and "secret" not in result.output
+        for where, env in (("$REDLINE_DATABASE_URL", {"REDLINE_DATABASE_URL": url}),
+                           ("database.url", {})):
+            cfg.write_text("" if env else f'[database]\nurl = "{url}"\n')
+            for args in (["status"], ["db", "upgrade"], ["ingest"], ["config", "check"]):
+                result = CliRunner().invoke(cli, ["--config", str(cfg), *args], env=env)
+                assert result.exit_code == 2, (url, args, result.output)
+                assert result.output.startswith(f"redline: error: {where}: "), result.output
+                assert len(result.output.splitlines()) == 1 and "secret" not in result.output
 
 
 def test_cli_missing_config_file_exits_2(tmp_path: Path) -> None:
