@@ -201,3 +201,14 @@ def leave_wal(db: Path, sql_text: str) -> None:
             "c.execute(sys.argv[2])\n"
             "os._exit(0)\n")
     subprocess.run([sys.executable, "-c", code, str(db), sql_text], check=True)
+
+
+def leave_heartbeat_in_wal(db: Path, host: str) -> tuple[Any, Any]:
+    """Commit a heartbeat row that stays in the WAL of the SQLite file `db` (no writer left
+    to checkpoint it); return the state of the file and of its WAL then (file_state)."""
+    leave_wal(db, "INSERT INTO heartbeats (instance, hostname, pid, started_at, seen_at, "
+                  f"watching, status) VALUES ('gone', '{host}', 1, '2026-01-01 00:00:00', "
+                  "'2026-01-01 00:00:00', 0, 'killed')")
+    before = file_state(db), file_state(Path(f"{db}-wal"))
+    assert before[1] is not None and before[1][0] > 0
+    return before

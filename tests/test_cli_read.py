@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import file_state, leave_wal, write_config
+from conftest import file_state, leave_heartbeat_in_wal, write_config
 from test_query import (
     MEXICAN_WAR,
     START,
@@ -430,11 +430,7 @@ def test_the_read_commands_never_write_to_the_sqlite_file(record_templates: Reco
     record_templates.clone(url)
     cfg = write_config(tmp_path, url)
     wal = Path(f"{db}-wal")
-    leave_wal(db, "INSERT INTO heartbeats (instance, hostname, pid, started_at, seen_at, "
-                  "watching, status) VALUES ('gone', 'news-9', 1, '2026-01-01 00:00:00', "
-                  "'2026-01-01 00:00:00', 0, 'killed')")
-    before = file_state(db), file_state(wal)
-    assert before[1] is not None and before[1][0] > 0
+    before = leave_heartbeat_in_wal(db, "news-9")
     for args in (["status", "--json"], ["history", WORKERS_NEW], ["diff", WORKERS_NEW],
                  ["search", "Mexican"], ["events", "--limit", "3"], ["errors"],
                  ["deliveries"], ["db", "current"]):

@@ -564,19 +564,26 @@ def test_sed_in_place(live: tuple[Live, Path]) -> None:
     assert_one_revision_with_final_text(daemon)
 
 
-def test_in_place_rewrite_in_several_writes(live: tuple[Live, Path]) -> None:
-    """One open, several writes with pauses shorter than the debounce, then close: the
-    half-written file (even one cut inside the front matter) is never read."""
-    daemon, root = live
-    text = doc(1, EDITED)
-    cuts = [40, len(text) // 2, len(text) - 10, len(text)]
-    with open(root / "s1.md", "w") as fh:
+def write_in_pieces(path: Path, text: str, cuts: list[int], pause: float) -> None:
+    """Write `text` through one open descriptor, up to each cut in turn, flushing and
+    pausing `pause` seconds after each piece (a writer that writes as it goes)."""
+    with open(path, "w") as fh:
         done = 0
         for cut in cuts:
             fh.write(text[done:cut])
             fh.flush()
             done = cut
-            time.sleep(0.05)  # the writer's pause (a third of the debounce), not a wait
+            time.sleep(pause)
+
+
+def test_in_place_rewrite_in_several_writes(live: tuple[Live, Path]) -> None:
+    """One open, several writes with pauses shorter than the debounce, then close: the
+    half-written file (even one cut inside the front matter) is never read."""
+    daemon, root = live
+    text = doc(1, EDITED)
+    # the writer's pause: a third of the debounce (not a wait)
+    write_in_pieces(root / "s1.md", text, [40, len(text) // 2, len(text) - 10, len(text)],
+                    pause=0.05)
     daemon.settle(root)
     assert_one_revision_with_final_text(daemon)
 
@@ -588,14 +595,9 @@ def test_slow_writer_pausing_longer_than_the_debounce(live: tuple[Live, Path]) -
     closed — not a revision per piece."""
     daemon, root = live
     text = doc(1, EDITED)
-    cuts = [len(text) // 2, len(text) * 3 // 4, len(text)]
-    with open(root / "s1.md", "w") as fh:
-        done = 0
-        for cut in cuts:
-            fh.write(text[done:cut])
-            fh.flush()
-            done = cut
-            time.sleep(0.5)  # the writer's pause (over three debounce windows), not a wait
+    # the writer's pause: over three debounce windows (not a wait)
+    write_in_pieces(root / "s1.md", text, [len(text) // 2, len(text) * 3 // 4, len(text)],
+                    pause=0.5)
     daemon.settle(root)
     assert_one_revision_with_final_text(daemon)
 

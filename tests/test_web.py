@@ -33,7 +33,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import REPO, file_state, leave_wal, write_config
+from conftest import REPO, file_state, leave_heartbeat_in_wal, write_config
 from starlette.testclient import TestClient
 
 from daemon import query
@@ -824,11 +824,7 @@ def test_redline_serve_never_writes_to_the_sqlite_file(record_templates: RecordT
     cfg = write_config(tmp_path, db_url)
     wal = Path(f"{db}-wal")
     # 1. changes only in the WAL, no writer left
-    leave_wal(db, "INSERT INTO heartbeats (instance, hostname, pid, started_at, seen_at, "
-                   "watching, status) VALUES ('gone', 'h', 1, '2026-01-01 00:00:00', "
-                   "'2026-01-01 00:00:00', 0, 'killed')")
-    before = file_state(db), file_state(wal)
-    assert before[1] is not None and before[1][0] > 0
+    before = leave_heartbeat_in_wal(db, "h")
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     served = start_serve(cfg, tmp_path / "a")
