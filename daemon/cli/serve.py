@@ -30,7 +30,7 @@ def serve(app: App, host: str | None, port: int | None) -> None:
     Example:
       redline serve
       redline serve --host 127.0.0.1 --port 8080
-      curl -s http://127.0.0.1:8765/api/events?kind=revised
+      curl -s 'http://127.0.0.1:8765/api/events?kind=revised'
     """
     try:
         from daemon.web.server import read_only_engine
