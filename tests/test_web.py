@@ -1151,3 +1151,20 @@ def test_every_change_of_the_shared_corpus_has_a_diff_page_marking_its_words(
             assert parsed.bozo == 0 and len(parsed.entries) == 50
     finally:
         ro.dispose()
+
+
+def test_serve_without_its_web_packages_names_the_extra(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make run` and the README's install steps once left out the `serve` extra, and
+    `redline serve` died with a traceback there: it says in one line which package is
+    missing and how to install it, exit 1."""
+    for name in [m for m in sys.modules if m == "daemon.web" or m.startswith(
+            ("daemon.web.", "starlette", "uvicorn", "jinja2"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "starlette", None)  # import starlette fails
+    cfg = write_config(tmp_path, f"sqlite:///{tmp_path / 'r.db'}")
+    result = CliRunner().invoke(cli, ["--config", str(cfg), "serve", "--port", "0"])
+    assert (result.exit_code, result.output) == (1, (
+        "redline: error: redline serve needs the web packages, and starlette is not "
+        "installed: pip install 'redline[serve]' (in a checkout: pip install -e "
+        "'.[serve]')\n")), result.output

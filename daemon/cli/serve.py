@@ -8,6 +8,7 @@ import sys
 import click
 
 from daemon.cli.app import App
+from daemon.errors import RedlineError
 from daemon.logs import configure_logging
 
 
@@ -29,10 +30,20 @@ def serve(app: App, host: str | None, port: int | None) -> None:
     Example:
       redline serve
       redline serve --host 127.0.0.1 --port 8080
-      curl -s http://127.0.0.1:8765/api/events?kind=revised
+      curl -s 'http://127.0.0.1:8765/api/events?kind=revised'
     """
-    from daemon.web.server import read_only_engine
-    from daemon.web.server import serve as run_server
+    try:
+        from daemon.web.server import read_only_engine
+        from daemon.web.server import serve as run_server
+    except ModuleNotFoundError as exc:
+        # The web server's packages are an extra (`make run` and `pip install -e .` leave
+        # them out): say which one is missing and how to get it, not a traceback.
+        package = (exc.name or "daemon").partition(".")[0]
+        if package == "daemon":
+            raise
+        raise RedlineError(f"redline serve needs the web packages, and {package} is not "
+                           "installed: pip install 'redline[serve]' (in a checkout: "
+                           "pip install -e '.[serve]')") from None
 
     config = app.config
     config.require_secrets(channels=False, serve=True)  # never serve open for want of a token
