@@ -167,11 +167,20 @@ def unified_rich(unified: str) -> Text:
     return out
 
 
+def _no_words(d: Mapping[str, Any]) -> str:
+    """What the word view says when no word changed: a text whose paragraph breaks moved
+    (a paragraph split in six, say) changed in paragraphs, not in words; saying "no text
+    change" under "in 6 paragraphs" read as a contradiction."""
+    if d["stats"]["paragraphs_changed"]:
+        return "(no word changed: only paragraph breaks moved; --format unified shows where)"
+    return "(no text change)"
+
+
 def diff_plain(d: Mapping[str, Any], fmt: str) -> str:
     """The header and then the unified (`unified`) or inline word (`words`) diff."""
     head = "\n".join(header_lines(d)) + "\n\n"
     if fmt == "words":
-        return head + (words_plain(d["words"]) or "(no text change)") + "\n"
+        return head + (words_plain(d["words"]) or _no_words(d)) + "\n"
     return head + (d["unified"] or "(no text change)\n")
 
 
@@ -184,7 +193,7 @@ def diff_rich(d: Mapping[str, Any], fmt: str) -> Text:
         out.append(rest + "\n")
     out.append("\n")
     if fmt == "words":
-        out.append_text(words_rich(d["words"]) or Text("(no text change)"))
+        out.append_text(words_rich(d["words"]) or Text(_no_words(d)))
         out.append("\n")
     else:
         out.append_text(unified_rich(d["unified"] or "(no text change)\n"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import file_state, leave_heartbeat_in_wal, write_config
+from conftest import REPO, file_state, leave_heartbeat_in_wal, write_config
 from test_query import (
     MEXICAN_WAR,
     START,
@@ -439,6 +440,31 @@ def test_the_read_commands_never_write_to_the_sqlite_file(record_templates: Reco
         assert (file_state(db), file_state(wal)) == before, args
     status = json.loads(ok(redline(cfg, "status", "--json")).out)
     assert [i["instance"] for i in status["watcher"]["instances"]] == ["gone"]
+
+
+def test_a_text_only_split_into_paragraphs_says_so_in_the_word_view(tmp_path: Path,
+                                                                    db_url: str) -> None:
+    """The real pair in seeds/ (one URL, two files: the later one splits the text into six
+    paragraphs, words unchanged, and changes its times): the word view's header counts 6
+    changed paragraphs and +0 -0 words; under it "(no text change)" contradicted that. It
+    now says only paragraph breaks moved, and where to see them."""
+    folder = tmp_path / "pair"
+    folder.mkdir()
+    for src in sorted((REPO / "seeds" / "presidential-actions" / "2025-05").glob(
+            "*vcitory-day*.md")):
+        (folder / src.name).write_bytes(src.read_bytes())
+        os.utime(folder / src.name, ns=(0, int(src.name[:10].replace("-", "")) * 10**9))
+    cfg = write_config(tmp_path, db_url, watch=[folder])
+    assert redline(cfg, "ingest").code == 0
+    url = ("https://www.whitehouse.gov/presidential-actions/2025/05/"
+           "vcitory-day-for-world-war-ii-2025/")
+    words = ok(redline(cfg, "diff", url, "--format", "words")).lines
+    assert "changed: date, published_time, modified_time" in words
+    assert "words: +0 -0 in 6 paragraphs" in words
+    assert words[-1] == ("(no word changed: only paragraph breaks moved; --format unified "
+                         "shows where)")
+    unified = ok(redline(cfg, "diff", url)).out
+    assert "\n-Today, our Nation" in unified and unified.count("\n+") >= 6
 
 
 def test_on_a_terminal_words_are_coloured(cfg: Path, monkeypatch: pytest.MonkeyPatch) -> None:
