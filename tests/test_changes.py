@@ -227,3 +227,60 @@ def test_word_diff_keeps_the_space_before_words_deleted_at_a_paragraph_end() -> 
     assert (stats.words_added, stats.words_removed) == (0, 7)
     assert "Opening EC [-– redacted and declassified by FBI 7.30.26.pdf-]" in \
         words_plain([o.as_dict() for o in ops])
+
+
+def _nbsp_in_emphasis() -> list[Version]:
+    """The real statements of the sample in which a no-break space touches a `*` run."""
+    found = []
+    for path in sorted(FIXTURES.rglob("*.md")):
+        doc = parse_document(path.read_bytes())
+        if isinstance(doc, Document) and re.search("\\*\u00a0|\u00a0\\*", doc.body):
+            found.append(Version.from_document(doc))
+    assert len(found) >= 3
+    return found
+
+
+_NBSP_EDITS = {
+    # another converter writes the no-break space as an entity
+    "entity": lambda body: body.replace("\u00a0", "&nbsp;"),
+    "numeric": lambda body: body.replace("\u00a0", "&#160;"),
+    # an editor moves it out of a bold lead-in: "**Title:\xa0**Today" -> "**Title:** Today"
+    "moved-out": lambda body: re.sub("(?<=[.:])\u00a0\\*\\*(?=\\w)", "** ", body),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_a_no_break_space_moved_in_or_out_of_emphasis_is_never_revised(
+        data: st.DataObject) -> None:
+    """`**IBM\\xa0**announced` is pandoc's bold "IBM" (pandoc and the site read a no-break
+    space as a letter). CommonMark read it as "**IBM **announced", so writing that space as
+    `&nbsp;` or moving it out of the bold, a markup-only edit, was `revised` with a word
+    diff of asterisks no reader sees. On real statements it is never `revised` now."""
+    versions = _nbsp_in_emphasis()
+    v = versions[data.draw(st.integers(0, len(versions) - 1), label="statement")]
+    hows = data.draw(st.lists(st.sampled_from(sorted(_NBSP_EDITS)), min_size=1, max_size=2),
+                     label="edits")
+    body = v.body
+    for how in hows:
+        body = _NBSP_EDITS[how](body)
+    change = classify_change(v, edit_body(v, body))
+    assert change is None or change.kind == "formatting", (v.source_url, hows, change)
+    assert "**" not in v.body_text
+
+
+def test_a_real_bold_lead_in_reads_without_asterisks() -> None:
+    """The real fact sheet (2022-09-23, overdose epidemic) bolds each lead-in with a
+    no-break space inside: "**Awarding $1.5 Billion … Crisis.\\xa0**The U.S Department".
+    Its text has the words, not the asterisks; moving the space out changes no word, and its
+    word diff with a real edit shows no asterisk."""
+    v = next(v for v in _nbsp_in_emphasis() if "overdose-epidemic" in v.source_url)
+    assert "Opioid Crisis. The U.S Department" in v.body_text
+    assert "*" not in v.body_text
+    moved = edit_body(v, _NBSP_EDITS["moved-out"](v.body))
+    assert moved.body != v.body and moved.body_text == v.body_text
+    assert classify_change(v, moved) == Change("formatting", ("body",))
+    edited = edit_body(v, v.body.replace("Opioid Crisis.", "Opioid Epidemic."))
+    ops, stats = word_diff(v.title, v.body_text, edited.title, edited.body_text)
+    assert [(o.op, o.text) for o in ops if o.op != "equal"] == [
+        ("delete", "Crisis. "), ("insert", "Epidemic. ")]
