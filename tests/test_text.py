@@ -182,3 +182,21 @@ def test_no_break_spaces_in_emphasis_of_real_statements(sample: Path) -> None:
         assert text.count("*") == body.count("\\*"), path
         assert markdown_to_text(body.replace("\u00a0", "&nbsp;")) == text, path
     assert seen >= 3
+
+
+_EMPHASIS_CHARS = ["a", "B", "7", " ", " ", "\n", "\u00a0", "\u00a0", "*", "*", "**", "_", "\\",
+                   "`", "(", ")", ".", ":", "[", "](u)", "-", "# ", "> ", "<b>", "&amp;", "\u2014"]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(_EMPHASIS_CHARS), max_size=30).map("".join))
+def test_no_break_space_stand_ins_change_only_emphasis(md: str) -> None:
+    """The stand-ins for a no-break space next to `*` change which delimiters pair, and
+    nothing else: the text differs from CommonMark's own reading of the no-break space only
+    by delimiter characters and white space, and holds no stand-in."""
+    from daemon.text import _NBSP_LETTER, _NBSP_PUNCT, _render
+
+    strip = re.compile(r"[*_\s]")
+    text = markdown_to_text(md)
+    assert strip.sub("", text) == strip.sub("", normalize_text(_render(md)))
+    assert _NBSP_LETTER not in text and _NBSP_PUNCT not in text
