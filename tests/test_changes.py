@@ -284,3 +284,42 @@ def test_a_real_bold_lead_in_reads_without_asterisks() -> None:
     ops, stats = word_diff(v.title, v.body_text, edited.title, edited.body_text)
     assert [(o.op, o.text) for o in ops if o.op != "equal"] == [
         ("delete", "Crisis. "), ("insert", "Epidemic. ")]
+
+
+def _visible_offsets(body: str) -> list[int]:
+    """Byte offsets of the ASCII letters and digits of a body that a reader sees: inside the
+    text of paragraphs, headings, list items, table cells, links, emphasis, code spans."""
+    import pyromark
+
+    raw = body.encode()
+    offsets = []
+    for event, where in pyromark.events_with_range(body):
+        if isinstance(event, dict) and ("Text" in event or "Code" in event):
+            piece = raw[where["start"]:where["end"]]
+            if piece.decode() == next(iter(event.values())):  # no escape or entity here
+                offsets += [where["start"] + i for i, c in enumerate(piece)
+                            if chr(c).isascii() and chr(c).isalnum()]
+    return offsets
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(min_value=0, max_value=30), st.integers(min_value=0),
+       st.sampled_from(["swapcase", "7", "x", ",", ";", "%", "$", "?", "."]))
+def test_a_one_character_edit_a_reader_sees_is_revised(index: int, pick: int, new: str) -> None:
+    """Nothing missed: one letter or digit of a real statement's visible text replaced (by
+    another, its other case, or punctuation that is no quote or dash) is `revised`, and the
+    word diff shows one changed word."""
+    paths = sorted((FIXTURES / "current").rglob("*.md"))
+    v = load(paths[index % len(paths)])
+    offsets = _visible_offsets(v.body)
+    at = offsets[pick % len(offsets)]
+    raw = v.body.encode()
+    old = chr(raw[at])
+    char = old.swapcase() if new == "swapcase" else new
+    if char == old or not char.isascii() or char == old.swapcase() == old:
+        char = "7" if old != "7" else "8"
+    edited = edit_body(v, (raw[:at] + char.encode() + raw[at + 1:]).decode())
+    change = classify_change(v, edited)
+    assert change is not None and change.kind == "revised" and "body" in change.changed_fields
+    _ops, stats = word_diff(v.title, v.body_text, edited.title, edited.body_text)
+    assert stats.words_removed >= 1 and stats.words_added >= 1
