@@ -228,13 +228,18 @@ def _normalize_text_slow(text: str) -> str:
 
 
 def fold_words(text: str) -> str:
-    """Fold quote and dash styles (with the spacing around dashes) for word comparison."""
+    """Fold quote and dash styles (with the spacing around dashes) and Unicode's canonical
+    equivalents (NFC) for word comparison."""
     if text.isascii():  # the commonest case, a plain word of a diff: nothing to fold
         if "`" in text:
             text = text.replace("`", "'")
     else:
         if _INVISIBLE_RE.search(text):
             text = _INVISIBLE_RE.sub("", text)
+        # canonically equivalent text is the same text: "é" precomposed or as "e" and a
+        # combining accent (NFD, as some converters and file systems write it) reads the same
+        if not unicodedata.is_normalized("NFC", text):
+            text = unicodedata.normalize("NFC", text)
         # a few curly quotes in a long text: replacing the matches is far faster than
         # str.translate, which looks up every character
         text = _QUOTE_CHARS_RE.sub(_fold_quote, text)

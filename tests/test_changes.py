@@ -323,3 +323,22 @@ def test_a_one_character_edit_a_reader_sees_is_revised(index: int, pick: int, ne
     assert change is not None and change.kind == "revised" and "body" in change.changed_fields
     _ops, stats = word_diff(v.title, v.body_text, edited.title, edited.body_text)
     assert stats.words_removed >= 1 and stats.words_added >= 1
+
+
+def test_canonically_equivalent_text_is_not_a_change_of_words() -> None:
+    """"é" precomposed (NFC) or as "e" and a combining accent (NFD, as some converters and
+    macOS file names write it) is the same text to a reader: a real statement and its title
+    written decomposed are `formatting`, not `revised`; a changed accent is `revised`."""
+    import unicodedata
+
+    path = next((FIXTURES / "current").rglob("2022-01-08-remarks-by-president-biden-at-the-"
+                                             "memorial-for-senator-harry-reid.md"))
+    v = load(path)
+    assert not v.body.isascii() and unicodedata.normalize("NFD", v.body) != v.body
+    nfd = dataclasses.replace(edit_body(v, unicodedata.normalize("NFD", v.body)),
+                              title=unicodedata.normalize("NFD", v.title + " \u00e9t\u00e9"))
+    base = dataclasses.replace(v, title=v.title + " \u00e9t\u00e9")
+    assert classify_change(base, nfd) == Change("formatting", ("title", "body"))
+    accent = edit_body(v, v.body.replace("\u00e4", "a\u0300"))
+    assert accent.body != v.body
+    assert classify_change(v, accent) == Change("revised", ("body",))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -111,16 +112,17 @@ def test_count_words_of_real_statements(sample: Path) -> None:
 
 
 def reference_word_key(text: str) -> str:
-    """The plain definition word_key must match: drop invisibles, fold quote and dash
-    characters, a run of dashes with the spaces around it is one "-", spaces fold to one."""
-    text = _INVISIBLE_RE.sub("", text).translate(_QUOTES)
+    """The plain definition word_key must match: drop invisibles, compose (NFC), fold quote
+    and dash characters, a run of dashes with the spaces around it is one "-", spaces fold to
+    one."""
+    text = unicodedata.normalize("NFC", _INVISIBLE_RE.sub("", text)).translate(_QUOTES)
     text = re.sub(r"\s*-+\s*", "-", text)
     return re.sub(r"\s+", " ", text).strip()
 
 
 _WORD_CHARS = ["a", "b", "é", " ", " ", "\n", "\u00a0", "\t", "\u3000", "\u2028", "\x85", "\x1f",
                "-", "-", "`", "'", "\u2014", "\u2013", "\u2212", "\u2019", "\u201c", "\u00ab",
-               "\u200b", "\u00ad", "\ufeff"]
+               "\u200b", "\u00ad", "\ufeff", "e", "\u00e9", "\u0301", "\u0327"]
 
 
 @settings(max_examples=3000, deadline=None)
