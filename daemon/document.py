@@ -99,11 +99,14 @@ def parse_document(data: bytes, max_bytes: int = 5_000_000) -> Document | Reject
 
 
 def _split_front_matter(text: str) -> tuple[str, str] | Rejection:
-    if not (text.startswith("---\n") or text.rstrip(" \t") == "---"):
-        first = text.split("\n", 1)[0][:40]
-        return Rejection("no_front_matter", "no front matter: the first line must be '---' "
-                         f"(found {first!r})")
     start = 4
+    if not text.startswith("---\n"):  # "--- ": trailing white space, as a closing line may
+        first_end = text.find("\n")
+        first = text if first_end == -1 else text[:first_end]
+        if first.rstrip(" \t") != "---":
+            return Rejection("no_front_matter", "no front matter: the first line must be "
+                             f"'---' (found {first[:40]!r})")
+        start = len(text) if first_end == -1 else first_end + 1
     pos = start
     while True:
         end = text.find("\n", pos)

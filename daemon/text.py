@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import re
+import unicodedata
 from typing import Any
 
 import pyromark
@@ -44,6 +45,59 @@ _SPACE_RE = re.compile(r"\s+")
 _PARA_SPLIT_RE = re.compile(r"\n\s*\n")
 _SPACES_RE = re.compile("  +")
 
+# pandoc reads a no-break space as a letter, CommonMark as white space, next to which an
+# emphasis delimiter may not close or open: `**IBM\xa0**announced` (pandoc's Markdown for
+# <strong>IBM&nbsp;</strong>announced) is bold "IBM" on the site and to pandoc, but reads
+# "**IBM **announced" to CommonMark, and writing the space as `&nbsp;` or moving it out of
+# the bold "changed" those words. A no-break space (or its entity) touching a run of `*` is
+# parsed as a stand-in and written back as a space: a letter-like one (a noncharacter) where
+# a letter or a space is on the run's other side, a punctuation one where punctuation is
+# (`**(TSMC)**\xa0announced`, `a\xa0**(b)**`, `**IBM\xa0**[announced](…)`), either way what
+# lets the run open or close as pandoc reads it. Nothing but emphasis sees the difference.
+_NBSP_LETTER = "\ufdd0"
+_NBSP_PUNCT = "\u2e3f"  # CAPITULUM
+
+
+def _nbsp_standins(markdown: str) -> str:
+    """`markdown` with each no-break space that touches a run of `*` made a stand-in: one for
+    the run before it and one for the run after it, where it sits between two
+    (`***a,*\xa0**b`: `*` after punctuation, `**` before a letter, each needs its own)."""
+    spaces = set()
+    for pair, offset in (("*\xa0", 1), ("\xa0*", 0)):
+        i = markdown.find(pair)
+        while i != -1:
+            spaces.add(i + offset)
+            i = markdown.find(pair, i + 2)
+    out = []
+    last = 0
+    end = len(markdown)
+    for i in sorted(spaces):
+        standins = ""
+        if i and markdown[i - 1] == "*":  # "**\xa0": the run's other side is before it
+            k = i - 1
+            while k and markdown[k - 1] == "*":
+                k -= 1
+            other = markdown[k - 1] if k else " "
+            if other != "\\":  # an escaped "\*" first: no delimiter run of its own
+                standins = _standin(other)
+        if i + 1 < end and markdown[i + 1] == "*":  # "\xa0**": after it
+            k = i + 1
+            while k < end and markdown[k] == "*":
+                k += 1
+            standins += _standin(markdown[k] if k < end else " ")
+        if standins:
+            out.append(markdown[last:i])
+            out.append(standins)
+            last = i + 1
+    out.append(markdown[last:])
+    return "".join(out)
+
+
+def _standin(other: str) -> str:
+    """The stand-in for a no-break space at one side of a run whose other side is `other`."""
+    return _NBSP_PUNCT if unicodedata.category(other)[0] in "PS" else _NBSP_LETTER
+
+
 _QUOTES = str.maketrans({
     "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'", "\u00b4": "'",
     "`": "'", "\u02bc": "'",
@@ -70,6 +124,23 @@ def _html_text(fragment: str) -> str:
 
 def markdown_to_text(markdown: str) -> str:
     """Render Markdown to plain text: paragraphs separated by a blank line, spaces folded."""
+    # (one character is found far faster than two: most files hold no "*")
+    if "*" in markdown and ("*\u00a0" in markdown or "\u00a0*" in markdown or (
+            "&" in markdown and ("&nbsp;" in markdown or "&#160;" in markdown))) \
+            and _NBSP_LETTER not in markdown and _NBSP_PUNCT not in markdown:
+        if "&" in markdown:  # "**IBM&nbsp;**announced" too
+            for entity in ("&nbsp;", "&#160;"):
+                markdown = markdown.replace(entity + "*", "\xa0*").replace("*" + entity, "*\xa0")
+        text = _render(_nbsp_standins(markdown))
+        if _NBSP_LETTER in text or _NBSP_PUNCT in text:
+            text = text.replace(_NBSP_LETTER, " ").replace(_NBSP_PUNCT, " ")
+    else:
+        text = _render(markdown)
+    return normalize_text(text)
+
+
+def _render(markdown: str) -> str:
+    """The text of the events, not yet normalized."""
     out: list[str] = []
     append = out.append
     pending_html: list[str] = []
@@ -121,7 +192,7 @@ def markdown_to_text(markdown: str) -> str:
             append(f"[{event[key]}]")
     if pending_html:
         append(_html_text("".join(pending_html)))
-    return normalize_text("".join(out))
+    return "".join(out)
 
 
 def normalize_text(text: str) -> str:
@@ -157,13 +228,18 @@ def _normalize_text_slow(text: str) -> str:
 
 
 def fold_words(text: str) -> str:
-    """Fold quote and dash styles (with the spacing around dashes) for word comparison."""
+    """Fold quote and dash styles (with the spacing around dashes) and Unicode's canonical
+    equivalents (NFC) for word comparison."""
     if text.isascii():  # the commonest case, a plain word of a diff: nothing to fold
         if "`" in text:
             text = text.replace("`", "'")
     else:
         if _INVISIBLE_RE.search(text):
             text = _INVISIBLE_RE.sub("", text)
+        # canonically equivalent text is the same text: "é" precomposed or as "e" and a
+        # combining accent (NFD, as some converters and file systems write it) reads the same
+        if not unicodedata.is_normalized("NFC", text):
+            text = unicodedata.normalize("NFC", text)
         # a few curly quotes in a long text: replacing the matches is far faster than
         # str.translate, which looks up every character
         text = _QUOTE_CHARS_RE.sub(_fold_quote, text)

@@ -227,3 +227,118 @@ def test_word_diff_keeps_the_space_before_words_deleted_at_a_paragraph_end() -> 
     assert (stats.words_added, stats.words_removed) == (0, 7)
     assert "Opening EC [-– redacted and declassified by FBI 7.30.26.pdf-]" in \
         words_plain([o.as_dict() for o in ops])
+
+
+def _nbsp_in_emphasis() -> list[Version]:
+    """The real statements of the sample in which a no-break space touches a `*` run."""
+    found = []
+    for path in sorted(FIXTURES.rglob("*.md")):
+        doc = parse_document(path.read_bytes())
+        if isinstance(doc, Document) and re.search("\\*\u00a0|\u00a0\\*", doc.body):
+            found.append(Version.from_document(doc))
+    assert len(found) >= 3
+    return found
+
+
+_NBSP_EDITS = {
+    # another converter writes the no-break space as an entity
+    "entity": lambda body: body.replace("\u00a0", "&nbsp;"),
+    "numeric": lambda body: body.replace("\u00a0", "&#160;"),
+    # an editor moves it out of a bold lead-in: "**Title:\xa0**Today" -> "**Title:** Today"
+    "moved-out": lambda body: re.sub("(?<=[.:])\u00a0\\*\\*(?=\\w)", "** ", body),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_a_no_break_space_moved_in_or_out_of_emphasis_is_never_revised(
+        data: st.DataObject) -> None:
+    """`**IBM\\xa0**announced` is pandoc's bold "IBM" (pandoc and the site read a no-break
+    space as a letter). CommonMark read it as "**IBM **announced", so writing that space as
+    `&nbsp;` or moving it out of the bold, a markup-only edit, was `revised` with a word
+    diff of asterisks no reader sees. On real statements it is never `revised` now."""
+    versions = _nbsp_in_emphasis()
+    v = versions[data.draw(st.integers(0, len(versions) - 1), label="statement")]
+    hows = data.draw(st.lists(st.sampled_from(sorted(_NBSP_EDITS)), min_size=1, max_size=2),
+                     label="edits")
+    body = v.body
+    for how in hows:
+        body = _NBSP_EDITS[how](body)
+    change = classify_change(v, edit_body(v, body))
+    assert change is None or change.kind == "formatting", (v.source_url, hows, change)
+    assert "**" not in v.body_text
+
+
+def test_a_real_bold_lead_in_reads_without_asterisks() -> None:
+    """The real fact sheet (2022-09-23, overdose epidemic) bolds each lead-in with a
+    no-break space inside: "**Awarding $1.5 Billion … Crisis.\\xa0**The U.S Department".
+    Its text has the words, not the asterisks; moving the space out changes no word, and its
+    word diff with a real edit shows no asterisk."""
+    v = next(v for v in _nbsp_in_emphasis() if "overdose-epidemic" in v.source_url)
+    assert "Opioid Crisis. The U.S Department" in v.body_text
+    assert "*" not in v.body_text
+    moved = edit_body(v, _NBSP_EDITS["moved-out"](v.body))
+    assert moved.body != v.body and moved.body_text == v.body_text
+    assert classify_change(v, moved) == Change("formatting", ("body",))
+    edited = edit_body(v, v.body.replace("Opioid Crisis.", "Opioid Epidemic."))
+    ops, stats = word_diff(v.title, v.body_text, edited.title, edited.body_text)
+    assert [(o.op, o.text) for o in ops if o.op != "equal"] == [
+        ("delete", "Crisis. "), ("insert", "Epidemic. ")]
+
+
+def _visible_offsets(body: str) -> list[int]:
+    """Byte offsets of the ASCII letters and digits of a body that a reader sees: inside the
+    text of paragraphs, headings, list items, table cells, links, emphasis, code spans."""
+    import pyromark
+
+    raw = body.encode()
+    offsets = []
+    for event, where in pyromark.events_with_range(body):
+        if isinstance(event, dict) and ("Text" in event or "Code" in event):
+            piece = raw[where["start"]:where["end"]]
+            if piece.decode() == next(iter(event.values())):  # no escape or entity here
+                offsets += [where["start"] + i for i, c in enumerate(piece)
+                            if chr(c).isascii() and chr(c).isalnum()]
+    return offsets
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(min_value=0, max_value=30), st.integers(min_value=0),
+       st.sampled_from(["swapcase", "7", "x", ",", ";", "%", "$", "?", "."]))
+def test_a_one_character_edit_a_reader_sees_is_revised(index: int, pick: int, new: str) -> None:
+    """Nothing missed: one letter or digit of a real statement's visible text replaced (by
+    another, its other case, or punctuation that is no quote or dash) is `revised`, and the
+    word diff shows one changed word."""
+    paths = sorted((FIXTURES / "current").rglob("*.md"))
+    v = load(paths[index % len(paths)])
+    offsets = _visible_offsets(v.body)
+    at = offsets[pick % len(offsets)]
+    raw = v.body.encode()
+    old = chr(raw[at])
+    char = old.swapcase() if new == "swapcase" else new
+    if char == old or not char.isascii() or char == old.swapcase() == old:
+        char = "7" if old != "7" else "8"
+    edited = edit_body(v, (raw[:at] + char.encode() + raw[at + 1:]).decode())
+    change = classify_change(v, edited)
+    assert change is not None and change.kind == "revised" and "body" in change.changed_fields
+    _ops, stats = word_diff(v.title, v.body_text, edited.title, edited.body_text)
+    assert stats.words_removed >= 1 and stats.words_added >= 1
+
+
+def test_canonically_equivalent_text_is_not_a_change_of_words() -> None:
+    """"é" precomposed (NFC) or as "e" and a combining accent (NFD, as some converters and
+    macOS file names write it) is the same text to a reader: a real statement and its title
+    written decomposed are `formatting`, not `revised`; a changed accent is `revised`."""
+    import unicodedata
+
+    path = next((FIXTURES / "current").rglob("2022-01-08-remarks-by-president-biden-at-the-"
+                                             "memorial-for-senator-harry-reid.md"))
+    v = load(path)
+    assert not v.body.isascii() and unicodedata.normalize("NFD", v.body) != v.body
+    nfd = dataclasses.replace(edit_body(v, unicodedata.normalize("NFD", v.body)),
+                              title=unicodedata.normalize("NFD", v.title + " \u00e9t\u00e9"))
+    base = dataclasses.replace(v, title=v.title + " \u00e9t\u00e9")
+    assert classify_change(base, nfd) == Change("formatting", ("title", "body"))
+    accent = edit_body(v, v.body.replace("\u00e4", "a\u0300"))
+    assert accent.body != v.body
+    assert classify_change(v, accent) == Change("revised", ("body",))

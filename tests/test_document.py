@@ -48,6 +48,20 @@ def test_bom_crlf_and_cr_parse_to_the_same_document() -> None:
     assert parse(GOOD.replace("\n", "\r")) == base
 
 
+def test_white_space_after_the_opening_dashes_is_allowed_as_after_the_closing_ones() -> None:
+    """`--- ` (a space or tab left by an editor or an exporter) opens the front matter, as
+    it closes it: the file was rejected as `no_front_matter` although its closing line
+    with the same spaces was accepted. A file that never changes its words is the same
+    document either way (no revision)."""
+    base = parse(GOOD)
+    assert isinstance(base, Document)
+    for opening in ("--- ", "---\t", "---  \t"):
+        assert parse(GOOD.replace("---\n", opening + "\n", 1)) == base
+        assert parse(GOOD.replace("\n---\n", "\n" + opening + "\n", 1)) == base
+    assert parse(GOOD.replace("---\n", "--- x\n", 1)) == Rejection(
+        "no_front_matter", "no front matter: the first line must be '---' (found '--- x')")
+
+
 def test_unknown_keys_are_kept_and_plain_scalars_stay_strings() -> None:
     """`no` stays "no", `012` stays "012": unknown keys are kept as written."""
     doc = parse(GOOD.replace("tags:", "flag: no\nnumber: 012\ntags:"))

@@ -205,7 +205,7 @@ def test_0005_rerenders_text_the_old_renderer_joined(db_url: str, tmp_path: Path
     assert before["https://example.org/ordered/"] == "FirstNested"
     assert sum("infrastructure.Climate Resilient" in t for t in before.values()) == 1
     assert hits("Nested") == 0
-    assert migrate.upgrade(engine) == migrate.SCHEMA_HEAD == "0005"
+    assert migrate.upgrade(engine) == migrate.SCHEMA_HEAD  # 0005 and what follows it
     after = stored()
     assert after == {url: markdown_to_text(body) for url, body in stored("body").items()}
     assert after["https://example.org/ordered/"] == "First\n\nNested"
@@ -230,6 +230,54 @@ def test_0005_rerenders_text_the_old_renderer_joined(db_url: str, tmp_path: Path
     assert (counts.metadata, counts.revised) == (1, 0)
     with engine.connect() as conn:
         assert search_index_drift(conn) == []
+    engine.dispose()
+
+
+NBSP_BOLD = (FIXTURES / "corpus" / "current" / "statements-releases" / "2022-09" /
+             "2022-09-23-fact-sheet-biden-harris-administration-announces-new-actions-and-"
+             "funding-to-address-the-overdose-epidemic-and-support-recovery.md")
+
+
+def test_0006_rerenders_text_a_no_break_space_kept_from_emphasis(
+        db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database at 0005 holds the old renderer's text, in which a no-break space inside a
+    bold lead-in kept its asterisks ("**Awarding $1.5 Billion … Crisis. **The U.S"). 0006
+    renders it again: stored text and search index are the current renderer's, and a new
+    version that moves those spaces out of the bold is `formatting`, not `revised`."""
+    from alembic import command
+
+    engine = make_engine(db_url)
+    cfg = migrate._alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0005")
+    folder = tmp_path / "statements"
+    folder.mkdir()
+    statement = folder / "overdose.md"
+    statement.write_bytes(NBSP_BOLD.read_bytes())
+    ingestor = Ingestor(engine, WatchConfig(paths=(folder,)))
+    with monkeypatch.context() as m:  # written the old way: no stand-in for the space
+        m.setattr(text, "_nbsp_standins", lambda markdown: markdown)
+        assert ingestor.scan().added == 1
+
+    def stored() -> tuple[str, str]:
+        with engine.connect() as conn:
+            body, body_text = conn.execute(sa.text(
+                "SELECT body, body_text FROM current_statements")).one()
+            return body, body_text
+
+    body, before = stored()
+    assert "**Awarding $1.5 Billion" in before and "Opioid Crisis. **The" in before
+    assert migrate.upgrade(engine) == migrate.SCHEMA_HEAD == "0006"
+    _body, after = stored()
+    assert after == markdown_to_text(body) and "*" not in after
+    assert "Awarding $1.5 Billion" in after and "Opioid Crisis. The U.S" in after
+    with engine.connect() as conn:
+        assert search_index_drift(conn) == []
+    assert ingestor.scan().unchanged == 1
+    statement.write_bytes(NBSP_BOLD.read_bytes().replace(".\xa0**".encode(), b".** "))
+    counts = ingestor.scan()
+    assert (counts.formatting, counts.revised) == (1, 0)
     engine.dispose()
 
 
