@@ -39,6 +39,17 @@ VIEW_COLUMNS = {
 }
 
 
+def alembic_to(engine: sa.Engine, direction: str, revision: str) -> None:
+    """Alembic's `upgrade` or `downgrade` to `revision`, on a connection of `engine` (as
+    daemon.store.migrate runs it): a database left at an older schema, or taken back."""
+    from alembic import command
+
+    cfg = migrate._alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        getattr(command, direction)(cfg, revision)
+
+
 def test_schema_head_constant_matches_the_newest_migration(db_url: str) -> None:
     """SCHEMA_HEAD (the fast start-up check) names the newest file in migrations/."""
     assert migrate.head_revision(make_engine(db_url)) == migrate.SCHEMA_HEAD
@@ -69,14 +80,9 @@ def test_json_columns_are_jsonb_on_postgresql(pg_url: str) -> None:
 
 def test_downgrade_then_upgrade_round_trips(db_url: str) -> None:
     """The migration can be undone and redone (batch mode on SQLite)."""
-    from alembic import command
-
     engine = make_engine(db_url)
     migrate.upgrade(engine)
-    cfg = migrate._alembic_config(engine)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "base")
+    alembic_to(engine, "downgrade", "base")
     with engine.connect() as conn:
         assert not sa.inspect(conn).has_table("statements")
     assert migrate.upgrade(engine) == migrate.SCHEMA_HEAD
@@ -86,8 +92,6 @@ def test_0003_indexes_the_revisions_text_instead_of_a_copy_and_back(db_url: str)
     """Upgrading a database that holds statements rebuilds its search index over the
     revisions' own text; downgrading brings the copy back: the same searches find the same
     statements, ranked alike, both ways."""
-    from alembic import command
-
     engine = make_engine(db_url)
     migrate.upgrade(engine)
     Ingestor(engine, WatchConfig(paths=(FIXTURES / "corpus" / "current",))).scan()
@@ -103,10 +107,7 @@ def test_0003_indexes_the_revisions_text_instead_of_a_copy_and_back(db_url: str)
             "postgresql": "SELECT statement_id, title, body_text FROM statement_search "
                           "ORDER BY statement_id"}[engine.dialect.name]
     current = "SELECT statement_id, title, body_text FROM current_statements ORDER BY 1"
-    cfg = migrate._alembic_config(engine)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0002")
+    alembic_to(engine, "downgrade", "0002")
     with engine.connect() as conn:
         assert conn.exec_driver_sql(copy).all() == conn.exec_driver_sql(current).all()
     assert searches() == before
@@ -121,7 +122,6 @@ def test_0004_search_index_writes_one_segment_per_large_transaction_and_back(
     """0004 stores FTS5's hashsize (8 MB) and automerge (8) in the index: a transaction of
     about 3 MB of real statement text is written as one segment, where FTS5's defaults (what
     the downgrade restores) write several."""
-    from alembic import command
 
     texts = [markdown_to_text(doc.body) for doc in (
         parse_document(p.read_bytes(), 5_000_000) for p in sorted(
@@ -144,10 +144,7 @@ def test_0004_search_index_writes_one_segment_per_large_transaction_and_back(
     engine = make_engine(f"sqlite:///{tmp_path / 'redline.db'}")
     migrate.upgrade(engine)
     assert segments_after_one_transaction() == ({"hashsize": 8388608, "automerge": 8}, 1)
-    cfg = migrate._alembic_config(engine)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0003")
+    alembic_to(engine, "downgrade", "0003")
     settings, segments = segments_after_one_transaction()
     assert settings == {"hashsize": 1048576, "automerge": 4} and segments > 1
     engine.dispose()
@@ -174,13 +171,8 @@ def test_0005_rerenders_text_the_old_renderer_joined(db_url: str, tmp_path: Path
     current renderer's, and re-ingesting the same words makes no revision (an ingest that
     parses the file again, CRLF, compares it with the stored head) while the real
     un-nesting is metadata, not revised."""
-    from alembic import command
-
     engine = make_engine(db_url)
-    cfg = migrate._alembic_config(engine)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0004")
+    alembic_to(engine, "upgrade", "0004")
     folder = tmp_path / "statements"
     folder.mkdir()
     real, ordered = folder / "caribbean.md", folder / "ordered.md"
@@ -244,13 +236,8 @@ def test_0006_rerenders_text_a_no_break_space_kept_from_emphasis(
     bold lead-in kept its asterisks ("**Awarding $1.5 Billion … Crisis. **The U.S"). 0006
     renders it again: stored text and search index are the current renderer's, and a new
     version that moves those spaces out of the bold is `formatting`, not `revised`."""
-    from alembic import command
-
     engine = make_engine(db_url)
-    cfg = migrate._alembic_config(engine)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0005")
+    alembic_to(engine, "upgrade", "0005")
     folder = tmp_path / "statements"
     folder.mkdir()
     statement = folder / "overdose.md"
@@ -414,13 +401,8 @@ def test_db_current_json_gives_the_state_for_scripts(db_url: str, tmp_path: Path
     """SPEC §6: commands that print data take --json. `db current` printed only its line
     (and `--json` was "No such option"), so a deploy script had to parse prose to know
     whether to migrate. Old, head and newer schemas each give their state."""
-    from alembic import command
-
     engine = make_engine(db_url)
-    cfg_alembic = migrate._alembic_config(engine)
-    with engine.begin() as conn:
-        cfg_alembic.attributes["connection"] = conn
-        command.upgrade(cfg_alembic, "0003")
+    alembic_to(engine, "upgrade", "0003")
     cfg = write_config(tmp_path, db_url)
 
     def current() -> dict[str, Any]:
@@ -442,8 +424,6 @@ def test_db_current_json_gives_the_state_for_scripts(db_url: str, tmp_path: Path
 
 def test_large_text_compresses_with_lz4_on_postgresql(pg_url: str) -> None:
     """Revision and search text use lz4 where the server has it (0002); downgrade undoes it."""
-    from alembic import command
-
     engine = make_engine(pg_url)
     migrate.upgrade(engine)
     query = sa.text("SELECT attrelid::regclass::text || '.' || attname, attcompression "
@@ -455,17 +435,12 @@ def test_large_text_compresses_with_lz4_on_postgresql(pg_url: str) -> None:
         methods = dict(conn.execute(query).all())
     assert methods == {"revisions.body": "l", "revisions.body_text": "l",
                        "statement_search.tsv": "l"}  # 0003: the search table has no text
-    cfg = migrate._alembic_config(engine)
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0002")
+    alembic_to(engine, "downgrade", "0002")
     with engine.connect() as conn:
         assert dict(conn.execute(query).all()) == {
             "revisions.body": "l", "revisions.body_text": "l",
             "statement_search.body_text": "l", "statement_search.tsv": "l"}
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0001")
+    alembic_to(engine, "downgrade", "0001")
     with engine.connect() as conn:
         assert set(dict(conn.execute(query).all()).values()) == {""}
     assert migrate.upgrade(engine) == migrate.SCHEMA_HEAD
