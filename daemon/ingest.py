@@ -281,13 +281,12 @@ class Ingestor:
             changes.prefetch((p.path for p in batch),
                              (p.version.source_url for p in batch if p.version))
             applied: list[tuple[Prepared, list[str]]] = []
-            left: list[int] = []  # statements a file of the batch stopped carrying
-            orphans: list[tuple[int, list[str]]] = []
+            orphans: list[tuple[int, list[str]]] = []  # statements a file stopped carrying
             for item in batch:
-                n = len(left)
-                kinds = self.apply(changes, item, moves, left)
+                left: list[int] = []
+                kinds = self.apply(changes, item, left, moves)
                 applied.append((item, kinds))
-                orphans += [(sid, kinds) for sid in left[n:]]
+                orphans += [(sid, kinds) for sid in left]
             # only now, with every file of the batch applied, is such a statement without a
             # file: two files that swapped their statements (or a row of files each taking
             # the next one's) move them, they delete and restore none
@@ -313,9 +312,8 @@ class Ingestor:
                      reason=item.rejection.reason if item.rejection else None)
         return outcomes, [e.event_id for e in events]
 
-    def apply(self, changes: records.ChangeSet, item: Prepared,
-              moves: dict[tuple[str, str], int] | None = None,
-              left: list[int] | None = None) -> list[str]:
+    def apply(self, changes: records.ChangeSet, item: Prepared, left: list[int],
+              moves: dict[tuple[str, str], int] | None = None) -> list[str]:
         """Apply one prepared file to the batch's state; return its outcome kinds.
 
         `moves` holds the statements whose every file is gone in this pass, by their words:
@@ -325,8 +323,8 @@ class Ingestor:
         taken once.
 
         A file that carried one statement and now carries another may have been that
-        statement's last file: with `left`, the statement is added to it, for the caller
-        to decide once the whole batch is applied; without, it is decided here."""
+        statement's last file: the statement is added to `left`, for the caller to decide
+        once the whole batch is applied (two files that swapped statements leave none)."""
         now = self.clock()
         row = changes.file(item.path)
         if item.stat is None and item.rejection is None:
@@ -373,10 +371,7 @@ class Ingestor:
         changes.put_file(records.FileRecord(
             item.path, head.statement_id, new.source_url, *stat, item.sha256), now)
         if prev is not None and prev != head.statement_id:
-            if left is not None:
-                left.append(prev)
-            else:
-                kinds += self._maybe_delete(changes, prev, now)
+            left.append(prev)
         return kinds or ["unchanged"]
 
     @staticmethod
