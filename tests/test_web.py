@@ -530,6 +530,22 @@ def test_feed_is_valid_atom_whose_entries_link_their_diffs(
     assert client.get("/feed.atom", headers={"If-None-Match": etag}).status_code == 304
 
 
+def test_feed_entry_ids_do_not_follow_the_host_the_feed_is_read_from(
+        client: TestClient, engine_rw: sa.Engine) -> None:
+    """A reader that reaches the feed by another name (localhost, an address, a proxy) gets
+    the same entry ids, so it does not show every change again; the links follow the host,
+    and no two changes share an id."""
+    by_name = feedparser.parse(client.get("/feed.atom").content)
+    by_address = feedparser.parse(
+        client.get("/feed.atom", headers={"host": "10.1.2.3:8080"}).content)
+    assert by_name.entries and len(by_name.entries) == len(by_address.entries)
+    assert [e.id for e in by_name.entries] == [e.id for e in by_address.entries]
+    assert all(e.id.startswith("urn:uuid:") for e in by_name.entries)
+    assert len({e.id for e in by_name.entries}) == len(by_name.entries)
+    assert urlsplit(by_address.entries[0].link).netloc == "10.1.2.3:8080"
+    assert urlsplit(by_name.entries[0].link).netloc == "testserver"
+
+
 def test_feed_filters_by_kind_and_tag(client: TestClient, engine_rw: sa.Engine) -> None:
     """?kind= and ?tag= narrow the feed like the recent-changes page."""
     parsed = feedparser.parse(client.get("/feed.atom?kind=revised").content)

@@ -4,6 +4,7 @@ place where a RedlineError becomes an HTTP status (404 not found, 400 bad parame
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,6 +25,14 @@ from daemon.web.guard import ASGIApp, Guard
 from daemon.web.params import event_filter, href
 
 FEED_SIZE = 50
+def entry_id(event: dict[str, Any]) -> str:
+    """An Atom entry id that never changes (RFC 4287 §4.2.6): named by the revision's URL,
+    number and time, not by the host the feed was read from, so a reader that reaches the
+    feed by another name (localhost, an address, a proxy) does not see every change again."""
+    name = f"redline:{event['source_url']}#revision-{event['to_revision']}@{event['occurred_at']}"
+    return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, name)}"
+
+
 def feed(request: Request) -> Response:
     """/feed.atom[?kind=&tag=&since=] : the newest changes as Atom, each linking its diff."""
     flt = event_filter(request.query_params)
@@ -34,7 +43,7 @@ def feed(request: Request) -> Response:
     for e in rows:
         link = base + pages.diff_href(e["statement_id"], e["from_revision"], e["to_revision"])
         entries.append(FeedEntry(
-            id=link, title=f"{e['kind']}: {e['title']}", link=link,
+            id=entry_id(e), title=f"{e['kind']}: {e['title']}", link=link,
             updated=dt.datetime.fromisoformat(e["occurred_at"]), summary=e["summary"],
             categories=[e["kind"], *(e.get("tags") or [])]))
     filters = flt.as_params()
