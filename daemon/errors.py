@@ -51,3 +51,10 @@ class SchemaTooNew(DatabaseError):
     status 2, which the systemd unit does not restart."""
 
     exit_code = 2
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an error's message, as a log line or a STATUS shows it: for a
+    database error the driver's own words (SQLAlchemy's wrapper adds the SQL and a link)."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return (text.splitlines() or [type(exc).__name__])[0][:limit]

@@ -41,6 +41,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.engine import Engine
 
 from daemon.config import Config, ScheduleConfig
+from daemon.errors import first_line
 from daemon.store.schema import heartbeats
 
 log = structlog.get_logger(__name__)
@@ -428,7 +429,7 @@ class Jobs:
                 if self.last_error.pop(name, None) is not None:
                     log.info("job_recovered", job=name)
             except sa.exc.OperationalError as exc:
-                self._failed(name, f"database: {str(exc.orig).strip().splitlines()[0]}")
+                self._failed(name, f"database: {first_line(exc)}")
             except Exception as exc:  # noqa: BLE001 - a job must never take the daemon down
                 log.exception("job_failed", job=name)
                 self._failed(name, f"{type(exc).__name__}: {exc}", logged=True)

@@ -20,6 +20,7 @@ from notify_support import (
     rows,
     wait_until,
 )
+from structlog.testing import capture_logs
 
 from daemon.notify.dispatch import Dispatcher
 
@@ -123,4 +124,37 @@ def test_an_unwritable_path_is_a_recorded_failure(engine: sa.Engine, db_url: str
     finally:
         d.close()
     assert rows(engine, "SELECT status, attempts FROM delivery_status")[0] == ("delivered", 2)
+    assert len(out.read_text().splitlines()) == 1
+
+
+def test_a_database_outage_in_a_worker_is_one_line_and_the_worker_comes_back(
+        engine: sa.Engine, db_url: str, sample: Path, tmp_path: Path) -> None:
+    """A channel worker that loses the database logs one error line naming it (no
+    traceback, which reads like a crash in the journal); its deliveries stay pending and
+    the next wake, with the database back, delivers them."""
+    clock = FakeClock()
+    out = tmp_path / "events.jsonl"
+    config = config_for(tmp_path, db_url, jsonl_channel(out))
+    (path,) = copy_statements(sample, tmp_path / "statements", 1)
+    away = sa.create_engine("sqlite:////nonexistent-folder/redline.db"
+                            if db_url.startswith("sqlite") else
+                            "postgresql+psycopg://postgres@127.0.0.1:1/postgres")
+    d = Dispatcher(engine, config, clock=clock, instance_id="test:1")
+    try:
+        assert d.dispatch_due(wait=10) == 0  # its start-up work done, nothing due yet
+        ingestor(engine, config, clock).process_paths([str(path)])
+        d.engine = away
+        with capture_logs() as logs:
+            assert d.dispatch_due(wait=10) == 0
+        failed = [e for e in logs if e["event"] == "delivery_worker_failed"]
+        assert len(failed) == 1, logs
+        assert failed[0]["log_level"] == "error" and "exc_info" not in failed[0]
+        assert failed[0]["error"].startswith("database: ") and "\n" not in failed[0]["error"]
+        assert rows(engine, "SELECT status FROM delivery_status") == [("pending",)]
+        d.engine = engine
+        assert d.dispatch_due(wait=10) == 1
+    finally:
+        d.close()
+        away.dispose()
+    assert rows(engine, "SELECT status FROM delivery_status") == [("delivered",)]
     assert len(out.read_text().splitlines()) == 1

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from daemon.config import Config, find_config_path, load_config
-from daemon.errors import DatabaseError, RedlineError
+from daemon.errors import DatabaseError, RedlineError, first_line
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -87,8 +87,7 @@ class RedlineGroup(click.Group):
         except Exception as exc:
             if not _operational_error(exc):
                 raise
-            click.echo(f"redline: error: database: {str(exc.orig).strip().splitlines()[0]}",
-                       err=True)
+            click.echo(f"redline: error: database: {first_line(exc, 1000)}", err=True)
             raise click.exceptions.Exit(1) from None
 
 

@@ -28,10 +28,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
+import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Connection, Engine
 
 from daemon.config import ChannelConfig, Config
+from daemon.errors import first_line
 from daemon.notify import ledger
 from daemon.notify.channels import DeliveryFailed, Message, Sender, can_send, make_sender
 from daemon.notify.payload import event_bodies
@@ -208,6 +210,10 @@ class Dispatcher:
                     self._worker_ended(ch.name)
                     running = False
                     break
+        except sa.exc.OperationalError as exc:  # the database went away: one line, no traceback
+            log.error("delivery_worker_failed", channel=ch.name,
+                      error=f"database: {first_line(exc)}",
+                      detail="its deliveries stay pending; the next wake retries")
         except Exception:  # noqa: BLE001 - a worker must not die silently; the next wake retries
             log.exception("delivery_worker_failed", channel=ch.name)
         finally:
@@ -234,7 +240,7 @@ class Dispatcher:
                 nxt = ledger.next_retry_at(conn, ch.name, now)
         except Exception as exc:  # noqa: BLE001 - the database is away: the ticks go on
             log.debug("next_retry_unknown", channel=ch.name,
-                      error=str(exc).strip().splitlines()[0][:200])
+                      error=first_line(exc))
             nxt = None
         paused = self._paused_until.get(ch.name)
         times = [t for t in (nxt, paused) if t is not None and t > now]
@@ -363,7 +369,7 @@ class Dispatcher:
             # said once per batch; the retries at each wake meanwhile are quiet
             (log.warning if new else log.debug)(
                 event, channel=channel, count=len(pending),
-                error=str(exc).strip().splitlines()[0][:200], detail=detail)
+                error=first_line(exc), detail=detail)
             return False
         return True
 
