@@ -593,18 +593,6 @@ class Terminal(io.StringIO):
         return True
 
 
-@pytest.fixture
-def logging_reset() -> Iterator[None]:
-    """configure_logging touches the stdlib root logger: undo it after the test."""
-    root = logging.getLogger()
-    level = root.level
-    yield
-    for handler in list(root.handlers):
-        if getattr(handler, "_redline", False):
-            root.removeHandler(handler)
-    root.setLevel(level)
-
-
 def test_logs_are_json_lines_when_not_a_terminal(logging_reset: None) -> None:
     """On a pipe, our events and the stdlib loggers of the libraries come out as one JSON
     object per line through the same chain; library info lines are held back."""
