@@ -186,6 +186,60 @@ class HttpReceiver:
             return list(self.requests)
 
 
+class TrickleReceiver:
+    """Reads each request, then answers a byte at a time and never finishes: the status
+    line, then header lines for ever, one byte every `interval` seconds. Every read of the
+    client gets data well within any timeout, so only a limit on the whole attempt ends it.
+    """
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.requests = 0
+        self.stop = threading.Event()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> TrickleReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            self.requests += 1
+            answer = b"HTTP/1.1 200 OK\r\n"
+            n = 0
+            while not self.stop.wait(self.interval):
+                if not answer:
+                    n += 1
+                    answer = f"X-Slow-{n}: still coming\r\n".encode()
+                try:
+                    conn.sendall(answer[:1])
+                except OSError:
+                    return
+                answer = answer[1:]
+
+
 def closed_port() -> int:
     """A local port nothing listens on."""
     with socket.socket() as s:

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from notify_support import (
     FakeClock,
     HttpReceiver,
+    TrickleReceiver,
     closed_port,
     config_for,
     copy_statements,
@@ -171,6 +172,45 @@ def test_a_timeout_fails_the_attempt_and_pauses_the_channel(
     rows_ = status_of(engine, "slow")
     assert [(r.status, r.attempts) for r in rows_] == [("failed", 1), ("pending", 0)]
     assert "timed out" in rows_[0].last_error
+
+
+def test_a_receiver_trickling_its_answer_is_given_up_at_timeout_seconds(
+        engine: sa.Engine, db_url: str, sample: Path, tmp_path: Path) -> None:
+    """timeout_seconds limits the whole attempt, not each read: a receiver that answers a
+    byte at a time (each read well within the timeout) and never finishes fails the attempt
+    and pauses the channel, instead of holding it for ever."""
+    clock = FakeClock()
+    with TrickleReceiver() as slow:
+        config = config_for(tmp_path, db_url, webhook("slow", slow.url, timeout_seconds=1))
+        paths = copy_statements(sample, tmp_path / "statements", 2)
+        ingestor(engine, config, clock).process_paths([str(p) for p in paths])
+        d = Dispatcher(engine, config, clock=clock, instance_id="test:1")
+        try:
+            # the answer never ends: the worker going idle at all proves the limit
+            d.dispatch_due(wait=30)
+            assert d.wait_idle(0)
+        finally:
+            d.close()
+        assert slow.requests == 1
+    rows_ = status_of(engine, "slow")
+    assert [(r.status, r.attempts) for r in rows_] == [("failed", 1), ("pending", 0)]
+    assert "timed out" in rows_[0].last_error
+
+
+def test_notify_test_gives_up_on_a_trickling_receiver(tmp_path: Path, db_url: str) -> None:
+    """`redline notify test` reports the channel as failed (timed out) instead of hanging."""
+    from click.testing import CliRunner
+
+    from daemon.cli import cli
+
+    with TrickleReceiver() as slow:
+        config = config_for(tmp_path, db_url, webhook("slow", slow.url, timeout_seconds=1))
+        result = CliRunner().invoke(cli, ["--config", str(config.path), "notify", "test",
+                                          "--json"])
+        assert slow.requests == 1
+    assert result.exit_code == 1, result.output
+    (got,) = json.loads(result.output)
+    assert got["ok"] is False and "timed out" in got["error"]
 
 
 def test_410_gone_is_dead_at_once(engine: sa.Engine, db_url: str, sample: Path,

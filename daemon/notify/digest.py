@@ -34,6 +34,7 @@ from daemon.notify.channels import (
     Message,
     can_send,
     make_sender,
+    send_within,
 )
 from daemon.notify.payload import event_bodies
 from daemon.query import iso
@@ -174,7 +175,7 @@ class DigestRunner:
                                      f"digest:{ch.name}:{_stamp(since)}:{_stamp(until)}"))
         sender = make_sender(ch)
         try:
-            sender.send(Message("digest", delivery_id, body))
+            send_within(sender, Message("digest", delivery_id, body), ch.timeout_seconds)
             error = None
         except DeliveryFailed as exc:
             error = exc

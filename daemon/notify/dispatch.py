@@ -33,7 +33,14 @@ from sqlalchemy.engine import Connection, Engine
 
 from daemon.config import ChannelConfig, Config
 from daemon.notify import ledger
-from daemon.notify.channels import DeliveryFailed, Message, Sender, can_send, make_sender
+from daemon.notify.channels import (
+    DeliveryFailed,
+    Message,
+    Sender,
+    can_send,
+    make_sender,
+    send_within,
+)
 from daemon.notify.payload import event_bodies
 
 log = structlog.get_logger(__name__)
@@ -378,9 +385,12 @@ class Dispatcher:
             body = bodies[item.event_id]
             error: DeliveryFailed | None = None
             try:
-                sender.send(Message(body["kind"], item.delivery_id, body))
+                send_within(sender, Message(body["kind"], item.delivery_id, body),
+                            ch.timeout_seconds)
             except DeliveryFailed as exc:
                 error = exc
+                if exc.abandoned:  # still busy with the abandoned send: the next is new
+                    self._close_sender(ch.name)
             except Exception as exc:  # noqa: BLE001 - a sender bug is recorded, not fatal
                 log.exception("sender_raised", channel=ch.name)
                 error = DeliveryFailed(f"{type(exc).__name__}: {exc}")
