@@ -122,12 +122,13 @@ class HttpReceiver:
     """Records every POST; answers with the scripted status codes, then `default_status`.
 
     `hold=True` makes it accept requests but never answer until `release()` (a receiver
-    that hangs).
+    that hangs); `failure_headers` are sent with every answer that is not a success.
     """
 
     def __init__(self, statuses: list[int] | None = None, default_status: int = 200,
-                 hold: bool = False) -> None:
+                 hold: bool = False, failure_headers: dict[str, str] | None = None) -> None:
         self.statuses = list(statuses or [])
+        self.failure_headers = dict(failure_headers or {})
         self.default_status = default_status
         self.requests: list[Received] = []
         self.cond = threading.Condition()
@@ -150,6 +151,8 @@ class HttpReceiver:
                 receiver.released.wait(30)
                 payload = b"ok" if status < 300 else b"scripted failure"
                 self.send_response(status)
+                for name, value in (receiver.failure_headers if status >= 300 else {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)

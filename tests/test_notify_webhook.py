@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from notify_support import (
+    START,
     FakeClock,
     HttpReceiver,
     TrickleReceiver,
@@ -28,7 +29,7 @@ from notify_support import (
 from daemon.config import ChannelConfig
 from daemon.notify import ledger
 from daemon.notify.dispatch import Dispatcher
-from daemon.notify.webhook import signature
+from daemon.notify.webhook import parse_retry_after, signature
 from daemon.store.schema import UTCDateTime
 
 SECRET = "s3cret-for-tests"
@@ -211,6 +212,46 @@ def test_notify_test_gives_up_on_a_trickling_receiver(tmp_path: Path, db_url: st
     assert result.exit_code == 1, result.output
     (got,) = json.loads(result.output)
     assert got["ok"] is False and "timed out" in got["error"]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_is_honoured_and_pauses_the_channel(
+        engine: sa.Engine, db_url: str, sample: Path, tmp_path: Path, status: int) -> None:
+    """A receiver answering 429 (or 503) with Retry-After: 120 is left alone for 120 s,
+    not retried after the 1 s backoff; the channel's other deliveries wait too."""
+    clock = FakeClock()
+    with HttpReceiver(statuses=[status], failure_headers={"Retry-After": "120"}) as rx:
+        config = config_for(tmp_path, db_url, webhook("busy", rx.url, backoff_seconds=1,
+                                                      max_attempts=3))
+        paths = copy_statements(sample, tmp_path / "statements", 2)
+        ingestor(engine, config, clock).process_paths([str(p) for p in paths])
+        d = Dispatcher(engine, config, clock=clock, instance_id="test:1")
+        try:
+            d.dispatch_due(wait=10)
+            first = status_of(engine, "busy")
+            clock.advance(60)
+            d.dispatch_due(wait=10)
+            assert len(rx.requests) == 1
+            clock.advance(61)
+            d.dispatch_due(wait=10)
+        finally:
+            d.close()
+        assert len(rx.requests) == 3
+    assert [(r.status, r.attempts) for r in first] == [("failed", 1), ("pending", 0)]
+    assert first[0].next_attempt_at == START + dt.timedelta(seconds=120)
+    assert "Retry-After: 120 s" in first[0].last_error
+    assert [r.status for r in status_of(engine, "busy")] == ["delivered", "delivered"]
+
+
+def test_retry_after_is_capped_at_backoff_max_and_read_as_a_date() -> None:
+    now = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
+    assert parse_retry_after("Mon, 02 Mar 2026 09:32:30 GMT", now) == 150
+    assert parse_retry_after("Mon, 02 Mar 2026 09:00:00 GMT", now) == 0
+    assert parse_retry_after(" 30 ") == 30
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+    ch = ChannelConfig(name="x", type="webhook", backoff_seconds=2, backoff_max_seconds=600)
+    assert ledger.retry_delay(ch, 1, 86400, rand=lambda: 0.0) == 600
+    assert ledger.retry_delay(ch, 1, 1, rand=lambda: 0.0) == 2
 
 
 def test_410_gone_is_dead_at_once(engine: sa.Engine, db_url: str, sample: Path,

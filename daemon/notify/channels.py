@@ -41,14 +41,18 @@ class DeliveryFailed(RedlineError):
     until the retry instead of waiting out the timeout on each of its next deliveries.
     `abandoned`: the send was still running when its time was up (see `send_within`); its
     sender is still busy and must be closed, not used again.
+    `retry_after`: seconds the receiver asked to be left alone (HTTP 429 or 503 with
+    Retry-After): no retry, and nothing else of the channel, comes before then.
     """
 
     def __init__(self, message: str, *, permanent: bool = False,
-                 timed_out: bool = False, abandoned: bool = False) -> None:
+                 timed_out: bool = False, abandoned: bool = False,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.timed_out = timed_out or abandoned
         self.abandoned = abandoned
+        self.retry_after = retry_after
 
 
 class Sender(Protocol):

@@ -196,7 +196,7 @@ class DigestRunner:
             attempts = int(state.get("attempts", 0)) + 1
             dead = error.permanent or attempts >= ch.max_attempts
             retry_at = None if dead else now + dt.timedelta(
-                seconds=ledger.backoff_delay(ch, attempts, self.rand))
+                seconds=ledger.retry_delay(ch, attempts, error.retry_after, self.rand))
             for row_id in ids:
                 ledger.record_failed(conn, row_id, attempts, f"digest: {error}", retry_at)
             if dead:

@@ -401,10 +401,12 @@ class Dispatcher:
                 continue
             all_delivered = False
             retry_at = self._record_failure(ch, item, error)
-            if error.timed_out:
-                # a hung receiver: pause the channel instead of timing out on each row
+            if error.timed_out or error.retry_after is not None:
+                # a hung receiver, or one that asked for a pause (429/503 with Retry-After):
+                # pause the channel instead of trying (and timing out on) each row
                 self._paused_until[ch.name] = retry_at or self.clock() + dt.timedelta(
-                    seconds=ledger.backoff_delay(ch, item.attempts + 1, self.rand))
+                    seconds=ledger.retry_delay(ch, item.attempts + 1, error.retry_after,
+                                               self.rand))
                 self._unsent(ch.name, [c.id for c in claimed[i + 1:]])
                 return False
         # after a failure, stop for now: what is due again waits for the next wake (at the
@@ -417,7 +419,8 @@ class Dispatcher:
         attempts = item.attempts + 1
         retry_at: dt.datetime | None = None
         if not error.permanent and attempts < ch.max_attempts:
-            retry_at = now + dt.timedelta(seconds=ledger.backoff_delay(ch, attempts, self.rand))
+            retry_at = now + dt.timedelta(
+                seconds=ledger.retry_delay(ch, attempts, error.retry_after, self.rand))
         with self.engine.begin() as conn:
             ledger.record_failed(conn, item.id, attempts, str(error), retry_at, self.instance_id)
         log.warning("delivery_failed", channel=ch.name, event_id=item.event_id,
