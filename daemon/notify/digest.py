@@ -96,6 +96,8 @@ class DigestRunner:
         self.schedule = DigestSchedule(config.schedule.digest_cron, config.schedule.timezone,
                                        trigger)
         self.channels = [c for c in config.channels if c.mode == "digest" and can_send(c.type)]
+        # channel -> the last digest's error, while its digests fail: STATUS= says so
+        self._failing: dict[str, str] = {}
 
     def run_due(self) -> int:
         """Send every digest whose period has ended; return how many were sent. Cheap when
@@ -110,6 +112,10 @@ class DigestRunner:
             except Exception:  # noqa: BLE001 - one channel's trouble must not stop the others
                 log.exception("digest_error", channel=ch.name)
         return sent
+
+    def failing(self) -> dict[str, str]:
+        """The digest channels whose last digest failed, each with how (for STATUS=)."""
+        return dict(self._failing)
 
     def next_retry_at(self) -> dt.datetime | None:
         """When the earliest failed digest of these channels is due again (its retry_at in
@@ -192,6 +198,7 @@ class DigestRunner:
                     ledger.record_delivered(conn, chunk, now)
                 _save_state(conn, ch.name, {"until": _stamp(until)}, now)
                 log.info("digest_sent", channel=ch.name, events=len(owed), until=iso(until))
+                self._failing.pop(ch.name, None)
                 return True
             attempts = int(state.get("attempts", 0)) + 1
             dead = error.permanent or attempts >= ch.max_attempts
@@ -207,6 +214,7 @@ class DigestRunner:
                                             "retry_at": _stamp(retry_at)}, now)
         log.warning("digest_failed", channel=ch.name, error=str(error), attempts=attempts,
                     status="dead" if dead else "failed")
+        self._failing[ch.name] = f"digest attempt {attempts} failed: {error}"
         return dead
 
     @contextlib.contextmanager

@@ -101,6 +101,8 @@ class Dispatcher:
         self._wakes: list[tuple[dt.datetime, str]] = []
         self._timer: threading.Timer | None = None
         self._timer_due: dt.datetime | None = None
+        # channel -> (attempts failed in a row, the last error): STATUS= says so
+        self._failing: dict[str, tuple[int, str]] = {}
 
     # ---- the public surface: wake, dispatch_due, wait_idle, close ---------------------
 
@@ -172,6 +174,11 @@ class Dispatcher:
             self._settle(name)  # expire: the unsent are sent then, the sent sent again
         for name in idle:
             self._close_sender(name)
+
+    def failing(self) -> dict[str, str]:
+        """The channels whose last attempt failed, each with how (for STATUS=): a receiver
+        down for hours is never silent."""
+        return {name: _failing_text(n, error) for name, (n, error) in dict(self._failing).items()}
 
     def _close_sender(self, name: str) -> None:
         sender = self._senders.pop(name, None)
@@ -398,8 +405,10 @@ class Dispatcher:
                 self._attempts += 1
             if error is None:
                 delivered.append(item.id)
+                self._failing.pop(ch.name, None)
                 continue
             all_delivered = False
+            self._failing[ch.name] = (self._failing.get(ch.name, (0, ""))[0] + 1, str(error))
             retry_at = self._record_failure(ch, item, error)
             if error.timed_out or error.retry_after is not None:
                 # a hung receiver, or one that asked for a pause (429/503 with Retry-After):
@@ -453,6 +462,14 @@ class Dispatcher:
                 while len(self._bodies) > BODY_CACHE_SIZE:
                     self._bodies.popitem(last=False)
         return found
+
+
+def _failing_text(attempts: int, error: str) -> str:
+    """How a channel fails, for STATUS=: `3 attempt(s) failed in a row, last: HTTP 500 …`."""
+    short = " ".join(error.split())
+    if len(short) > 160:
+        short = short[:159] + "…"
+    return f"{attempts} attempt(s) failed in a row, last: {short}"
 
 
 def _host_pid(instance: str) -> tuple[str, int] | None:
