@@ -336,6 +336,15 @@ class Jobs:
         _close(self.dispatch, max(0.0, deadline - time.monotonic()))
         return done
 
+    def failing_channels(self) -> dict[str, str]:
+        """The channels whose deliveries (or digests) fail now, each with how."""
+        out: dict[str, str] = {}
+        for runner in (self.dispatch, self.digest):
+            failing = getattr(runner, "failing", None)
+            if failing is not None:
+                out.update(failing())
+        return out
+
     # ---- dispatch wake-up -----------------------------------------------------------------
 
     def wake_dispatch(self) -> None:

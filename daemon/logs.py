@@ -28,6 +28,10 @@ _LIBRARIES = {
     "alembic.runtime.plugins": logging.WARNING,  # "setup plugin ..." at every migration check
     "httpx": logging.WARNING,
     "httpcore": logging.WARNING,
+    # Apprise logs the URLs it loads and calls at debug level, urllib3 (under Apprise) the
+    # paths it requests: those carry the channels' tokens, which are never logged.
+    "apprise": logging.WARNING,
+    "urllib3": logging.WARNING,
 }
 
 

@@ -392,6 +392,9 @@ class Service:
             parts.append(f"DATABASE UNREACHABLE: {self.live.db_error}; retrying")
         if self._reload_error:
             parts.append(f"reload failed, previous configuration kept: {self._reload_error}")
+        if self.jobs is not None:
+            for name, how in sorted(self.jobs.failing_channels().items()):
+                parts.append(f"DELIVERIES FAILING: channel {name}: {how}")
         if self._last_change:
             parts.append(f"{self._changes} change(s) since start; last change "
                          f"{self._last_change:%Y-%m-%d %H:%M:%S} UTC")

@@ -4,6 +4,7 @@ test, the real corpus (when ../shared is present) and the small real sample in f
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -212,3 +213,15 @@ def leave_heartbeat_in_wal(db: Path, host: str) -> tuple[Any, Any]:
     before = file_state(db), file_state(Path(f"{db}-wal"))
     assert before[1] is not None and before[1][0] > 0
     return before
+
+
+@pytest.fixture
+def logging_reset() -> Iterator[None]:
+    """configure_logging touches the stdlib root logger: undo it after the test."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    for handler in list(root.handlers):
+        if getattr(handler, "_redline", False):
+            root.removeHandler(handler)
+    root.setLevel(level)

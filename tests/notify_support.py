@@ -122,12 +122,13 @@ class HttpReceiver:
     """Records every POST; answers with the scripted status codes, then `default_status`.
 
     `hold=True` makes it accept requests but never answer until `release()` (a receiver
-    that hangs).
+    that hangs); `failure_headers` are sent with every answer that is not a success.
     """
 
     def __init__(self, statuses: list[int] | None = None, default_status: int = 200,
-                 hold: bool = False) -> None:
+                 hold: bool = False, failure_headers: dict[str, str] | None = None) -> None:
         self.statuses = list(statuses or [])
+        self.failure_headers = dict(failure_headers or {})
         self.default_status = default_status
         self.requests: list[Received] = []
         self.cond = threading.Condition()
@@ -150,6 +151,8 @@ class HttpReceiver:
                 receiver.released.wait(30)
                 payload = b"ok" if status < 300 else b"scripted failure"
                 self.send_response(status)
+                for name, value in (receiver.failure_headers if status >= 300 else {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
@@ -184,6 +187,60 @@ class HttpReceiver:
                     raise AssertionError(f"expected {n} requests, got {len(self.requests)}")
                 self.cond.wait(left)
             return list(self.requests)
+
+
+class TrickleReceiver:
+    """Reads each request, then answers a byte at a time and never finishes: the status
+    line, then header lines for ever, one byte every `interval` seconds. Every read of the
+    client gets data well within any timeout, so only a limit on the whole attempt ends it.
+    """
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.requests = 0
+        self.stop = threading.Event()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> TrickleReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            self.requests += 1
+            answer = b"HTTP/1.1 200 OK\r\n"
+            n = 0
+            while not self.stop.wait(self.interval):
+                if not answer:
+                    n += 1
+                    answer = f"X-Slow-{n}: still coming\r\n".encode()
+                try:
+                    conn.sendall(answer[:1])
+                except OSError:
+                    return
+                answer = answer[1:]
 
 
 def closed_port() -> int:

@@ -74,3 +74,33 @@ def test_a_failing_apprise_url_is_retried(engine: sa.Engine, db_url: str, sample
     (row,) = rows(engine, "SELECT status, attempts, last_error FROM delivery_status")
     assert row[:2] == ("failed", 1)
     assert "Apprise could not notify" in row[2] and "SECRET-TOKEN" not in row[2]
+
+
+def test_debug_logging_never_shows_the_apprise_urls(engine: sa.Engine, db_url: str,
+                                                     sample: Path, tmp_path: Path,
+                                                     logging_reset: None) -> None:
+    """Secrets are never logged, even at `[log] level = "debug"`: Apprise and urllib3 log
+    the URLs they load and call at debug level (a Slack URL is its token), so they are held
+    back to warnings like the other libraries."""
+    import io
+
+    from daemon.logs import configure_logging
+
+    out = io.StringIO()
+    configure_logging("debug", "json", out)
+    clock = FakeClock()
+    with HttpReceiver() as rx:
+        url = (rx.url.replace("http://", "json://user:PASS-SECRET@")
+               + "?+X-Token=HEADER-SECRET")
+        config = config_for(tmp_path, db_url, apprise_channel(), environ={"CHAT_URLS": url})
+        (path,) = copy_statements(sample, tmp_path / "statements", 1)
+        ingestor(engine, config, clock).process_paths([str(path)])
+        d = Dispatcher(engine, config, clock=clock, instance_id="test:1")
+        try:
+            assert d.dispatch_due(wait=10) == 1
+        finally:
+            d.close()
+        (req,) = rx.wait_for(1)
+    assert req.headers["X-Token"] == "HEADER-SECRET"  # the secret was really used
+    logged = out.getvalue()
+    assert "HEADER-SECRET" not in logged and "PASS-SECRET" not in logged

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from notify_support import (
+    START,
     FakeClock,
     HttpReceiver,
+    TrickleReceiver,
     closed_port,
     config_for,
     copy_statements,
@@ -27,7 +29,7 @@ from notify_support import (
 from daemon.config import ChannelConfig
 from daemon.notify import ledger
 from daemon.notify.dispatch import Dispatcher
-from daemon.notify.webhook import signature
+from daemon.notify.webhook import parse_retry_after, signature
 from daemon.store.schema import UTCDateTime
 
 SECRET = "s3cret-for-tests"
@@ -171,6 +173,85 @@ def test_a_timeout_fails_the_attempt_and_pauses_the_channel(
     rows_ = status_of(engine, "slow")
     assert [(r.status, r.attempts) for r in rows_] == [("failed", 1), ("pending", 0)]
     assert "timed out" in rows_[0].last_error
+
+
+def test_a_receiver_trickling_its_answer_is_given_up_at_timeout_seconds(
+        engine: sa.Engine, db_url: str, sample: Path, tmp_path: Path) -> None:
+    """timeout_seconds limits the whole attempt, not each read: a receiver that answers a
+    byte at a time (each read well within the timeout) and never finishes fails the attempt
+    and pauses the channel, instead of holding it for ever."""
+    clock = FakeClock()
+    with TrickleReceiver() as slow:
+        config = config_for(tmp_path, db_url, webhook("slow", slow.url, timeout_seconds=1))
+        paths = copy_statements(sample, tmp_path / "statements", 2)
+        ingestor(engine, config, clock).process_paths([str(p) for p in paths])
+        d = Dispatcher(engine, config, clock=clock, instance_id="test:1")
+        try:
+            # the answer never ends: the worker going idle at all proves the limit
+            d.dispatch_due(wait=30)
+            assert d.wait_idle(0)
+        finally:
+            d.close()
+        assert slow.requests == 1
+    rows_ = status_of(engine, "slow")
+    assert [(r.status, r.attempts) for r in rows_] == [("failed", 1), ("pending", 0)]
+    assert "timed out" in rows_[0].last_error
+
+
+def test_notify_test_gives_up_on_a_trickling_receiver(tmp_path: Path, db_url: str) -> None:
+    """`redline notify test` reports the channel as failed (timed out) instead of hanging."""
+    from click.testing import CliRunner
+
+    from daemon.cli import cli
+
+    with TrickleReceiver() as slow:
+        config = config_for(tmp_path, db_url, webhook("slow", slow.url, timeout_seconds=1))
+        result = CliRunner().invoke(cli, ["--config", str(config.path), "notify", "test",
+                                          "--json"])
+        assert slow.requests == 1
+    assert result.exit_code == 1, result.output
+    (got,) = json.loads(result.output)
+    assert got["ok"] is False and "timed out" in got["error"]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_is_honoured_and_pauses_the_channel(
+        engine: sa.Engine, db_url: str, sample: Path, tmp_path: Path, status: int) -> None:
+    """A receiver answering 429 (or 503) with Retry-After: 120 is left alone for 120 s,
+    not retried after the 1 s backoff; the channel's other deliveries wait too."""
+    clock = FakeClock()
+    with HttpReceiver(statuses=[status], failure_headers={"Retry-After": "120"}) as rx:
+        config = config_for(tmp_path, db_url, webhook("busy", rx.url, backoff_seconds=1,
+                                                      max_attempts=3))
+        paths = copy_statements(sample, tmp_path / "statements", 2)
+        ingestor(engine, config, clock).process_paths([str(p) for p in paths])
+        d = Dispatcher(engine, config, clock=clock, instance_id="test:1")
+        try:
+            d.dispatch_due(wait=10)
+            first = status_of(engine, "busy")
+            clock.advance(60)
+            d.dispatch_due(wait=10)
+            assert len(rx.requests) == 1
+            clock.advance(61)
+            d.dispatch_due(wait=10)
+        finally:
+            d.close()
+        assert len(rx.requests) == 3
+    assert [(r.status, r.attempts) for r in first] == [("failed", 1), ("pending", 0)]
+    assert first[0].next_attempt_at == START + dt.timedelta(seconds=120)
+    assert "Retry-After: 120 s" in first[0].last_error
+    assert [r.status for r in status_of(engine, "busy")] == ["delivered", "delivered"]
+
+
+def test_retry_after_is_capped_at_backoff_max_and_read_as_a_date() -> None:
+    now = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
+    assert parse_retry_after("Mon, 02 Mar 2026 09:32:30 GMT", now) == 150
+    assert parse_retry_after("Mon, 02 Mar 2026 09:00:00 GMT", now) == 0
+    assert parse_retry_after(" 30 ") == 30
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+    ch = ChannelConfig(name="x", type="webhook", backoff_seconds=2, backoff_max_seconds=600)
+    assert ledger.retry_delay(ch, 1, 86400, rand=lambda: 0.0) == 600
+    assert ledger.retry_delay(ch, 1, 1, rand=lambda: 0.0) == 2
 
 
 def test_410_gone_is_dead_at_once(engine: sa.Engine, db_url: str, sample: Path,

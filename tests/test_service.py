@@ -175,6 +175,32 @@ def test_changes_made_while_stopped_are_ingested_before_ready(
     assert second.wait_exit() == 0
 
 
+def test_status_says_when_a_channel_fails_and_clears_when_it_delivers(
+        tmp_path: Path, db_url: str, run_daemon: Callable[..., Daemon]) -> None:
+    """A receiver that is down is never silent: STATUS= names the failing channel and its
+    last error while its attempts fail, and drops it once a delivery gets through."""
+    from notify_support import HttpReceiver
+
+    root = tmp_path / "statements"
+    with HttpReceiver(statuses=[500, 500]) as rx:
+        cfg = write_config(tmp_path, db_url, [root], extra=(
+            f'[[channels]]\nname = "hook"\ntype = "webhook"\nurl = "{rx.url}"\n'
+            'backoff_seconds = 0.5\n\n'))
+        (root / "s1.md").write_text(doc(1))
+        daemon = run_daemon(cfg)
+        daemon.wait_message("READY=1")
+        failing = daemon.wait_message("STATUS=", "DELIVERIES FAILING: channel hook: ")
+        assert "attempt(s) failed in a row, last: HTTP 500 Internal Server Error" in failing
+        rx.wait_for(3)  # the third attempt is delivered: the next STATUS= is clear
+        while "FAILING" in daemon.next_message():
+            pass
+        assert daemon.received[-1].startswith("STATUS=watching")
+        daemon.send(signal.SIGTERM)
+        assert daemon.wait_exit() == 0
+    assert count(db_url, "SELECT count(*) FROM delivery_status WHERE status = 'delivered'"
+                 ) == 1
+
+
 def test_an_unreadable_folder_is_reported_kept_and_cleared_once_readable(
         tmp_path: Path, db_url: str, run_daemon: Callable[..., Daemon]) -> None:
     """A folder below the watched one that the daemon may not list (nor watch) is an error
@@ -591,18 +617,6 @@ class Terminal(io.StringIO):
 
     def isatty(self) -> bool:
         return True
-
-
-@pytest.fixture
-def logging_reset() -> Iterator[None]:
-    """configure_logging touches the stdlib root logger: undo it after the test."""
-    root = logging.getLogger()
-    level = root.level
-    yield
-    for handler in list(root.handlers):
-        if getattr(handler, "_redline", False):
-            root.removeHandler(handler)
-    root.setLevel(level)
 
 
 def test_logs_are_json_lines_when_not_a_terminal(logging_reset: None) -> None:

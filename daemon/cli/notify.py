@@ -12,7 +12,7 @@ from daemon import query
 from daemon.cli.app import App, echo_json
 from daemon.errors import UsageError
 from daemon.notify import ledger
-from daemon.notify.channels import DeliveryFailed, Message, can_send, make_sender
+from daemon.notify.channels import DeliveryFailed, Message, can_send, make_sender, send_within
 
 TEST_TEXT = ("This is a TEST notification from redline (`redline notify test`), sent to check "
              "that channel {name} works. No statement changed.")
@@ -63,7 +63,8 @@ def notify_test(app: App, name: str | None, as_json: bool) -> None:
         else:
             sender = make_sender(ch)
             try:
-                sender.send(Message("test", str(uuid.uuid4()), body))
+                send_within(sender, Message("test", str(uuid.uuid4()), body),
+                            ch.timeout_seconds)
                 result["ok"] = True
             except DeliveryFailed as exc:
                 result["error"] = str(exc)

@@ -8,6 +8,7 @@ database (the dispatcher records the outcome).
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,19 +39,55 @@ class DeliveryFailed(RedlineError):
     `permanent`: retrying cannot help (HTTP 410 Gone), the delivery goes dead at once.
     `timed_out`: the receiver did not answer in time; the dispatcher pauses the channel
     until the retry instead of waiting out the timeout on each of its next deliveries.
+    `abandoned`: the send was still running when its time was up (see `send_within`); its
+    sender is still busy and must be closed, not used again.
+    `retry_after`: seconds the receiver asked to be left alone (HTTP 429 or 503 with
+    Retry-After): no retry, and nothing else of the channel, comes before then.
     """
 
     def __init__(self, message: str, *, permanent: bool = False,
-                 timed_out: bool = False) -> None:
+                 timed_out: bool = False, abandoned: bool = False,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.permanent = permanent
-        self.timed_out = timed_out
+        self.timed_out = timed_out or abandoned
+        self.abandoned = abandoned
+        self.retry_after = retry_after
 
 
 class Sender(Protocol):
     def send(self, message: Message) -> None: ...
 
     def close(self) -> None: ...
+
+
+def send_within(sender: Sender, message: Message, seconds: float) -> None:
+    """`sender.send(message)`, given up after `seconds` (the channel's timeout_seconds).
+
+    The libraries' own timeouts bound one read or one write, not the attempt: a receiver
+    that trickles its answer a byte at a time, or an SMTP server or file system that
+    stalls between steps, would hold a channel for ever. The send runs on a daemon thread
+    (never keeping the process alive); when the time is up it is abandoned with
+    DeliveryFailed(abandoned=True), and the caller closes that sender and builds another.
+    """
+    outcome: list[BaseException | None] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            sender.send(message)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            outcome.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, daemon=True, name="redline-send").start()
+    if not done.wait(seconds):
+        raise DeliveryFailed(f"timed out: no complete answer within {seconds:g} s "
+                             "(timeout_seconds)", abandoned=True)
+    if outcome[0] is not None:
+        raise outcome[0]
 
 
 SenderFactory = Callable[[ChannelConfig], Sender]

@@ -34,6 +34,7 @@ from daemon.notify.channels import (
     Message,
     can_send,
     make_sender,
+    send_within,
 )
 from daemon.notify.payload import event_bodies
 from daemon.query import iso
@@ -95,6 +96,8 @@ class DigestRunner:
         self.schedule = DigestSchedule(config.schedule.digest_cron, config.schedule.timezone,
                                        trigger)
         self.channels = [c for c in config.channels if c.mode == "digest" and can_send(c.type)]
+        # channel -> the last digest's error, while its digests fail: STATUS= says so
+        self._failing: dict[str, str] = {}
 
     def run_due(self) -> int:
         """Send every digest whose period has ended; return how many were sent. Cheap when
@@ -109,6 +112,10 @@ class DigestRunner:
             except Exception:  # noqa: BLE001 - one channel's trouble must not stop the others
                 log.exception("digest_error", channel=ch.name)
         return sent
+
+    def failing(self) -> dict[str, str]:
+        """The digest channels whose last digest failed, each with how (for STATUS=)."""
+        return dict(self._failing)
 
     def next_retry_at(self) -> dt.datetime | None:
         """When the earliest failed digest of these channels is due again (its retry_at in
@@ -174,7 +181,7 @@ class DigestRunner:
                                      f"digest:{ch.name}:{_stamp(since)}:{_stamp(until)}"))
         sender = make_sender(ch)
         try:
-            sender.send(Message("digest", delivery_id, body))
+            send_within(sender, Message("digest", delivery_id, body), ch.timeout_seconds)
             error = None
         except DeliveryFailed as exc:
             error = exc
@@ -191,11 +198,12 @@ class DigestRunner:
                     ledger.record_delivered(conn, chunk, now)
                 _save_state(conn, ch.name, {"until": _stamp(until)}, now)
                 log.info("digest_sent", channel=ch.name, events=len(owed), until=iso(until))
+                self._failing.pop(ch.name, None)
                 return True
             attempts = int(state.get("attempts", 0)) + 1
             dead = error.permanent or attempts >= ch.max_attempts
             retry_at = None if dead else now + dt.timedelta(
-                seconds=ledger.backoff_delay(ch, attempts, self.rand))
+                seconds=ledger.retry_delay(ch, attempts, error.retry_after, self.rand))
             for row_id in ids:
                 ledger.record_failed(conn, row_id, attempts, f"digest: {error}", retry_at)
             if dead:
@@ -206,6 +214,7 @@ class DigestRunner:
                                             "retry_at": _stamp(retry_at)}, now)
         log.warning("digest_failed", channel=ch.name, error=str(error), attempts=attempts,
                     status="dead" if dead else "failed")
+        self._failing[ch.name] = f"digest attempt {attempts} failed: {error}"
         return dead
 
     @contextlib.contextmanager

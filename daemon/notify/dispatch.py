@@ -35,7 +35,14 @@ from sqlalchemy.engine import Connection, Engine
 from daemon.config import ChannelConfig, Config
 from daemon.errors import first_line
 from daemon.notify import ledger
-from daemon.notify.channels import DeliveryFailed, Message, Sender, can_send, make_sender
+from daemon.notify.channels import (
+    DeliveryFailed,
+    Message,
+    Sender,
+    can_send,
+    make_sender,
+    send_within,
+)
 from daemon.notify.payload import event_bodies
 
 log = structlog.get_logger(__name__)
@@ -96,6 +103,8 @@ class Dispatcher:
         self._wakes: list[tuple[dt.datetime, str]] = []
         self._timer: threading.Timer | None = None
         self._timer_due: dt.datetime | None = None
+        # channel -> (attempts failed in a row, the last error): STATUS= says so
+        self._failing: dict[str, tuple[int, str]] = {}
 
     # ---- the public surface: wake, dispatch_due, wait_idle, close ---------------------
 
@@ -167,6 +176,11 @@ class Dispatcher:
             self._settle(name)  # expire: the unsent are sent then, the sent sent again
         for name in idle:
             self._close_sender(name)
+
+    def failing(self) -> dict[str, str]:
+        """The channels whose last attempt failed, each with how (for STATUS=): a receiver
+        down for hours is never silent."""
+        return {name: _failing_text(n, error) for name, (n, error) in dict(self._failing).items()}
 
     def _close_sender(self, name: str) -> None:
         sender = self._senders.pop(name, None)
@@ -384,9 +398,12 @@ class Dispatcher:
             body = bodies[item.event_id]
             error: DeliveryFailed | None = None
             try:
-                sender.send(Message(body["kind"], item.delivery_id, body))
+                send_within(sender, Message(body["kind"], item.delivery_id, body),
+                            ch.timeout_seconds)
             except DeliveryFailed as exc:
                 error = exc
+                if exc.abandoned:  # still busy with the abandoned send: the next is new
+                    self._close_sender(ch.name)
             except Exception as exc:  # noqa: BLE001 - a sender bug is recorded, not fatal
                 log.exception("sender_raised", channel=ch.name)
                 error = DeliveryFailed(f"{type(exc).__name__}: {exc}")
@@ -394,13 +411,17 @@ class Dispatcher:
                 self._attempts += 1
             if error is None:
                 delivered.append(item.id)
+                self._failing.pop(ch.name, None)
                 continue
             all_delivered = False
+            self._failing[ch.name] = (self._failing.get(ch.name, (0, ""))[0] + 1, str(error))
             retry_at = self._record_failure(ch, item, error)
-            if error.timed_out:
-                # a hung receiver: pause the channel instead of timing out on each row
+            if error.timed_out or error.retry_after is not None:
+                # a hung receiver, or one that asked for a pause (429/503 with Retry-After):
+                # pause the channel instead of trying (and timing out on) each row
                 self._paused_until[ch.name] = retry_at or self.clock() + dt.timedelta(
-                    seconds=ledger.backoff_delay(ch, item.attempts + 1, self.rand))
+                    seconds=ledger.retry_delay(ch, item.attempts + 1, error.retry_after,
+                                               self.rand))
                 self._unsent(ch.name, [c.id for c in claimed[i + 1:]])
                 return False
         # after a failure, stop for now: what is due again waits for the next wake (at the
@@ -413,7 +434,8 @@ class Dispatcher:
         attempts = item.attempts + 1
         retry_at: dt.datetime | None = None
         if not error.permanent and attempts < ch.max_attempts:
-            retry_at = now + dt.timedelta(seconds=ledger.backoff_delay(ch, attempts, self.rand))
+            retry_at = now + dt.timedelta(
+                seconds=ledger.retry_delay(ch, attempts, error.retry_after, self.rand))
         with self.engine.begin() as conn:
             ledger.record_failed(conn, item.id, attempts, str(error), retry_at, self.instance_id)
         log.warning("delivery_failed", channel=ch.name, event_id=item.event_id,
@@ -446,6 +468,14 @@ class Dispatcher:
                 while len(self._bodies) > BODY_CACHE_SIZE:
                     self._bodies.popitem(last=False)
         return found
+
+
+def _failing_text(attempts: int, error: str) -> str:
+    """How a channel fails, for STATUS=: `3 attempt(s) failed in a row, last: HTTP 500 …`."""
+    short = " ".join(error.split())
+    if len(short) > 160:
+        short = short[:159] + "…"
+    return f"{attempts} attempt(s) failed in a row, last: {short}"
 
 
 def _host_pid(instance: str) -> tuple[str, int] | None:

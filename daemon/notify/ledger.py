@@ -47,6 +47,16 @@ def backoff_delay(channel: ChannelConfig, attempts: int,
     return delay * (1.0 - 0.25 * rand())
 
 
+def retry_delay(channel: ChannelConfig, attempts: int, retry_after: float | None = None,
+                rand: Callable[[], float] = random.random) -> float:
+    """Seconds before retry number `attempts`: the backoff, or longer when the receiver
+    asked for longer (Retry-After), up to backoff_max_seconds."""
+    delay = backoff_delay(channel, attempts, rand)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, channel.backoff_max_seconds))
+    return delay
+
+
 def claim(conn: Connection, channel: str, instance: str, now: dt.datetime,
           lease: dt.timedelta, limit: int) -> list[ClaimedDelivery]:
     """Take up to `limit` due deliveries of one channel for this instance.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import hashlib
 import hmac
 import json
@@ -59,8 +61,29 @@ class WebhookSender:
             return
         reason = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
         detail = " ".join(response.text[:200].split())
+        retry_after = (parse_retry_after(response.headers.get("Retry-After"))
+                       if response.status_code in (429, 503) else None)
+        if retry_after is not None:
+            reason += f" (Retry-After: {retry_after:g} s)"
         raise DeliveryFailed(f"{reason}: {detail}" if detail else reason,
-                             permanent=response.status_code == 410)
+                             permanent=response.status_code == 410, retry_after=retry_after)
 
     def close(self) -> None:
         self.client.close()
+
+
+def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
+    """Retry-After as seconds from now: delay-seconds or an HTTP-date (RFC 9110 10.2.3);
+    None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - (now or dt.datetime.now(dt.UTC))).total_seconds())
