@@ -4,6 +4,7 @@ watermark in the database; real receivers, real events, a clock moved by hand.""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import threading
 from pathlib import Path
@@ -226,3 +227,19 @@ def test_schedule_boundaries_follow_the_time_zone() -> None:
     assert s.next_after(at(8, 0)) == at(8, 12)
     hourly = DigestSchedule("0 * * * *", "UTC")
     assert hourly.last_at_or_before(at(2, 9, 30)) == at(2, 9)
+
+
+def test_a_time_of_day_in_the_hour_the_clocks_repeat_ends_one_period_not_two() -> None:
+    """On 1 Nov 2026 New York's clocks go back from 02:00 EDT to 01:00 EST, so 01:30 comes
+    twice (05:30 and 06:30 UTC). A daily digest at 01:30 ends its period once that day, as
+    crontab(5) runs such a job (a second, one-hour digest was sent); a schedule whose hour
+    is `*` follows real time and ends a period at both."""
+    nov = functools.partial(dt.datetime, 2026, 11, tzinfo=dt.UTC)
+    daily = DigestSchedule("30 1 * * *", "America/New_York")
+    assert daily.next_after(nov(1, 0)) == nov(1, 5, 30)
+    assert daily.next_after(nov(1, 5, 30)) == nov(2, 6, 30)
+    assert daily.last_at_or_before(nov(1, 6, 45)) == nov(1, 5, 30)
+    assert daily.last_at_or_before(nov(2, 7)) == nov(2, 6, 30)
+    hourly = DigestSchedule("30 * * * *", "America/New_York")
+    assert hourly.next_after(nov(1, 5, 30)) == nov(1, 6, 30)
+    assert hourly.last_at_or_before(nov(1, 6, 45)) == nov(1, 6, 30)

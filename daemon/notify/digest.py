@@ -63,23 +63,44 @@ class DigestSchedule:
 
     def __init__(self, cron: str, timezone: str, trigger: CronTrigger | None = None) -> None:
         self.trigger = trigger or CronTrigger.from_crontab(cron, timezone=ZoneInfo(timezone))
+        # a time of day named by its hour (`30 1 * * *`) comes once a day, as crontab(5)
+        # runs it: not again in the hour that repeats when the clocks go back. An hour
+        # field starting with `*` (`30 * * * *`, `*/2`) follows real time instead.
+        hour = next(f for f in self.trigger.fields if f.name == "hour")
+        self._once_a_day = not str(hour).startswith("*")
+
+    def _fire_at_or_after(self, t: dt.datetime) -> dt.datetime | None:
+        """The trigger's first time at or after `t`, in UTC, passing over the second
+        occurrence of a repeated wall-clock time where the schedule names its hour."""
+        while (found := self.trigger.get_next_fire_time(None, t)) is not None:
+            found = found.astimezone(dt.UTC)
+            if not (self._once_a_day and _repeated_wall_time(found, self.trigger.timezone)):
+                return found
+            t = found + dt.timedelta(microseconds=1)
+        return None
 
     def next_after(self, t: dt.datetime) -> dt.datetime | None:
         """The first boundary strictly after `t`."""
-        nxt = self.trigger.get_next_fire_time(None, t + dt.timedelta(microseconds=1))
-        return nxt.astimezone(dt.UTC) if nxt else None
+        return self._fire_at_or_after(t + dt.timedelta(microseconds=1))
 
     def last_at_or_before(self, t: dt.datetime) -> dt.datetime | None:
         """The latest boundary at or before `t` (None if none in the last four years)."""
         for back in _LOOKBACKS:
-            found = self.trigger.get_next_fire_time(None, t - back)
-            if found is None or found.astimezone(dt.UTC) > t:
+            found = self._fire_at_or_after(t - back)
+            if found is None or found > t:
                 continue
-            best = found.astimezone(dt.UTC)
+            best = found
             while (nxt := self.next_after(best)) is not None and nxt <= t:
                 best = nxt
             return best
         return None
+
+
+def _repeated_wall_time(t: dt.datetime, zone: dt.tzinfo) -> bool:
+    """Whether `t` is the second time its zone's clocks show its wall time (the hour that
+    repeats when they go back)."""
+    local = t.astimezone(zone)
+    return local.fold == 1 and local.replace(fold=0).utcoffset() != local.utcoffset()
 
 
 class DigestRunner:
