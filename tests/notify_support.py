@@ -253,15 +253,25 @@ def closed_port() -> int:
 class SmtpReceiver:
     """aiosmtpd on 127.0.0.1, keeping every message it receives."""
 
-    def __init__(self, **controller_kwargs: Any) -> None:
+    def __init__(self, refuse: dict[str, str] | None = None,
+                 **controller_kwargs: Any) -> None:
+        """`refuse`: recipient address -> the reply that refuses it (`550 5.1.1 unknown`)."""
         from aiosmtpd.controller import Controller
 
         self.messages: list[EmailMessage] = []
         self.envelopes: list[Any] = []
         self.cond = threading.Condition()
         receiver = self
+        refusals = dict(refuse or {})
 
         class Handler:
+            async def handle_RCPT(self, server: Any, session: Any, envelope: Any,  # noqa: N802
+                                  address: str, rcpt_options: list[str]) -> str:
+                if address in refusals:
+                    return refusals[address]
+                envelope.rcpt_tos.append(address)
+                return "250 OK"
+
             async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
                 msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
                 with receiver.cond:

@@ -19,6 +19,7 @@ from notify_support import (
     ingestor,
     rows,
 )
+from structlog.testing import capture_logs
 
 from daemon.notify.channels import DeliveryFailed, Message
 from daemon.notify.dispatch import Dispatcher
@@ -161,3 +162,29 @@ def test_a_missing_smtp_extension_is_named_with_the_setting_to_change(tmp_path: 
         assert "AUTH" in str(failed.value) and "offers no login" in str(failed.value)
         assert "starttls" not in str(failed.value)
         assert smtp.messages == []
+
+
+@pytest.mark.parametrize(("reply", "delivered"), [("550 5.1.1 no such user", True),
+                                                   ("450 4.2.1 mailbox busy", False)])
+def test_a_recipient_refused_for_good_does_not_repeat_the_message_to_the_others(
+        tmp_path: Path, reply: str, delivered: bool) -> None:
+    """One mistyped address among the recipients (refused 5xx) must not make the message
+    a failure: a retry would send it again to everyone who has it, up to max_attempts
+    times, and be refused again. The refusal is logged with the server's reply. A
+    temporary refusal (4xx) is a failure, retried: the refused one may get it then."""
+    with SmtpReceiver(refuse={"night@example.org": reply}) as smtp:
+        channel = _channel_config(tmp_path, smtp.port, starttls="false")
+        with capture_logs() as logs:
+            if delivered:
+                EmailSender(channel).send(_test_message())
+            else:
+                with pytest.raises(DeliveryFailed, match=f"night@example.org \\({reply}\\)"):
+                    EmailSender(channel).send(_test_message())
+        smtp.wait_for(1)
+        assert [e.rcpt_tos for e in smtp.envelopes] == [["desk@example.org"]]
+    refusals = [e for e in logs if e["event"] == "email_recipients_refused"]
+    if delivered:
+        assert [e["refused"] for e in refusals] == [f"night@example.org ({reply})"]
+        assert refusals[0]["log_level"] == "warning"
+    else:
+        assert refusals == []

@@ -8,9 +8,13 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate
 
+import structlog
+
 from daemon.config import ChannelConfig
 from daemon.notify import render
 from daemon.notify.channels import DeliveryFailed, Message
+
+log = structlog.get_logger(__name__)
 
 
 def build_email(channel: ChannelConfig, message: Message) -> EmailMessage:
@@ -74,7 +78,16 @@ class EmailSender:
             raise DeliveryFailed(f"SMTP {self.host}:{self.port}: cannot connect: "
                                  f"{exc.strerror or exc}") from None
         if refused:
-            raise DeliveryFailed("SMTP refused recipients: " + ", ".join(sorted(refused)))
+            said = ", ".join(f"{addr} ({_reply(code, text)})"
+                             for addr, (code, text) in sorted(refused.items()))
+            if all(code >= 500 for code, _ in refused.values()):
+                # the others have the message: a retry would send it to them again, and a
+                # permanent refusal (a mistyped address) would refuse it again
+                log.warning("email_recipients_refused", channel=self.channel.name,
+                            refused=said, detail="delivered to the other recipients; "
+                            "a permanent refusal is not retried")
+                return
+            raise DeliveryFailed(f"SMTP refused recipients: {said}")
 
     def _connect(self) -> smtplib.SMTP:
         if self.tls:
@@ -86,13 +99,17 @@ class EmailSender:
         pass
 
 
+def _reply(code: int, text: bytes | str | None) -> str:
+    """An SMTP reply as a person reads it: `550 5.1.1 no such user`."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return f"{code} {text or ''}".strip()
+
+
 def _smtp_reason(exc: smtplib.SMTPException) -> str:
     code = getattr(exc, "smtp_code", None)
-    error = getattr(exc, "smtp_error", None)
-    if isinstance(error, bytes):
-        error = error.decode("utf-8", "replace")
     if code:
-        return f"{code} {error}".strip()
+        return _reply(code, getattr(exc, "smtp_error", None))
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         return "all recipients refused: " + ", ".join(sorted(exc.recipients))
     return str(exc) or type(exc).__name__
