@@ -246,10 +246,16 @@ def serve() -> None:
     while True:
         try:
             jobs = pickle.load(stdin)
-        except EOFError:
+        except (EOFError, pickle.UnpicklingError):  # closed, or cut short by a killed parent
             return
-        pickle.dump(_prepare_chunk(jobs), stdout, protocol=pickle.HIGHEST_PROTOCOL)
-        stdout.flush()
+        try:
+            pickle.dump(_prepare_chunk(jobs), stdout, protocol=pickle.HIGHEST_PROTOCOL)
+            stdout.flush()
+        except BrokenPipeError:
+            # the parent is gone (kill -9, the OOM killer): nobody to answer and nothing to
+            # report; a traceback here only landed in the service's journal. _exit: the
+            # interpreter's own flush of stdout at exit would fail the same way
+            os._exit(0)
 
 
 _worker: _Worker | None = None
