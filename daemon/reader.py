@@ -16,6 +16,7 @@ import os
 import pickle
 import queue
 import signal
+import stat as stat_mode
 import subprocess
 import sys
 import threading
@@ -65,6 +66,8 @@ def prepare(path: str, max_bytes: int, known_sha: str | None = None) -> Prepared
     except OSError as exc:
         return Prepared(name, None, started=started, rejection=Rejection(
             "unreadable", f"cannot stat: {exc.strerror}"))
+    if not stat_mode.S_ISREG(st.st_mode):  # a folder, a FIFO, a device, a socket
+        return Prepared(name, None, started=started)
     stat = (st.st_size, st.st_mtime_ns, st.st_ino)
     if name != path:
         return Prepared(name, stat, started=started, rejection=_bad_name(path))
@@ -73,7 +76,11 @@ def prepare(path: str, max_bytes: int, known_sha: str | None = None) -> Prepared
             "too_large", f"file is {st.st_size:,} bytes, over the limit of {max_bytes:,} "
             "(watch.max_file_bytes)"))
     try:
-        with open(path, "rb") as fh:
+        with open(path, "rb", opener=_open_nonblocking) as fh:
+            st = os.fstat(fh.fileno())  # what is read; taken before the read, so that a
+            if not stat_mode.S_ISREG(st.st_mode):  # write after it shows in the next stat
+                return Prepared(path, None, started=started)  # replaced since the stat
+            stat = (st.st_size, st.st_mtime_ns, st.st_ino)
             data = fh.read(max_bytes + 1)
     except FileNotFoundError:
         return Prepared(path, stat, started=started, rejection=Rejection(
@@ -92,6 +99,13 @@ def prepare(path: str, max_bytes: int, known_sha: str | None = None) -> Prepared
     version = Version.from_document(parsed)
     version.word_count  # noqa: B018 - counted here, in the reader process, not by the writer
     return Prepared(path, stat, sha, version=version, started=started)
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    """Open without waiting: a FIFO named like a statement would block a plain open until
+    some program writes to it (a device or a terminal may block a read); opened this way
+    it returns at once, and the fstat after it tells it is no regular file."""
+    return os.open(path, flags | os.O_NONBLOCK | os.O_NOCTTY)
 
 
 def _bad_name(path: str) -> Rejection:
@@ -232,10 +246,16 @@ def serve() -> None:
     while True:
         try:
             jobs = pickle.load(stdin)
-        except EOFError:
+        except (EOFError, pickle.UnpicklingError):  # closed, or cut short by a killed parent
             return
-        pickle.dump(_prepare_chunk(jobs), stdout, protocol=pickle.HIGHEST_PROTOCOL)
-        stdout.flush()
+        try:
+            pickle.dump(_prepare_chunk(jobs), stdout, protocol=pickle.HIGHEST_PROTOCOL)
+            stdout.flush()
+        except BrokenPipeError:
+            # the parent is gone (kill -9, the OOM killer): nobody to answer and nothing to
+            # report; a traceback here only landed in the service's journal. _exit: the
+            # interpreter's own flush of stdout at exit would fail the same way
+            os._exit(0)
 
 
 _worker: _Worker | None = None

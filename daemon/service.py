@@ -136,6 +136,8 @@ class Service:
         self.live = LiveWorker(self)
         self.ready = False
         self._stopped = False
+        self._db_file: tuple[str, tuple[int, int] | None] | None = None  # SQLite: its identity
+        self.exit_status = 0
 
     def request_stop(self) -> None:
         self.inbox.request_stop()
@@ -151,6 +153,7 @@ class Service:
         self.engine = make_engine(self.config.database.url)
         self._until_database(self._probe)
         self._migrate()
+        self._db_file = _sqlite_file(self.engine)
         self._last_change = self._until_database(self._last_event_time)
         self.ingestor = self._make_ingestor(self.config)
         self.watcher = self._make_watcher(self.config)
@@ -269,6 +272,8 @@ class Service:
         if self._reload_requested.is_set():
             self._reload_requested.clear()
             self.reload()
+        if self._database_file_gone():
+            return
         self._check_watcher()
         status = self.status_text()
         if status != self._status:
@@ -308,6 +313,28 @@ class Service:
             for root in sorted({r for r in map(self.watcher.root_of, again) if r}):
                 self.watcher.rewatch(root)
             self.collector.request_reconcile(f"folder readable again: {', '.join(again)}")
+
+    def _database_file_gone(self) -> bool:
+        """SQLite: the database file was deleted, or another file put at its path (a
+        backup restored with `mv`), while the daemon had it open. SQLite goes on writing
+        into the file it opened, which no other program can see any more: every change
+        recorded from then on would be lost, while STATUS counted it. The daemon stops
+        (exit status 1: systemd restarts it on the file now at that path, a new one if
+        none, and the start's reconcile catches up)."""
+        if self._db_file is None or self.stop_requested.is_set():
+            return False
+        path, identity = self._db_file
+        now = _file_identity(path)
+        if now == identity:
+            return False
+        what = "deleted" if now is None else "replaced by another file"
+        log.error("database_file_replaced", path=path, what=what,
+                  detail="stopping: what it records would go to a file no one can read; a "
+                         "restart opens the file now at that path and catches up")
+        self._say(f"stopping: the database file {path} was {what} while open")
+        self.exit_status = 1
+        self.request_stop()
+        return True
 
     def reload(self) -> None:
         """Re-read the configuration; an invalid file keeps the running one. RELOADING=1
@@ -445,6 +472,25 @@ class Service:
         log.info("stopped", seconds=round(time.monotonic() - started, 2))
 
 
+def _file_identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _sqlite_file(engine: sa.Engine) -> tuple[str, tuple[int, int] | None] | None:
+    """The path of a SQLite database file and its identity now; None for PostgreSQL or
+    an in-memory database."""
+    db = engine.url.database
+    if engine.dialect.name != "sqlite" or db in (None, "", ":memory:") or \
+            db.startswith("file:"):
+        return None
+    path = os.path.abspath(db)
+    return path, _file_identity(path)
+
+
 def _listable(folder: str) -> bool:
     """Whether a folder can be listed now, or is gone (either way a pass can tell)."""
     try:
@@ -481,7 +527,7 @@ def run_daemon(load_config: Callable[[], Config],
         log.info("stopped_during_start_up")
     finally:
         service.stop()
-    return 0
+    return service.exit_status
 
 
 def lingering_threads(grace: float = EXIT_GRACE) -> list[threading.Thread]:

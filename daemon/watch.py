@@ -252,6 +252,7 @@ class FolderWatcher:
         self.observer: Any = None
         self._watches: dict[str, Any] = {}
         self._targets: dict[str, str] = {}  # root -> the folder its watch is on (realpath)
+        self._folder_ids: dict[str, tuple[int, int] | None] = {}  # root -> its (dev, inode)
         self.missing: set[str] = set()
         self._signal = OverflowSignal(collector)
 
@@ -337,6 +338,7 @@ class FolderWatcher:
         the folder it points to (no event from inside, ever): a root that is one is
         watched at its target, its events given back under the root (RootAlias)."""
         target = os.path.realpath(root)
+        self._folder_ids[root] = _folder_id(target)
         handler: FileSystemEventHandler = self.handler
         if target != root:
             handler = RootAlias(self.handler, root, target)
@@ -401,11 +403,18 @@ class FolderWatcher:
             watch = self._watches.get(root)
             target = self._targets.get(root)
             if watch is not None and target in alive and os.path.isdir(root):
-                if os.path.realpath(root) == target:
+                if os.path.realpath(root) != target:
+                    # a root that is a symbolic link now points elsewhere (a release switched)
+                    log.info("watched_folder_relinked", path=root, was=target,
+                             now=os.path.realpath(root), detail="watching it there; reconciling")
+                elif _folder_id(target) != self._folder_ids.get(root):
+                    # another folder at the same path: a file system unmounted and mounted
+                    # again there, or the folder moved away and another put in its place.
+                    # The watch stays on the old one and would never report a change again
+                    log.warning("watched_folder_replaced", path=root,
+                                detail="another folder is there now: watching it; reconciling")
+                else:
                     continue
-                # a root that is a symbolic link now points elsewhere (a release switched)
-                log.info("watched_folder_relinked", path=root, was=target,
-                         now=os.path.realpath(root), detail="watching it there; reconciling")
                 self._unschedule(root)
             elif watch is not None:  # its emitter stopped: the root was removed, or it failed
                 self._unschedule(root)
@@ -447,6 +456,14 @@ class FolderWatcher:
         if self.observer is not None:
             _stop_observer(self.observer)
         self._watches.clear()
+
+
+def _folder_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _stop_observer(observer: Any) -> None:

@@ -76,6 +76,28 @@ def test_ingest_single_file_path_argument(db_url: str, sample: Path, tmp_path: P
     assert code == 0 and json.loads(out)["added"] == 1
 
 
+def test_a_fifo_given_as_a_path_is_one_line_not_a_hang(sample: Path, tmp_path: Path) -> None:
+    """`redline ingest x.md` where x.md is a named pipe waited for ever in open(); it says
+    what the path is, exits 1 and reads nothing (the bound only keeps a hang from
+    stopping the suite)."""
+    folder = tmp_path / "statements"
+    folder.mkdir()
+    os.mkfifo(folder / "x.md")
+    cfg = write_config(tmp_path, f"sqlite:///{tmp_path / 'r.db'}", [folder])
+    proc = subprocess.Popen([sys.executable, "-m", "daemon", "--config", str(cfg), "ingest",
+                             str(folder / "x.md")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError("redline ingest of a FIFO did not return") from None
+    assert proc.returncode == 1, (out, err)
+    assert err == f"redline: error: {folder / 'x.md'}: a named pipe (FIFO), not a regular " \
+                  "file: only files are statements\n"
+
+
 def test_missing_folder_exits_1_and_deletes_nothing(sample: Path, tmp_path: Path) -> None:
     """A watched folder that disappears is an error (exit 1), not a mass deletion."""
     folder = tmp_path / "statements"

@@ -8,6 +8,9 @@ import json
 import os
 import re
 import shutil
+import socket
+import stat
+import threading
 from collections import defaultdict
 from pathlib import Path
 
@@ -539,6 +542,65 @@ def test_vanishing_file_mid_scan_is_rejected_not_crashing(
     monkeypatch.undo()
     assert make(engine, root).scan().rejected == 0
     assert q(engine, "SELECT count(*) FROM ingest_errors")[0][0] == 0
+
+
+def _special_file(path: Path, kind: str) -> socket.socket | None:
+    """Make a FIFO, a character device like /dev/zero (root only) or a bound socket at
+    `path`; the socket is returned, to be closed by the caller."""
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        if os.geteuid() != 0:
+            pytest.skip("only root can make a device node")
+        os.mknod(path, stat.S_IFCHR | 0o644, os.makedev(1, 5))  # what /dev/zero is
+    else:
+        sock = socket.socket(socket.AF_UNIX)
+        cwd = os.getcwd()
+        os.chdir(path.parent)  # a relative name: a socket path is limited to 107 bytes
+        try:
+            sock.bind(path.name)
+        finally:
+            os.chdir(cwd)
+        return sock
+    return None
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "socket"])
+def test_a_fifo_device_or_socket_named_like_a_statement_is_not_read(
+        engine: sa.Engine, sample: Path, tmp_path: Path, kind: str) -> None:
+    """A FIFO named x.md blocked the reader for good in open() (the daemon's live worker
+    with it: no change was recorded any more), a device was read as a file (5 MB of
+    zeros rejected as binary). Neither is a statement file: a full pass does not list them,
+    and a path handed over by the watcher is not read either; a statement whose file was
+    replaced by one is deleted, as the full pass records it."""
+    root = tmp_path / "w"
+    root.mkdir()
+    (root / "fine.md").write_bytes(_first_sample(sample))
+    victim = root / "x.md"
+    victim.write_bytes(sorted((sample / "current").rglob("*.md"))[1].read_bytes())
+    ingestor = make(engine, root)
+    assert ingestor.scan().added == 2
+    victim.unlink()
+    sock = _special_file(victim, kind)
+    result: list[IngestCounts] = []
+    worker = threading.Thread(target=lambda: result.append(ingestor.process_paths(
+        [str(victim)])), daemon=True)
+    try:
+        worker.start()
+        worker.join(60)  # a bound against hanging the suite, not a timing
+        if worker.is_alive() and kind == "fifo":  # release the blocked open()
+            os.close(os.open(victim, os.O_WRONLY | os.O_NONBLOCK))
+            worker.join(10)
+        assert result, "reading the special file blocked"
+    finally:
+        if sock is not None:
+            sock.close()
+    counts = result[0]
+    assert (counts.rejected, counts.deleted) == (0, 1)
+    assert q(engine, "SELECT count(*) FROM ingest_errors")[0][0] == 0
+    assert q(engine, "SELECT path FROM files") == [(str(root / "fine.md"),)]
+    full = make(engine, root).scan()  # the full pass agrees: nothing to do
+    assert (full.files, full.unchanged, full.rejected, full.deleted) == (1, 1, 0, 0)
 
 
 BAD_NAME = os.fsdecode(b"bad\xff.md")  # a name that is not UTF-8, as Python gives it

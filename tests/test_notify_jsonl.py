@@ -158,3 +158,54 @@ def test_a_database_outage_in_a_worker_is_one_line_and_the_worker_comes_back(
         away.dispose()
     assert rows(engine, "SELECT status FROM delivery_status") == [("delivered",)]
     assert len(out.read_text().splitlines()) == 1
+
+
+def test_a_full_disk_leaves_no_half_line(engine: sa.Engine, db_url: str, sample: Path,
+                                         tmp_path: Path, monkeypatch: Any) -> None:
+    """A full disk takes the part of a line that fits and fails the rest (ENOSPC): that
+    part used to stay, and the retry appended the whole line after it, so the file held a
+    line that was no JSON. The disk is modelled at the OS boundary: os.write writes what
+    "fits" (4096 bytes, as a filled tmpfs did) for real, then fails with a real ENOSPC.
+    The failed attempt leaves the file as it was; the retry, with space, appends whole
+    lines."""
+    import errno
+
+    import daemon.notify.jsonl as jsonl_mod
+
+    clock = FakeClock()
+    out = tmp_path / "events.jsonl"
+    config = config_for(tmp_path, db_url, jsonl_channel(out))
+    paths = copy_statements(sample, tmp_path / "statements", 2)
+    ing = ingestor(engine, config, clock)
+    ing.process_paths([str(paths[0])])
+    d = Dispatcher(engine, config, clock=clock, instance_id="test:1")
+    try:
+        assert d.dispatch_due(wait=10) == 1
+        before = out.read_bytes()
+        real_write = jsonl_mod.os.write
+        space = [4096]
+
+        def full_disk(fd: int, data: Any) -> int:
+            if not space[0]:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            n = real_write(fd, data[:space[0]])
+            space[0] -= n
+            return n
+
+        monkeypatch.setattr(jsonl_mod.os, "write", full_disk)
+        ing.process_paths([str(paths[1])])
+        clock.advance(10)
+        d.dispatch_due(wait=10)
+        (row,) = rows(engine, "SELECT status, last_error FROM delivery_status "
+                              "WHERE status <> 'delivered'")
+        assert row[0] == "failed" and "No space left on device" in row[1]
+        assert space[0] == 0, "the line was longer than the space left"
+        assert out.read_bytes() == before
+        monkeypatch.undo()
+        clock.advance(3600)
+        d.dispatch_due(wait=10)
+    finally:
+        d.close()
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [b["event_id"] for b in lines] == [
+        r[0] for r in rows(engine, "SELECT event_id FROM change_log ORDER BY event_id")]

@@ -287,3 +287,29 @@ def test_an_answer_that_cannot_be_read_ends_the_process(files: list[str],
     monkeypatch.undo()
     assert [_key(p) for p in prepare_many(jobs(files))] == expected(files)
     assert reader._worker is not worker, "a new reader process took the next pass"
+
+
+@pytest.mark.parametrize("cut", ["answer", "chunk"])
+def test_a_reader_whose_parent_was_killed_exits_without_a_traceback(
+        files: list[str], cut: str) -> None:
+    """The parent killed (kill -9, the OOM killer) while the reader process works: its
+    answer meets a closed pipe, or the chunk it was reading ends half-way. It used to print
+    a BrokenPipeError (or UnpicklingError) traceback into the service's journal after
+    every such kill; it ends quietly."""
+    import pickle
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "from daemon.reader import serve; serve()"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    chunk = pickle.dumps(jobs(files[:reader._CHUNK]), protocol=pickle.HIGHEST_PROTOCOL)
+    if cut == "answer":
+        proc.stdout.close()  # the answer has nowhere to go
+        proc.stdin.write(chunk)
+    else:
+        proc.stdin.write(chunk[:len(chunk) // 2])  # the sender died in the middle
+    proc.stdin.close()
+    assert proc.wait(timeout=60) is not None
+    assert proc.stderr.read().decode() == ""

@@ -399,6 +399,44 @@ def test_a_sqlite_write_lock_held_by_another_program_delays_but_loses_nothing(
     assert d.wait_exit() == 0
 
 
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_database_file_deleted_or_replaced_while_running_stops_the_daemon(
+        tmp_path: Path, run_daemon: Callable[..., Daemon], how: str) -> None:
+    """The SQLite file deleted (`rm redline.db`), or a backup moved over it, while the
+    daemon runs: it used to go on writing into the file it had open, which nothing else
+    could read any more, and STATUS counted those changes; each was lost. It says so and
+    exits 1 (systemd restarts it), and the next start records on the file now at that
+    path what the lost writes held."""
+    import sqlite3
+
+    path = tmp_path / "r.db"
+    db = f"sqlite:///{path}"
+    root = tmp_path / "statements"
+    cfg = write_config(tmp_path, db, [root])
+    (root / "s1.md").write_text(doc(1))
+    d = run_daemon(cfg)
+    d.wait_message("READY=1")
+    if how == "deleted":
+        path.unlink()
+    else:  # a copy of the record as it is now, moved over the file
+        backup = tmp_path / "backup.db"
+        with sqlite3.connect(path) as src, sqlite3.connect(backup) as dest:
+            src.backup(dest)
+        os.replace(backup, path)
+    line = d.wait_log("database_file_replaced")
+    # (a connection opened after the `rm` creates an empty file at the path at once)
+    assert line["path"] == str(path) and line["what"] in (
+        ("deleted", "replaced by another file") if how == "deleted"
+        else ("replaced by another file",))
+    assert d.wait_exit() == 1
+    (root / "s2.md").write_text(doc(2))
+    again = run_daemon(cfg)
+    again.wait_message("READY=1")
+    assert statements(db) == 2
+    again.send(signal.SIGTERM)
+    assert again.wait_exit() == 0
+
+
 def test_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
     """`redline run` with an invalid configuration exits 2 naming the key."""
     cfg = write_config(tmp_path, f"sqlite:///{tmp_path / 'r.db'}",

@@ -810,6 +810,27 @@ def test_watched_folder_that_disappears_is_not_a_deletion(
     assert daemon.deleted() == []
 
 
+def test_a_watched_folder_replaced_by_another_at_once_is_watched_again(
+        live: tuple[Live, Path], tmp_path: Path) -> None:
+    """Another folder put at the watched path in one step (a file system unmounted and
+    mounted again, as with a tmpfs; here the folder moved away and another moved in, which
+    a non-root test can do): the watch stayed on the old folder, no change under the path
+    was seen any more, and nothing said so. The daemon notices that the folder at the path
+    is another one, watches it and reconciles it."""
+    daemon, root = live
+    other = tmp_path / "other"
+    shutil.copytree(root, other)
+    (other / "s1.md").write_text(doc(1, EDITED))  # changed while "unmounted"
+    os.rename(root, tmp_path / "away")
+    os.rename(other, root)
+    daemon.wait_for(lambda: daemon.revisions(1) == [(1, "added"), (2, "revised")],
+                    "the reconcile of the new folder")
+    (root / "s2.md").write_text(doc(2))
+    daemon.settle(root)
+    assert daemon.revisions(2) == [(1, "added")]
+    assert daemon.deleted() == []
+
+
 def test_watched_folder_removed_file_by_file_is_not_a_deletion(
         live: tuple[Live, Path]) -> None:
     """rm -rf of a watched folder: the per-file delete events are held, not applied."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import sys
 import threading
 import time
@@ -45,6 +46,10 @@ def ingest(app: App, paths: tuple[str, ...], as_json: bool, confirm_empty: bool)
     missing = [p for p in singles if not os.path.exists(p)]
     if missing and not os.path.lexists(missing[0]):
         raise WatchedFolderError(f"{missing[0]}: no such file or folder")
+    for p in singles:  # a FIFO, a device or a socket is never a statement (none is read)
+        if os.path.exists(p) and not os.path.isfile(p):
+            raise WatchedFolderError(f"{p}: {_odd_kind(p)}, not a regular file: only files "
+                                     "are statements")
     # nothing changed since the last pass (told from the files' stat and the stored records,
     # without loading the database layer): the counts, as the full pass would give them
     quick = None if singles or confirm_empty else quick_unchanged(config, dirs or None)
@@ -70,6 +75,15 @@ def ingest(app: App, paths: tuple[str, ...], as_json: bool, confirm_empty: bool)
                    "up the rest", err=True)
         click.get_current_context().exit(1)  # SPEC §6: 1 failure
     _report(counts, time.monotonic() - started, as_json)
+
+
+def _odd_kind(path: str) -> str:
+    mode = os.stat(path).st_mode
+    for test, name in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "a special file"
 
 
 def _report(counts: IngestCounts, elapsed: float, as_json: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -21,7 +22,8 @@ def _lock_for(path: Path) -> threading.Lock:
 
 
 class JsonlSender:
-    """Appends with one write() on an O_APPEND descriptor, then fsync."""
+    """Appends with one write() on an O_APPEND descriptor, then fsync; a line that could
+    not be written whole is cut off again."""
 
     def __init__(self, channel: ChannelConfig) -> None:
         self.path = Path(channel.options["path"])
@@ -33,10 +35,19 @@ class JsonlSender:
             with _lock_for(self.path):
                 fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
                 try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-                    os.fsync(fd)
+                    end = os.fstat(fd).st_size  # where this line starts (writes hold the lock)
+                    try:
+                        view = memoryview(data)
+                        while view:
+                            view = view[os.write(fd, view):]
+                        os.fsync(fd)
+                    except OSError:
+                        # a full disk takes the part of the line that fits, then fails:
+                        # the part is cut off again, or the retry would append the whole
+                        # line after it and leave a line that is no JSON
+                        with contextlib.suppress(OSError):
+                            os.ftruncate(fd, end)
+                        raise
                 finally:
                     os.close(fd)
         except OSError as exc:
