@@ -96,6 +96,17 @@ def _match(path: str, name: str, pattern: str) -> bool:
     return fnmatch.fnmatchcase(name, pattern)
 
 
+def identity(path: str) -> tuple[int, int] | None:
+    """A file's or folder's (device, inode), following links; None when nothing is there.
+    The same path naming another identity is another file: a database file restored over
+    the open one, a file system mounted again on a watched folder."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def stored_path(path: str) -> str:
     """The path as the database stores it and a person reads it: `path` itself, except
     when its bytes are not UTF-8 (Linux allows any bytes in a name; Python gives them as

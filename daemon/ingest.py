@@ -365,6 +365,9 @@ class Ingestor:
             change = classify_change(head.version, new)
             if head.deleted:
                 change = Change("restored", change.changed_fields if change else ())
+            elif change is not None and row is None and \
+                    changes.moved_file(target, stat[1], item.sha256):
+                change = None  # an older file of the statement renamed: not written
             if change is not None:
                 changes.add_revision(head, change, new, item.sha256, item.path, now)
                 kinds.append(change.kind)

@@ -29,6 +29,7 @@ from daemon import reader
 from daemon.config import Config, LogConfig
 from daemon.debounce import PathCollector
 from daemon.errors import DatabaseError, RedlineError
+from daemon.files import identity
 from daemon.ingest import IngestCounts, Ingestor
 from daemon.jobs import (
     Heartbeat,
@@ -323,9 +324,9 @@ class Service:
         none, and the start's reconcile catches up)."""
         if self._db_file is None or self.stop_requested.is_set():
             return False
-        path, identity = self._db_file
-        now = _file_identity(path)
-        if now == identity:
+        path, opened = self._db_file
+        now = identity(path)
+        if now == opened:
             return False
         what = "deleted" if now is None else "replaced by another file"
         log.error("database_file_replaced", path=path, what=what,
@@ -472,14 +473,6 @@ class Service:
         log.info("stopped", seconds=round(time.monotonic() - started, 2))
 
 
-def _file_identity(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
 def _sqlite_file(engine: sa.Engine) -> tuple[str, tuple[int, int] | None] | None:
     """The path of a SQLite database file and its identity now; None for PostgreSQL or
     an in-memory database."""
@@ -488,7 +481,7 @@ def _sqlite_file(engine: sa.Engine) -> tuple[str, tuple[int, int] | None] | None
             db.startswith("file:"):
         return None
     path = os.path.abspath(db)
-    return path, _file_identity(path)
+    return path, identity(path)
 
 
 def _listable(folder: str) -> bool:

@@ -36,7 +36,7 @@ from watchdog.events import (
 
 from daemon.config import WatchConfig
 from daemon.debounce import PathCollector
-from daemon.files import PathFilter, walk
+from daemon.files import PathFilter, identity, walk
 
 log = structlog.get_logger(__name__)
 
@@ -338,7 +338,7 @@ class FolderWatcher:
         the folder it points to (no event from inside, ever): a root that is one is
         watched at its target, its events given back under the root (RootAlias)."""
         target = os.path.realpath(root)
-        self._folder_ids[root] = _folder_id(target)
+        self._folder_ids[root] = identity(target)
         handler: FileSystemEventHandler = self.handler
         if target != root:
             handler = RootAlias(self.handler, root, target)
@@ -407,7 +407,7 @@ class FolderWatcher:
                     # a root that is a symbolic link now points elsewhere (a release switched)
                     log.info("watched_folder_relinked", path=root, was=target,
                              now=os.path.realpath(root), detail="watching it there; reconciling")
-                elif _folder_id(target) != self._folder_ids.get(root):
+                elif identity(target) != self._folder_ids.get(root):
                     # another folder at the same path: a file system unmounted and mounted
                     # again there, or the folder moved away and another put in its place.
                     # The watch stays on the old one and would never report a change again
@@ -456,14 +456,6 @@ class FolderWatcher:
         if self.observer is not None:
             _stop_observer(self.observer)
         self._watches.clear()
-
-
-def _folder_id(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 def _stop_observer(observer: Any) -> None:

@@ -694,6 +694,45 @@ def test_duplicate_urls_newest_file_wins(engine: sa.Engine, sample: Path, tmp_pa
              )[0][0] == str(newest)
 
 
+def test_renaming_the_older_of_two_files_with_one_url_is_no_change(
+        engine: sa.Engine, sample: Path, tmp_path: Path) -> None:
+    """Of two real files carrying one URL the newest gives the text; renaming or moving
+    the older one writes nothing (SPEC §3: a rename is not a change), so it records no
+    revision and the newest text stays current. Writing the older text under a new name
+    is a change: the newest file written wins."""
+    index = list(csv.DictReader((sample / "current" / "INDEX.tsv").open(), delimiter="\t"))
+    dupes: dict[str, list[str]] = defaultdict(list)
+    for row in index:
+        dupes[row["source_url"]].append(row["path"])
+    paths = next(p for p in dupes.values() if len(p) == 2)
+    root = tmp_path / "w"
+    (root / "sub").mkdir(parents=True)
+    for i, p in enumerate(paths):
+        dest = root / f"{i}.md"
+        shutil.copyfile(sample / "current" / p, dest)
+        os.utime(dest, ns=(1_700_000_000_000_000_000 + i, 1_700_000_000_000_000_000 + i * 10**9))
+    ing = make(engine, root)
+    ing.scan()
+
+    def current() -> tuple[int, str]:
+        return q(engine, "SELECT c.revision_count, r.path FROM current_statements c "
+                 "JOIN statement_revisions r ON r.statement_id = c.statement_id "
+                 "AND r.revision_number = c.revision_number")[0]
+
+    assert current() == (2, str(root / "1.md"))
+    os.rename(root / "0.md", root / "sub" / "older.md")
+    counts = ing.process_paths([str(root / "0.md"), str(root / "sub" / "older.md")])
+    assert counts.as_dict() == IngestCounts(files=1, unchanged=1).as_dict()
+    assert current() == (2, str(root / "1.md"))
+    assert ing.scan().as_dict() == IngestCounts(files=2, unchanged=2).as_dict()
+    os.rename(root / "sub" / "older.md", root / "again.md")
+    assert ing.scan().as_dict() == IngestCounts(files=2, unchanged=2).as_dict()
+    assert current() == (2, str(root / "1.md"))
+    shutil.copyfile(root / "again.md", root / "copy.md")  # written now: the newest file
+    ing.scan()
+    assert current() == (3, str(root / "copy.md"))
+
+
 # ---- the whole shared corpus (skips where ../shared/corpus is absent) -----------------
 
 def _oracle_words(path: Path) -> str:

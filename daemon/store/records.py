@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import os
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -289,6 +290,18 @@ class ChangeSet:
         if path not in self.files:
             self.prefetch([path], ())
         return self.files[path]
+
+    def moved_file(self, statement_id: int, mtime_ns: int, sha: str) -> bool:
+        """Whether a file of this statement with these bytes and this modification time
+        has left its path: a new path holding them is that file renamed or moved, not a
+        file written (SPEC §3). Asked only of a new path whose text differs from the
+        statement's current one (an older of several files carrying one URL)."""
+        for path in self.conn.execute(sa.select(files.c.path).where(
+                files.c.statement_id == statement_id, files.c.mtime_ns == mtime_ns,
+                files.c.file_sha256 == sha)).scalars():
+            if self.files.get(path, True) is None or not os.path.lexists(path):
+                return True
+        return False
 
     def put_file(self, rec: FileRecord, now: dt.datetime) -> None:
         old = self.files.get(path := rec.path)
