@@ -119,11 +119,12 @@ def word_diff(old_title: str, old_text: str, new_title: str, new_text: str
         a_words, r_words = _word_ops("\n\n".join(pa[i1:i2]), "\n\n".join(pb[j1:j2]), ops)
         added += a_words
         removed += r_words
-    # the "# " marker of the title line is ours, not the statement's
-    if ops and ops[0].op == "equal" and ops[0].text.startswith("# "):
-        ops[0] = WordOp("equal", ops[0].text[2:])
-    elif ops and ops[0].text.startswith("# "):
+    # the "# " marker of the title line is ours, not the statement's; a run that held only
+    # the marker (the title's first word changed, or nothing to compare with) goes with it
+    if ops and ops[0].text.startswith("# "):
         ops[0] = WordOp(ops[0].op, ops[0].text[2:])
+        if not ops[0].text:
+            del ops[0]
     return ops, DiffStats(changed, added, removed)
 
 

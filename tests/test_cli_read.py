@@ -189,6 +189,20 @@ def test_diff_json_and_revision_choice(cfg: Path) -> None:
         "words: +0 -0 in 0 paragraphs", "", "(no text change)"]
 
 
+def test_diff_json_words_hold_no_empty_run(cfg: Path, record: Record) -> None:
+    """The title's "# " marker is stripped from the first word run; where the title's first
+    word itself changed (revision 2 of the workers' statement) or the first revision is
+    compared with nothing, that left `{"op": "equal", "text": ""}` at the head of `words`,
+    a run the notification body of the same event leaves out (SPEC §7, §10)."""
+    first = json.loads(ok(redline(cfg, "diff", WORKERS_OLD, "--to", "1", "--json")).out)
+    assert [w["op"] for w in first["words"]] == ["insert"]
+    assert first["words"][0]["text"].startswith("U.S.-Brazil Partnership for Workers")
+    for frm, to in (("1", "2"), ("2", "3"), ("1", "3")):
+        d = json.loads(ok(redline(cfg, "diff", WORKERS_OLD, "--from", frm, "--to", to,
+                                  "--json")).out)
+        assert d["words"] and all(w["text"] for w in d["words"]), (frm, to, d["words"][:2])
+
+
 def test_diff_output_to_a_file_that_cannot_be_written_is_one_line(cfg: Path,
                                                                    tmp_path: Path) -> None:
     """`diff -o FILE` into a folder that does not exist (a typo) printed a traceback; a
