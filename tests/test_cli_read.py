@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from conftest import REPO, file_state, leave_heartbeat_in_wal, write_config
+from test_migrations import VIEW_COLUMNS
 from test_query import (
     MEXICAN_WAR,
     START,
@@ -23,6 +24,7 @@ from test_query import (
     Record,
     RecordTemplates,
     StepClock,
+    as_list,
     open_record,
     record_templates_in,
 )
@@ -324,6 +326,40 @@ def test_errors_lists_rejected_files(cfg: Path, record: Record, tmp_path: Path) 
     assert lines[1].endswith("  2026-03-01T12:01:00Z")
     [row] = json.loads(ok(redline(cfg, "errors", "--json")).out)
     assert (row["path"], row["reason"]) == (str(bad), "no_front_matter")
+
+
+def test_json_rows_carry_the_spec_view_columns_by_name(cfg: Path, record: Record,
+                                                       tmp_path: Path) -> None:
+    """`events --json` prints change_log rows (plus the revision's tags) and `errors --json`
+    ingest_errors rows under the SPEC §4 column names, with the views' values (times as
+    ISO 8601 with Z, JSON arrays as lists); `status --json` has the README's keys."""
+    events = json.loads(ok(redline(cfg, "events", "--limit", "10000", "--json")).out)
+    with record.reader.connect() as conn:
+        view = conn.execute(sa.text("SELECT * FROM change_log ORDER BY event_id DESC")).all()
+    assert len(events) == len(view) == 87
+    for row, want in zip(events, view, strict=True):
+        assert list(row) == [*VIEW_COLUMNS["change_log"], "tags"]
+        assert row["occurred_at"].endswith("Z") and isinstance(row["tags"], list)
+        got = {k: v for k, v in row.items() if k not in ("occurred_at", "tags")}
+        assert got == {k: (as_list(v) if k == "changed_fields" else v)
+                       for k, v in want._asdict().items() if k != "occurred_at"}
+    bad = tmp_path / "statements" / "bad.md"  # the folder cfg watches
+    bad.write_bytes(b"---\ntitle: no URL\n---\n")
+    Ingestor(record.writer, WatchConfig(paths=(bad.parent,)),
+             clock=StepClock(START)).process_paths([str(bad)])
+    [error] = json.loads(ok(redline(cfg, "errors", "--json")).out)
+    assert list(error) == VIEW_COLUMNS["ingest_errors"]
+    assert (error["path"], error["reason"], error["first_seen_at"], error["last_seen_at"]) == (
+        str(bad), "missing_field", "2026-03-01T12:01:00Z", "2026-03-01T12:01:00Z")
+    status = json.loads(ok(redline(cfg, "status", "--json")).out)
+    assert {k: list(v) if isinstance(v, dict) else None for k, v in status.items()} == {
+        "statements": ["total", "live", "deleted"], "revisions": ["total", "by_kind"],
+        "last_change": [*VIEW_COLUMNS["change_log"], "tags"], "rejected_files": None,
+        "deliveries": ["pending", "delivered", "failed", "dead"],
+        "watcher": ["running", "watching", "instances"]}
+    assert list(status["revisions"]["by_kind"]) == [
+        "added", "revised", "metadata", "formatting", "deleted", "restored"]
+    assert (status["statements"]["live"], status["rejected_files"]) == (35, 1)
 
 
 ERRORS = [
