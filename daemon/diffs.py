@@ -110,8 +110,13 @@ def word_diff(old_title: str, old_text: str, new_title: str, new_text: str
     added = removed = changed = 0
     matcher = difflib.SequenceMatcher(None, ka, kb, autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if ops:
-            _append(ops, "equal", "\n\n")
+        # the break before these paragraphs, on the side(s) that have one: a paragraph
+        # inserted (or deleted) whole brings its break with it, or the other text would
+        # read with an empty paragraph where it was
+        in_old, in_new = i1 > 0 and i2 > i1, j1 > 0 and j2 > j1
+        if in_old or in_new:
+            _append(ops, "equal" if in_old and in_new else "delete" if in_old else "insert",
+                    "\n\n")
         if tag == "equal":
             _append(ops, "equal", "\n\n".join(pb[j1:j2]))
             continue
