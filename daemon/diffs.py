@@ -80,23 +80,30 @@ def _word_ops(old: str, new: str, ops: list[WordOp]) -> tuple[int, int]:
     kb = [fold_words(t).strip() for t in b]
     added = removed = 0
     gap = ""  # white space of the old text lost by showing an equal run as the new one
+    extra = ""  # white space of the new text that an equal run would add to the old one
     matcher = difflib.SequenceMatcher(None, ka, kb, autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
-            _append(ops, "equal", "".join(b[j1:j2]))
             # An equal run shows the new text's tokens. When the new text ends there and
             # the old one goes on, the old token's trailing space must precede what is
-            # deleted, or the old text reads "EC– redacted" for "EC – redacted".
+            # deleted, or the old text reads "EC– redacted" for "EC – redacted"; when the
+            # old one ends there and the new one goes on, the new token's trailing space
+            # (a paragraph break) goes with what is inserted.
+            shown = "".join(b[j1:j2])
             old_ws = a[i2 - 1][len(a[i2 - 1].rstrip()):]
-            gap = old_ws if old_ws and b[j2 - 1] == b[j2 - 1].rstrip() else ""
+            new_ws = b[j2 - 1][len(b[j2 - 1].rstrip()):]
+            gap = old_ws if old_ws and not new_ws else ""
+            extra = new_ws if new_ws and not old_ws else ""
+            _append(ops, "equal", shown[:len(shown) - len(extra)])
             continue
         if i2 > i1:
             _append(ops, "delete", gap + "".join(a[i1:i2]))
             removed += i2 - i1
         gap = ""
         if j2 > j1:
-            _append(ops, "insert", "".join(b[j1:j2]))
+            _append(ops, "insert", extra + "".join(b[j1:j2]))
             added += j2 - j1
+        extra = ""
     return added, removed
 
 

@@ -220,6 +220,10 @@ def test_the_real_un_nesting_of_a_list_item_changes_no_word() -> None:
     ("One.\n\nTwo.", "Zero.\n\nOne.\n\nTwo."),  # added after the title
     ("Zero.\n\nOne.\n\nTwo.", "One.\n\nTwo."),
     ("One.\n\nTwo.\n\nThree.", "One.\n\n2.\n\nThree.\n\nFour."),  # replaced and added
+    # a word and a paragraph added in one changed stretch: the equal word before the new
+    # paragraph ends the old stretch, so the break after it is the new text's alone
+    ("Alpha beta.\n\nEnd.", "Alpha gamma beta.\n\nInserted para.\n\nEnd."),
+    ("Alpha beta.", "Alpha gamma beta.\n\nInserted para."),
 ])
 def test_word_diff_puts_each_paragraph_break_on_the_side_that_has_it(old: str,
                                                                      new: str) -> None:
