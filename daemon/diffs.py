@@ -80,23 +80,30 @@ def _word_ops(old: str, new: str, ops: list[WordOp]) -> tuple[int, int]:
     kb = [fold_words(t).strip() for t in b]
     added = removed = 0
     gap = ""  # white space of the old text lost by showing an equal run as the new one
+    extra = ""  # white space of the new text that an equal run would add to the old one
     matcher = difflib.SequenceMatcher(None, ka, kb, autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
-            _append(ops, "equal", "".join(b[j1:j2]))
             # An equal run shows the new text's tokens. When the new text ends there and
             # the old one goes on, the old token's trailing space must precede what is
-            # deleted, or the old text reads "EC– redacted" for "EC – redacted".
+            # deleted, or the old text reads "EC– redacted" for "EC – redacted"; when the
+            # old one ends there and the new one goes on, the new token's trailing space
+            # (a paragraph break) goes with what is inserted.
+            shown = "".join(b[j1:j2])
             old_ws = a[i2 - 1][len(a[i2 - 1].rstrip()):]
-            gap = old_ws if old_ws and b[j2 - 1] == b[j2 - 1].rstrip() else ""
+            new_ws = b[j2 - 1][len(b[j2 - 1].rstrip()):]
+            gap = old_ws if old_ws and not new_ws else ""
+            extra = new_ws if new_ws and not old_ws else ""
+            _append(ops, "equal", shown[:len(shown) - len(extra)])
             continue
         if i2 > i1:
             _append(ops, "delete", gap + "".join(a[i1:i2]))
             removed += i2 - i1
         gap = ""
         if j2 > j1:
-            _append(ops, "insert", "".join(b[j1:j2]))
+            _append(ops, "insert", extra + "".join(b[j1:j2]))
             added += j2 - j1
+        extra = ""
     return added, removed
 
 
@@ -110,8 +117,13 @@ def word_diff(old_title: str, old_text: str, new_title: str, new_text: str
     added = removed = changed = 0
     matcher = difflib.SequenceMatcher(None, ka, kb, autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if ops:
-            _append(ops, "equal", "\n\n")
+        # the break before these paragraphs, on the side(s) that have one: a paragraph
+        # inserted (or deleted) whole brings its break with it, or the other text would
+        # read with an empty paragraph where it was
+        in_old, in_new = i1 > 0 and i2 > i1, j1 > 0 and j2 > j1
+        if in_old or in_new:
+            _append(ops, "equal" if in_old and in_new else "delete" if in_old else "insert",
+                    "\n\n")
         if tag == "equal":
             _append(ops, "equal", "\n\n".join(pb[j1:j2]))
             continue
@@ -119,11 +131,12 @@ def word_diff(old_title: str, old_text: str, new_title: str, new_text: str
         a_words, r_words = _word_ops("\n\n".join(pa[i1:i2]), "\n\n".join(pb[j1:j2]), ops)
         added += a_words
         removed += r_words
-    # the "# " marker of the title line is ours, not the statement's
-    if ops and ops[0].op == "equal" and ops[0].text.startswith("# "):
-        ops[0] = WordOp("equal", ops[0].text[2:])
-    elif ops and ops[0].text.startswith("# "):
+    # the "# " marker of the title line is ours, not the statement's; a run that held only
+    # the marker (the title's first word changed, or nothing to compare with) goes with it
+    if ops and ops[0].text.startswith("# "):
         ops[0] = WordOp(ops[0].op, ops[0].text[2:])
+        if not ops[0].text:
+            del ops[0]
     return ops, DiffStats(changed, added, removed)
 
 

@@ -69,6 +69,17 @@ _SPACE_RE = re.compile(r"\s")
 _YAML_SPECIALS_RE = re.compile(r"[&*!]")
 
 
+# What Windows editors write for "Unicode": a byte order mark, or a statement's first line
+# `---` in two-byte units. Such a file holds NUL bytes, yet it is text, only not UTF-8.
+_WIDE_STARTS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+                (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"),
+                (b"-\x00-\x00-\x00", "UTF-16"), (b"\x00-\x00-\x00-", "UTF-16"))
+
+
+def _wide_encoding(data: bytes) -> str | None:
+    return next((name for start, name in _WIDE_STARTS if data.startswith(start)), None)
+
+
 def parse_document(data: bytes, max_bytes: int = 5_000_000) -> Document | Rejection:
     """Parse one file's bytes; never raises for bad input."""
     if len(data) > max_bytes:
@@ -77,6 +88,10 @@ def parse_document(data: bytes, max_bytes: int = 5_000_000) -> Document | Reject
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     if b"\x00" in data:
+        wide = _wide_encoding(data)
+        if wide:
+            return Rejection("not_utf8", f"the file is {wide} text, not UTF-8: save the file "
+                             "as UTF-8")
         return Rejection("binary", "file contains NUL bytes: it is binary, not a text statement")
     try:
         text = data.decode("utf-8")

@@ -212,6 +212,31 @@ def test_the_real_un_nesting_of_a_list_item_changes_no_word() -> None:
     assert (stats.paragraphs_changed, stats.words_added, stats.words_removed) == (0, 0, 0)
 
 
+@pytest.mark.parametrize(("old", "new"), [
+    ("One.\n\nThree.", "One.\n\nTwo.\n\nThree."),  # a paragraph inserted
+    ("One.\n\nTwo.\n\nThree.", "One.\n\nThree."),  # deleted
+    ("One.", "One.\n\nTwo.\n\nThree."),  # added at the end
+    ("One.\n\nTwo.\n\nThree.", "One."),  # cut at the end
+    ("One.\n\nTwo.", "Zero.\n\nOne.\n\nTwo."),  # added after the title
+    ("Zero.\n\nOne.\n\nTwo.", "One.\n\nTwo."),
+    ("One.\n\nTwo.\n\nThree.", "One.\n\n2.\n\nThree.\n\nFour."),  # replaced and added
+    # a word and a paragraph added in one changed stretch: the equal word before the new
+    # paragraph ends the old stretch, so the break after it is the new text's alone
+    ("Alpha beta.\n\nEnd.", "Alpha gamma beta.\n\nInserted para.\n\nEnd."),
+    ("Alpha beta.", "Alpha gamma beta.\n\nInserted para."),
+])
+def test_word_diff_puts_each_paragraph_break_on_the_side_that_has_it(old: str,
+                                                                     new: str) -> None:
+    """README: the `equal` and `insert` texts of `words` make the new text, `equal` and
+    `delete` the old one. A paragraph inserted or deleted whole had its break counted as
+    `equal`: the other text read with an empty paragraph ("One.\n\n\n\nThree.") or a
+    trailing break."""
+    ops, _stats = word_diff("T", old, "T", new)
+    assert "".join(o.text for o in ops if o.op != "delete") == f"T\n\n{new}"
+    assert "".join(o.text for o in ops if o.op != "insert") == f"T\n\n{old}"
+    assert all(o.text for o in ops)
+
+
 def test_word_diff_keeps_the_space_before_words_deleted_at_a_paragraph_end() -> None:
     """A real edit (releases/2026/08, r2 -> r3) cut the end of a paragraph: "OXFERD COMMA –
     Opening EC – redacted and declassified by FBI 7.30.26.pdf" became "... Opening EC". The

@@ -98,6 +98,30 @@ def test_a_fifo_given_as_a_path_is_one_line_not_a_hang(sample: Path, tmp_path: P
                   "file: only files are statements\n"
 
 
+def test_auto_migrate_false_refuses_an_unmigrated_database_until_db_upgrade(
+        db_url: str, sample: Path, tmp_path: Path) -> None:
+    """SPEC §4: `redline ingest` upgrades the schema itself unless `[database] auto_migrate
+    = false`; then it refuses (exit 1, one line naming `redline db upgrade`) and creates
+    no table, until `redline db upgrade` has run."""
+    folder = tmp_path / "statements"
+    folder.mkdir()
+    shutil.copy(sorted((sample / "current").rglob("*.md"))[0], folder / "a.md")
+    cfg = write_config(tmp_path, db_url, [folder])
+    cfg.write_text(cfg.read_text().replace("[database]\n", "[database]\nauto_migrate = false\n"))
+    assert load_config(cfg, {}).database.auto_migrate is False
+    code, out = run(cfg, "--json")
+    assert (code, out) == (1, f"redline: error: database schema is at nothing, this redline "
+                              f"needs {SCHEMA_HEAD}: run `redline db upgrade`\n")
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        assert not sa.inspect(conn).has_table("statements")
+    engine.dispose()
+    upgrade = CliRunner().invoke(cli, ["--config", str(cfg), "db", "upgrade"])
+    assert upgrade.exit_code == 0, upgrade.output
+    code, out = run(cfg, "--json")
+    assert code == 0 and json.loads(out)["added"] == 1
+
+
 def test_missing_folder_exits_1_and_deletes_nothing(sample: Path, tmp_path: Path) -> None:
     """A watched folder that disappears is an error (exit 1), not a mass deletion."""
     folder = tmp_path / "statements"

@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from conftest import REPO, file_state, leave_heartbeat_in_wal, write_config
+from test_migrations import VIEW_COLUMNS
 from test_query import (
     MEXICAN_WAR,
     START,
@@ -23,6 +24,7 @@ from test_query import (
     Record,
     RecordTemplates,
     StepClock,
+    as_list,
     open_record,
     record_templates_in,
 )
@@ -189,6 +191,20 @@ def test_diff_json_and_revision_choice(cfg: Path) -> None:
         "words: +0 -0 in 0 paragraphs", "", "(no text change)"]
 
 
+def test_diff_json_words_hold_no_empty_run(cfg: Path, record: Record) -> None:
+    """The title's "# " marker is stripped from the first word run; where the title's first
+    word itself changed (revision 2 of the workers' statement) or the first revision is
+    compared with nothing, that left `{"op": "equal", "text": ""}` at the head of `words`,
+    a run the notification body of the same event leaves out (SPEC §7, §10)."""
+    first = json.loads(ok(redline(cfg, "diff", WORKERS_OLD, "--to", "1", "--json")).out)
+    assert [w["op"] for w in first["words"]] == ["insert"]
+    assert first["words"][0]["text"].startswith("U.S.-Brazil Partnership for Workers")
+    for frm, to in (("1", "2"), ("2", "3"), ("1", "3")):
+        d = json.loads(ok(redline(cfg, "diff", WORKERS_OLD, "--from", frm, "--to", to,
+                                  "--json")).out)
+        assert d["words"] and all(w["text"] for w in d["words"]), (frm, to, d["words"][:2])
+
+
 def test_diff_output_to_a_file_that_cannot_be_written_is_one_line(cfg: Path,
                                                                    tmp_path: Path) -> None:
     """`diff -o FILE` into a folder that does not exist (a typo) printed a traceback; a
@@ -310,6 +326,40 @@ def test_errors_lists_rejected_files(cfg: Path, record: Record, tmp_path: Path) 
     assert lines[1].endswith("  2026-03-01T12:01:00Z")
     [row] = json.loads(ok(redline(cfg, "errors", "--json")).out)
     assert (row["path"], row["reason"]) == (str(bad), "no_front_matter")
+
+
+def test_json_rows_carry_the_spec_view_columns_by_name(cfg: Path, record: Record,
+                                                       tmp_path: Path) -> None:
+    """`events --json` prints change_log rows (plus the revision's tags) and `errors --json`
+    ingest_errors rows under the SPEC §4 column names, with the views' values (times as
+    ISO 8601 with Z, JSON arrays as lists); `status --json` has the README's keys."""
+    events = json.loads(ok(redline(cfg, "events", "--limit", "10000", "--json")).out)
+    with record.reader.connect() as conn:
+        view = conn.execute(sa.text("SELECT * FROM change_log ORDER BY event_id DESC")).all()
+    assert len(events) == len(view) == 87
+    for row, want in zip(events, view, strict=True):
+        assert list(row) == [*VIEW_COLUMNS["change_log"], "tags"]
+        assert row["occurred_at"].endswith("Z") and isinstance(row["tags"], list)
+        got = {k: v for k, v in row.items() if k not in ("occurred_at", "tags")}
+        assert got == {k: (as_list(v) if k == "changed_fields" else v)
+                       for k, v in want._asdict().items() if k != "occurred_at"}
+    bad = tmp_path / "statements" / "bad.md"  # the folder cfg watches
+    bad.write_bytes(b"---\ntitle: no URL\n---\n")
+    Ingestor(record.writer, WatchConfig(paths=(bad.parent,)),
+             clock=StepClock(START)).process_paths([str(bad)])
+    [error] = json.loads(ok(redline(cfg, "errors", "--json")).out)
+    assert list(error) == VIEW_COLUMNS["ingest_errors"]
+    assert (error["path"], error["reason"], error["first_seen_at"], error["last_seen_at"]) == (
+        str(bad), "missing_field", "2026-03-01T12:01:00Z", "2026-03-01T12:01:00Z")
+    status = json.loads(ok(redline(cfg, "status", "--json")).out)
+    assert {k: list(v) if isinstance(v, dict) else None for k, v in status.items()} == {
+        "statements": ["total", "live", "deleted"], "revisions": ["total", "by_kind"],
+        "last_change": [*VIEW_COLUMNS["change_log"], "tags"], "rejected_files": None,
+        "deliveries": ["pending", "delivered", "failed", "dead"],
+        "watcher": ["running", "watching", "instances"]}
+    assert list(status["revisions"]["by_kind"]) == [
+        "added", "revised", "metadata", "formatting", "deleted", "restored"]
+    assert (status["statements"]["live"], status["rejected_files"]) == (35, 1)
 
 
 ERRORS = [

@@ -275,3 +275,98 @@ def test_an_empty_serve_host_is_a_bad_value_not_every_address(tmp_path: Path) ->
         with pytest.raises(ConfigError, match=r"^serve\.host: must not be empty"):
             parse_config({"serve": {"host": host}}, tmp_path, {})
     assert parse_config({"serve": {"host": "0.0.0.0"}}, tmp_path, {}).serve.host == "0.0.0.0"
+
+
+# SPEC §5's configuration, as printed there
+SPEC_EXAMPLE = '''
+[watch]
+paths = ["seeds"]
+patterns = ["*.md", "*.txt"]
+ignore = []            # added to the built-in ignores
+recursive = true
+debounce_ms = 200
+polling = false        # true: stat-polling for network file systems
+max_file_bytes = 5000000
+
+[database]
+url = "sqlite:///redline.db"
+auto_migrate = true
+
+[schedule]
+dispatch_seconds = 5         # delivery job; new events also wake it at once
+reconcile_minutes = 60       # full rescan catches anything the watcher missed
+digest_cron = "0 8 * * *"    # for channels in digest mode
+timezone = "UTC"
+
+[serve]                      # redline serve: read-only web view, feed and API
+host = "127.0.0.1"
+port = 8765
+token_env = ""               # when set, requests need "Authorization: Bearer <token>"
+
+[log]
+level = "info"
+format = "auto"              # json when stdout is not a terminal
+
+[[channels]]
+name = "newsroom"
+type = "webhook"             # webhook | email | jsonl | apprise | (postgres: pg_notify)
+url = "https://example.org/hooks/redline"
+secret_env = "REDLINE_WEBHOOK_SECRET"
+mode = "immediate"           # immediate | digest
+kinds = ["added", "revised", "metadata", "deleted", "restored"]
+ignore_fields = ["modified_time"]   # a metadata change of only these fields notifies no one
+max_attempts = 8
+backoff_seconds = 2          # first retry delay; doubles each attempt, with jitter
+backoff_max_seconds = 3600
+
+[[channels]]
+name = "desk"
+type = "email"
+host = "smtp.example.org"
+port = 587
+starttls = true              # false for a plain local relay; tls = true for implicit TLS
+username_env = "REDLINE_SMTP_USER"      # optional
+password_env = "REDLINE_SMTP_PASSWORD"  # optional
+from = "redline@example.org"
+to = ["desk@example.org"]
+mode = "digest"
+
+[[channels]]
+name = "archive"
+type = "jsonl"
+path = "events.jsonl"
+
+[[channels]]
+name = "chat"
+type = "apprise"
+urls_env = "REDLINE_APPRISE_URLS"       # one or more Apprise URLs, space separated
+'''
+
+
+def test_the_spec_example_is_valid_and_shows_the_defaults(tmp_path: Path) -> None:
+    """Every key of SPEC §5's example is accepted, with its secrets from the environment;
+    the values it shows are what a configuration without them gets, and a channel given
+    only its name, type and target gets the example's mode, kinds and retry settings."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(SPEC_EXAMPLE)
+    env = {"REDLINE_WEBHOOK_SECRET": "s", "REDLINE_SMTP_USER": "u",
+           "REDLINE_SMTP_PASSWORD": "p", "REDLINE_APPRISE_URLS": "json://127.0.0.1/"}
+    spec = load_config(cfg, env)
+    spec.require_secrets(channels=True, serve=True)
+    bare = '[[channels]]\nname = "newsroom"\ntype = "webhook"\nurl = "https://example.org/h"\n'
+    cfg.write_text(bare)
+    default = load_config(cfg, {})
+    for section in ("watch", "database", "schedule", "serve", "log"):
+        assert getattr(default, section) == getattr(spec, section), section
+    assert default.watch.paths == (tmp_path / "seeds",)
+    assert default.database.url == f"sqlite:///{tmp_path / 'redline.db'}"
+    newsroom, desk, archive, chat = spec.channels
+    (plain,) = default.channels
+    for key in ("mode", "kinds", "max_attempts", "backoff_seconds", "backoff_max_seconds"):
+        assert getattr(plain, key) == getattr(newsroom, key), key
+    assert (plain.ignore_fields, newsroom.ignore_fields) == ((), ("modified_time",))
+    assert newsroom.secrets == {"secret": "s"}
+    assert (desk.mode, desk.options["port"], desk.options["starttls"], desk.options["tls"],
+            desk.secrets) == ("digest", 587, True, False, {"username": "u", "password": "p"})
+    assert archive.options["path"] == tmp_path / "events.jsonl"
+    assert (chat.type, chat.secrets) == ("apprise", {"urls": "json://127.0.0.1/"})

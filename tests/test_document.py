@@ -90,6 +90,12 @@ BILLION_LAUGHS = (
 @pytest.mark.parametrize(("data", "reason", "words"), [
     (b"---\ntitle: \xff\xfe\n---\n", "not_utf8", "UTF-8"),
     (b"---\x00\x01\x02binary", "binary", "binary"),
+    # text saved as "Unicode" by a Windows editor: not UTF-8 (SPEC §2), not a binary file
+    ("---\nsource_url: u\ntitle: t\n---\n".encode("utf-16"), "not_utf8", "UTF-16"),
+    ("---\nsource_url: u\ntitle: t\n---\n".encode("utf-16-be"), "not_utf8", "UTF-16"),
+    ("\ufeff---\nsource_url: u\n---\n".encode("utf-16-be"), "not_utf8", "save the file as "
+     "UTF-8"),
+    ("\ufeff---\nsource_url: u\n---\n".encode("utf-32-le"), "not_utf8", "UTF-32"),
     ("just some text\n", "no_front_matter", "first line must be '---'"),
     ("", "no_front_matter", "no front matter"),
     ("---\ntitle: x\nsource_url: y\n", "unclosed_front_matter", "never closed"),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,15 +69,78 @@ def test_upgrade_creates_the_views_with_spec_columns(db_url: str) -> None:
             assert cols == VIEW_COLUMNS[view], view
 
 
-def test_json_columns_are_jsonb_on_postgresql(pg_url: str) -> None:
-    """JSON arrays in the views are jsonb on PostgreSQL."""
+# SPEC §4 on PostgreSQL: JSON arrays are jsonb, times timestamptz; the rest as it reads
+VIEW_PG_TYPES = {
+    **dict.fromkeys(("tags", "changed_fields"), "jsonb"),
+    **dict.fromkeys(("published_time", "modified_time", "first_seen_at", "last_changed_at",
+                     "deleted_at", "observed_at", "occurred_at", "last_seen_at",
+                     "next_attempt_at", "delivered_at"), "timestamp with time zone"),
+    "date": "date",
+    **dict.fromkeys(("statement_id", "revision_number", "revision_count", "event_id",
+                     "from_revision", "to_revision", "words_added", "words_removed",
+                     "attempts"), "integer"),
+    **dict.fromkeys(("source_url", "title", "body", "body_text", "path", "summary", "detail",
+                     "last_error"), "text"),
+    **dict.fromkeys(("kind", "content_sha256", "reason", "channel", "status"),
+                    "character varying"),
+}
+
+
+def test_every_view_column_has_its_spec_type_on_postgresql(pg_url: str) -> None:
+    """Every column of the five views: JSON arrays jsonb, times timestamptz (a view that
+    cast a time to text, or JSON to json, would still have the SPEC's column names)."""
     engine = make_engine(pg_url)
     migrate.upgrade(engine)
     with engine.connect() as conn:
-        types = dict(conn.execute(sa.text(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_name = 'statement_revisions'")).all())
-    assert types["tags"] == "jsonb" and types["changed_fields"] == "jsonb"
+        types = conn.execute(sa.text(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_name IN :views ORDER BY table_name, ordinal_position").bindparams(
+                sa.bindparam("views", expanding=True)), {"views": list(VIEW_NAMES)}).all()
+    assert sorted({t for t, _c, _d in types}) == sorted(VIEW_NAMES)
+    assert [(t, c, d) for t, c, d in types if VIEW_PG_TYPES[c] != d] == []
+
+
+def test_view_values_answer_the_readme_sql_on_either_database(db_url: str,
+                                                              tmp_path: Path) -> None:
+    """SPEC §4: times are UTC (text `YYYY-MM-DD HH:MM:SS.ffffff` on SQLite, timestamptz on
+    PostgreSQL), JSON arrays JSON text on SQLite (`json_each`) and jsonb on PostgreSQL
+    (`?`): the README's example queries find a real statement's values written that way."""
+    src = FIXTURES / "corpus" / "current" / "articles" / "2025-07" / (
+        "2025-07-25-the-one-big-beautiful-bill-is-a-historic-investment-in-rural-healthcare.md")
+    folder = tmp_path / "statements"
+    folder.mkdir()
+    path = folder / src.name
+    path.write_bytes(src.read_bytes())
+    engine = make_engine(db_url)
+    migrate.upgrade(engine)
+    ing = Ingestor(engine, WatchConfig(paths=(folder,)))
+    ing.scan()
+    path.write_text(path.read_text("utf-8").replace(
+        "\npublished_time: ", "\nmodified_time: 2025-07-26 09:00:00-04:00\npublished_time: "),
+        "utf-8")
+    ing.scan()
+    sqlite = engine.dialect.name == "sqlite"
+    has = ("EXISTS (SELECT 1 FROM json_each({col}) WHERE value = :v)" if sqlite
+           else "{col} ? :v")
+    week = "datetime('now', '-7 days')" if sqlite else "now() - interval '7 days'"
+    with engine.connect() as conn:
+        def one(sql_text: str, **params: Any) -> Any:
+            return conn.execute(sa.text(sql_text), params).one()
+
+        times = one("SELECT published_time, modified_time, first_seen_at, last_changed_at "
+                    "FROM current_statements")
+        assert one(f"SELECT count(*) FROM current_statements WHERE {has.format(col='tags')}",
+                   v="articles") == (1,)
+        assert one(f"SELECT count(*) FROM change_log WHERE occurred_at >= {week} AND "
+                   f"{has.format(col='changed_fields')}", v="modified_time") == (1,)
+    if sqlite:  # the view hands over the stored text as it is
+        assert times[:2] == ("2025-07-25 20:05:19.000000", "2025-07-26 13:00:00.000000")
+        assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}", t) for t in times)
+    else:
+        assert times[:2] == (dt.datetime(2025, 7, 25, 20, 5, 19, tzinfo=dt.UTC),
+                             dt.datetime(2025, 7, 26, 13, 0, tzinfo=dt.UTC))
+        assert all(isinstance(t, dt.datetime) and t.tzinfo is not None for t in times)
+    engine.dispose()
 
 
 def test_downgrade_then_upgrade_round_trips(db_url: str) -> None:

@@ -58,6 +58,56 @@ def test_one_parseable_line_per_event_appended(engine: sa.Engine, db_url: str, s
     assert {r[0] for r in rows(engine, "SELECT status FROM delivery_status")} == {"delivered"}
 
 
+def test_kinds_and_ignore_fields_choose_the_channels_an_event_reaches(
+        engine: sa.Engine, db_url: str, sample: Path, tmp_path: Path) -> None:
+    """SPEC §5: a channel takes the events of its `kinds` (by default all but
+    `formatting`), and with `ignore_fields = ["modified_time"]` a `metadata` change of only
+    that field notifies no one, while one that also changes `tags`, or a change of words
+    along with it, still does."""
+    clock = FakeClock()
+    every, quiet = tmp_path / "every.jsonl", tmp_path / "quiet.jsonl"
+    config = config_for(tmp_path, db_url, jsonl_channel(every).replace('"archive"', '"every"')
+                        + jsonl_channel(quiet).replace('"archive"', '"quiet"')
+                        + 'ignore_fields = ["modified_time"]\n')
+    assert [ch.ignore_fields for ch in config.channels] == [(), ("modified_time",)]
+    (path,) = copy_statements(sample, tmp_path / "statements", 1)
+    text = path.read_text("utf-8")
+    assert "\nmodified_time: " not in text and "\ntags: articles\n" in text
+    ing = ingestor(engine, config, clock)
+    ing.process_paths([str(path)])
+
+    def edit(new_text: str) -> None:
+        path.write_text(new_text, "utf-8")
+        clock.advance(60)
+        ing.process_paths([str(path)])
+
+    stamped = text.replace("\npublished_time: ", "\nmodified_time: 2025-07-26 09:00:00-04:00"
+                                                 "\npublished_time: ", 1)
+    edit(stamped)  # metadata: modified_time only
+    edit(stamped.replace("\ntags: articles\n", "\ntags: [articles, rural]\n", 1)
+         .replace("09:00:00", "10:00:00", 1))  # metadata: modified_time and tags
+    retagged = stamped.replace("\ntags: articles\n", "\ntags: [articles, rural]\n", 1)
+    edit(retagged.replace("09:00:00", "10:00:00", 1) + "\n\n")  # formatting: white space
+    edit_one_word(path)
+    edit(path.read_text("utf-8").replace("10:00:00", "11:00:00", 1))  # revised
+    d = Dispatcher(engine, config, clock=clock, instance_id="test:1")
+    try:
+        d.dispatch_due(wait=10)
+    finally:
+        d.close()
+    log = rows(engine, "SELECT event_id, kind, changed_fields FROM change_log ORDER BY event_id")
+    assert [(k, json.loads(c) if isinstance(c, str) else c) for _e, k, c in log] == [
+        ("added", []), ("metadata", ["modified_time"]),
+        ("metadata", ["modified_time", "tags"]), ("formatting", ["body"]),
+        ("revised", ["body", "modified_time"])]
+    ids = [e for e, _k, _c in log]
+    reached = {name: [json.loads(line)["event_id"] for line in out.read_text().splitlines()]
+               for name, out in (("every", every), ("quiet", quiet))}
+    assert reached == {"every": [ids[0], ids[1], ids[2], ids[4]],
+                       "quiet": [ids[0], ids[2], ids[4]]}
+    assert {r[0] for r in rows(engine, "SELECT status FROM delivery_status")} == {"delivered"}
+
+
 def test_a_wake_as_a_worker_ends_is_not_lost(engine: sa.Engine, db_url: str, sample: Path,
                                              tmp_path: Path) -> None:
     """A wake that comes just as a channel's worker has taken its last look for work (and

@@ -26,6 +26,7 @@ from daemon.errors import NotFound, UsageError
 from daemon.ingest import Ingestor
 from daemon.store import migrate
 from daemon.store.engine import make_engine
+from daemon.text import fold_words, paragraphs, title_text
 
 START = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
 MEXICAN_WAR = ("https://www.whitehouse.gov/briefings-statements/2026/02/america-250-presidential-"
@@ -280,6 +281,31 @@ def test_history_matches_the_statement_revisions_view(record: Record) -> None:
     assert hist[1]["changed_fields"] == ["body", "modified_time"]
     assert hist[1]["summary"] == ("1 paragraph changed: +1 word, -1 word; fields changed: "
                                   "modified_time")
+
+
+def test_every_real_diff_rebuilds_both_texts_paragraph_by_paragraph(record: Record) -> None:
+    """For every revision of the real chains (the first compared with nothing), `words`
+    rebuilds the new text from its `equal` and `insert` runs and the old one from `equal`
+    and `delete`, paragraph for paragraph: no empty paragraph where one was inserted or
+    deleted whole, no run without text (equal runs are written as in the new text, so the
+    old paragraphs are compared folded)."""
+    heads = sql(record.reader, "SELECT statement_id, revision_count FROM current_statements")
+    texts = {(r[0], r[1]): "\n\n".join([title_text(r[2]), *paragraphs(r[3])])
+             for r in sql(record.reader, "SELECT statement_id, revision_number, title, "
+                                         "body_text FROM statement_revisions")}
+
+    def folded(t: str) -> list[str]:
+        return [" ".join(fold_words(p).split()) for p in t.split("\n\n")] if t else []
+
+    with record.reader.connect() as conn:
+        for sid, count in heads:
+            for to in range(1, count + 1):
+                words = query.diff(conn, sid, to - 1 if to > 1 else None, to)["words"]
+                assert all(w["text"] for w in words), (sid, to)
+                assert "".join(w["text"] for w in words if w["op"] != "delete") == \
+                    texts[sid, to], (sid, to)
+                old = "".join(w["text"] for w in words if w["op"] != "insert")
+                assert folded(old) == folded(texts.get((sid, to - 1), "")), (sid, to)
 
 
 def test_diff_shows_the_real_edits(record: Record) -> None:
