@@ -179,6 +179,12 @@ def test_diff_json_and_revision_choice(cfg: Path) -> None:
     --from/--to pick the revisions."""
     d = json.loads(ok(redline(cfg, "diff", MEXICAN_WAR, "--format", "json")).out)
     assert d == json.loads(ok(redline(cfg, "diff", MEXICAN_WAR, "--json")).out)
+    assert d == json.loads(ok(redline(cfg, "diff", MEXICAN_WAR, "--json", "--format",
+                                      "JSON")).out)
+    # two formats asked for: one line, exit 2, rather than silently one of them
+    both = redline(cfg, "diff", MEXICAN_WAR, "--json", "--format", "html")
+    assert (both.code, both.out, both.err) == (
+        2, "", "redline: error: --json and --format html ask for two formats: give one\n")
     assert d["metadata_changes"] == [{"field": "modified_time", "old": "2026-02-02T23:53:56Z",
                                       "new": "2026-02-03T16:20:06Z"}]
     assert [w for w in d["words"] if w["op"] != "equal"] == [

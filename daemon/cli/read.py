@@ -202,14 +202,14 @@ def history(app: App, statement: str, as_json: bool) -> None:
 @click.option("--from", "from_rev", metavar="N", help="Older revision (default: the one "
               "before --to).")
 @click.option("--to", "to_rev", metavar="M", help="Newer revision (default: the newest).")
-@click.option("--format", "fmt", metavar="FORMAT", default="unified", show_default=True,
-              help="unified | words | json | html.")
+@click.option("--format", "fmt", metavar="FORMAT",
+              help="unified | words | json | html.  [default: unified]")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file instead of standard output.")
 @_json_option
 @click.pass_obj
-def diff(app: App, statement: str, from_rev: str | None, to_rev: str | None, fmt: str,
-         output: Path | None, as_json: bool) -> None:
+def diff(app: App, statement: str, from_rev: str | None, to_rev: str | None,
+         fmt: str | None, output: Path | None, as_json: bool) -> None:
     """The diff between two revisions of STATEMENT (default: the last two).
 
     Changed fields come first, then the text. `words` marks edits inline,
@@ -222,7 +222,10 @@ def diff(app: App, statement: str, from_rev: str | None, to_rev: str | None, fmt
       redline diff 42 --from 1 --to 3 --format words
       redline diff 42 --format html -o diff.html
     """
-    fmt = "json" if as_json else fmt.strip().lower()
+    fmt = (fmt or ("json" if as_json else "unified")).strip().lower()
+    if as_json and fmt != "json":  # two answers asked for: say so rather than pick one
+        raise UsageError(f"--json and --format {query.clip(fmt)} ask for two formats: "
+                         "give one")
     if fmt not in DIFF_FORMATS:
         raise UsageError(f"--format must be one of {', '.join(DIFF_FORMATS)}, "
                          f"not {query.clip(repr(fmt))}")
