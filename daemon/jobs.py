@@ -437,7 +437,7 @@ class Jobs:
                 self.bodies[name]()
                 if self.last_error.pop(name, None) is not None:
                     log.info("job_recovered", job=name)
-            except sa.exc.OperationalError as exc:
+            except sa.exc.DBAPIError as exc:  # away, read-only, full: the server's words
                 self._failed(name, f"database: {first_line(exc)}")
             except Exception as exc:  # noqa: BLE001 - a job must never take the daemon down
                 log.exception("job_failed", job=name)

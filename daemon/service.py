@@ -423,6 +423,9 @@ class Service:
         if self.jobs is not None:
             for name, how in sorted(self.jobs.failing_channels().items()):
                 parts.append(f"DELIVERIES FAILING: channel {name}: {how}")
+            if not self.live.db_error:  # an outage is said once, above
+                for name, error in sorted(self.jobs.last_error.items()):
+                    parts.append(f"JOB FAILING: {name}: {error}")
         if self._last_change:
             parts.append(f"{self._changes} change(s) since start; last change "
                          f"{self._last_change:%Y-%m-%d %H:%M:%S} UTC")

@@ -5,6 +5,7 @@ real PostgreSQL outage."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import logging
@@ -616,6 +617,49 @@ def test_dead_observer_is_replaced_and_reconciled(
     live.wait_for(lambda: statements(db_url) == 2, "the reconcile after the restart")
     assert observer() is not first and observer().is_alive()
     assert live.service.healthy()
+
+
+def test_a_database_turned_read_only_is_said_in_status_until_it_is_writable(
+        tmp_path: Path, pg_url: str, daemons: Callable[..., Live]) -> None:
+    """A database that takes reads but refuses writes (a replica promoted wrongly, a disk
+    mounted read-only, PostgreSQL's default_transaction_read_only) left STATUS= clean while
+    every heartbeat failed: the failing job and the server's words are now in it, without
+    a traceback, until a run succeeds."""
+    root = tmp_path / "w"
+    live = daemons(live_config(tmp_path, pg_url, [root]))
+    (root / "keep.md").write_text(doc("keep"))
+    live.settle(root)
+    jobs = live.service.jobs
+    assert jobs is not None
+    name = sa.engine.make_url(pg_url).database
+    admin = sa.create_engine(sa.engine.make_url(pg_url).set(database="postgres"),
+                             isolation_level="AUTOCOMMIT")
+
+    def heartbeat_now() -> None:
+        jobs.scheduler.get_job("heartbeat").modify(next_run_time=dt.datetime.now(dt.UTC))
+
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'ALTER DATABASE "{name}" SET default_transaction_read_only '
+                                 "= on")
+            conn.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 f"WHERE datname = '{name}' AND pid <> pg_backend_pid()")
+        with capture_logs() as logs:
+            heartbeat_now()
+            live.wait_for(lambda: "JOB FAILING: heartbeat: database: " in
+                          live.service.status_text(), "the failing heartbeat in STATUS")
+        assert "read-only transaction" in live.service.status_text()
+        failed = [e for e in logs if e["event"] == "job_failed"]
+        assert failed and all("exc_info" not in e for e in failed), failed
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+            conn.exec_driver_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 f"WHERE datname = '{name}' AND pid <> pg_backend_pid()")
+        admin.dispose()
+    heartbeat_now()
+    live.wait_for(lambda: "JOB FAILING" not in live.service.status_text(),
+                  "the heartbeat working again")
 
 
 def test_database_outage_is_survived(tmp_path: Path, pg_url: str,
