@@ -670,20 +670,27 @@ def test_process_paths_rejects_a_name_that_is_not_utf8(engine: sa.Engine, sample
     assert _rejections(engine) == {}
 
 
-def test_duplicate_urls_newest_file_wins(engine: sa.Engine, sample: Path, tmp_path: Path
-                                         ) -> None:
-    """Two real files with one source_url make one statement whose text is the newest."""
+def _url_sharing_pair(sample: Path, root: Path) -> str:
+    """The sample's two real files carrying one source_url, copied to `root` as 0.md and
+    the newer 1.md (modification times a second apart); their URL."""
     index = list(csv.DictReader((sample / "current" / "INDEX.tsv").open(), delimiter="\t"))
     dupes: dict[str, list[str]] = defaultdict(list)
     for row in index:
         dupes[row["source_url"]].append(row["path"])
     url, paths = next((u, p) for u, p in dupes.items() if len(p) == 2)
-    root = tmp_path / "w"
-    root.mkdir()
+    root.mkdir(parents=True, exist_ok=True)
     for i, p in enumerate(paths):
         dest = root / f"{i}.md"
         shutil.copyfile(sample / "current" / p, dest)
         os.utime(dest, ns=(1_700_000_000_000_000_000 + i, 1_700_000_000_000_000_000 + i * 10**9))
+    return url
+
+
+def test_duplicate_urls_newest_file_wins(engine: sa.Engine, sample: Path, tmp_path: Path
+                                         ) -> None:
+    """Two real files with one source_url make one statement whose text is the newest."""
+    root = tmp_path / "w"
+    url = _url_sharing_pair(sample, root)
     make(engine, root).scan()
     rows = q(engine, "SELECT statement_id, revision_count FROM current_statements "
              "WHERE source_url = :u", u=url)
@@ -700,17 +707,9 @@ def test_renaming_the_older_of_two_files_with_one_url_is_no_change(
     the older one writes nothing (SPEC §3: a rename is not a change), so it records no
     revision and the newest text stays current. Writing the older text under a new name
     is a change: the newest file written wins."""
-    index = list(csv.DictReader((sample / "current" / "INDEX.tsv").open(), delimiter="\t"))
-    dupes: dict[str, list[str]] = defaultdict(list)
-    for row in index:
-        dupes[row["source_url"]].append(row["path"])
-    paths = next(p for p in dupes.values() if len(p) == 2)
     root = tmp_path / "w"
-    (root / "sub").mkdir(parents=True)
-    for i, p in enumerate(paths):
-        dest = root / f"{i}.md"
-        shutil.copyfile(sample / "current" / p, dest)
-        os.utime(dest, ns=(1_700_000_000_000_000_000 + i, 1_700_000_000_000_000_000 + i * 10**9))
+    _url_sharing_pair(sample, root)
+    (root / "sub").mkdir()
     ing = make(engine, root)
     ing.scan()
 
