@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from daemon.config import Config, load_config
 from daemon.ingest import Ingestor
+from daemon.notify.dispatch import Dispatcher
 from daemon.notify.outbox import DeliveryOutbox
 
 START = dt.datetime(2026, 3, 2, 9, 30, tzinfo=dt.UTC)
@@ -103,6 +104,15 @@ def config_for(tmp_path: Path, db_url: str, channels: str,
 
 def ingestor(engine: sa.Engine, config: Config, clock: FakeClock) -> Ingestor:
     return Ingestor(engine, config.watch, DeliveryOutbox(config.channels), clock=clock)
+
+
+def dispatch_once(engine: sa.Engine, config: Config, clock: FakeClock) -> int:
+    """One dispatcher delivering what is due, waited for, then closed; the attempts made."""
+    d = Dispatcher(engine, config, clock=clock, instance_id="test:1")
+    try:
+        return d.dispatch_due(wait=10)
+    finally:
+        d.close()
 
 
 def rows(engine: sa.Engine, sql: str, **params: object) -> list[sa.Row[Any]]:

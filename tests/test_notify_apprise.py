@@ -12,12 +12,11 @@ from notify_support import (
     HttpReceiver,
     config_for,
     copy_statements,
+    dispatch_once,
     edit_one_word,
     ingestor,
     rows,
 )
-
-from daemon.notify.dispatch import Dispatcher
 
 pytest.importorskip("apprise")
 # apprise imports the deprecated stdlib imghdr when it first sends
@@ -42,11 +41,7 @@ def test_an_event_reaches_an_apprise_url(engine: sa.Engine, db_url: str, sample:
         ing.process_paths([str(path)])
         edit_one_word(path, "Zanzibar")
         ing.process_paths([str(path)])
-        d = Dispatcher(engine, config, clock=clock, instance_id="test:1")
-        try:
-            assert d.dispatch_due(wait=10) == 1
-        finally:
-            d.close()
+        assert dispatch_once(engine, config, clock) == 1
         (req,) = rx.wait_for(1)
     got = json.loads(req.body)
     assert got["title"].startswith("[redline] revised: ")
@@ -65,11 +60,7 @@ def test_a_failing_apprise_url_is_retried(engine: sa.Engine, db_url: str, sample
         config = config_for(tmp_path, db_url, apprise_channel(), environ={"CHAT_URLS": url})
         (path,) = copy_statements(sample, tmp_path / "statements", 1)
         ingestor(engine, config, clock).process_paths([str(path)])
-        d = Dispatcher(engine, config, clock=clock, instance_id="test:1")
-        try:
-            d.dispatch_due(wait=10)
-        finally:
-            d.close()
+        dispatch_once(engine, config, clock)
         rx.wait_for(1)
     (row,) = rows(engine, "SELECT status, attempts, last_error FROM delivery_status")
     assert row[:2] == ("failed", 1)
@@ -95,11 +86,7 @@ def test_debug_logging_never_shows_the_apprise_urls(engine: sa.Engine, db_url: s
         config = config_for(tmp_path, db_url, apprise_channel(), environ={"CHAT_URLS": url})
         (path,) = copy_statements(sample, tmp_path / "statements", 1)
         ingestor(engine, config, clock).process_paths([str(path)])
-        d = Dispatcher(engine, config, clock=clock, instance_id="test:1")
-        try:
-            assert d.dispatch_due(wait=10) == 1
-        finally:
-            d.close()
+        assert dispatch_once(engine, config, clock) == 1
         (req,) = rx.wait_for(1)
     assert req.headers["X-Token"] == "HEADER-SECRET"  # the secret was really used
     logged = out.getvalue()

@@ -11,7 +11,15 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from conftest import write_config
-from notify_support import FakeClock, HttpReceiver, closed_port, copy_statements, ingestor, rows
+from notify_support import (
+    FakeClock,
+    HttpReceiver,
+    closed_port,
+    copy_statements,
+    dispatch_once,
+    ingestor,
+    rows,
+)
 
 from daemon.cli import cli
 from daemon.config import load_config
@@ -101,11 +109,7 @@ def test_deliveries_lists_state_and_retry_requeues_dead(
     clock = FakeClock()
     paths = copy_statements(sample, tmp_path / "statements", 2)
     ingestor(engine, config, clock).process_paths([str(p) for p in paths])
-    d = Dispatcher(engine, config, clock=clock, instance_id="test:1")
-    try:
-        d.dispatch_due(wait=10)
-    finally:
-        d.close()
+    dispatch_once(engine, config, clock)
     code, out, _ = redline(cfg, "deliveries", "--status", "dead")
     assert code == 0
     lines = out.splitlines()

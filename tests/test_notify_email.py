@@ -15,6 +15,7 @@ from notify_support import (
     closed_port,
     config_for,
     copy_statements,
+    dispatch_once,
     edit_one_word,
     ingestor,
     rows,
@@ -22,7 +23,6 @@ from notify_support import (
 from structlog.testing import capture_logs
 
 from daemon.notify.channels import DeliveryFailed, Message
-from daemon.notify.dispatch import Dispatcher
 from daemon.notify.email import EmailSender
 
 
@@ -46,11 +46,7 @@ def test_an_event_arrives_as_text_and_html_with_the_word_diff(
         ing.process_paths([str(path)])
         old_word = edit_one_word(path, "Zanzibar")
         ing.process_paths([str(path)])
-        d = Dispatcher(engine, config, clock=clock, instance_id="test:1")
-        try:
-            assert d.dispatch_due(wait=10) == 1
-        finally:
-            d.close()
+        assert dispatch_once(engine, config, clock) == 1
         (msg,) = smtp.wait_for(1)
         (envelope,) = smtp.envelopes
     assert sorted(envelope.rcpt_tos) == ["desk@example.org", "night@example.org"]

@@ -15,6 +15,7 @@ from notify_support import (
     FakeClock,
     config_for,
     copy_statements,
+    dispatch_once,
     edit_one_word,
     ingestor,
     rows,
@@ -90,11 +91,7 @@ def test_kinds_and_ignore_fields_choose_the_channels_an_event_reaches(
     edit(retagged.replace("09:00:00", "10:00:00", 1) + "\n\n")  # formatting: white space
     edit_one_word(path)
     edit(path.read_text("utf-8").replace("10:00:00", "11:00:00", 1))  # revised
-    d = Dispatcher(engine, config, clock=clock, instance_id="test:1")
-    try:
-        d.dispatch_due(wait=10)
-    finally:
-        d.close()
+    dispatch_once(engine, config, clock)
     log = rows(engine, "SELECT event_id, kind, changed_fields FROM change_log ORDER BY event_id")
     assert [(k, json.loads(c) if isinstance(c, str) else c) for _e, k, c in log] == [
         ("added", []), ("metadata", ["modified_time"]),
