@@ -972,6 +972,67 @@ def test_silently_unwatched_subfolders_switch_to_polling(tmp_path: Path) -> None
     assert "only 2 of 4 folders got an inotify watch" in errors[0]["reason"]
 
 
+class TouchLog(PathCollector):
+    """A collector that also remembers every path an event touched, in order."""
+
+    def __init__(self) -> None:
+        super().__init__(50)
+        self.touched: list[str] = []
+        self.seen = threading.Condition()
+
+    def touch(self, path: str, complete: bool | None, link: str | None = None,
+              writing: bool = False) -> None:
+        super().touch(path, complete, link, writing)
+        with self.seen:
+            self.touched.append(path)
+            self.seen.notify_all()
+
+    def wait_for(self, path: str) -> list[str]:
+        """The paths touched up to `path` (bounded wait: it is written by the test)."""
+        with self.seen:
+            assert self.seen.wait_for(lambda: path in self.touched, TIMEOUT), path
+            return self.touched[:self.touched.index(path)]
+
+
+def test_folders_moved_out_of_the_tree_do_not_keep_their_watches(tmp_path: Path) -> None:
+    """watchdog 7.1 keeps the inotify watches of a folder moved out of the watched tree
+    for as long as that folder lives, and reports what happens in it under its old path.
+    A daemon whose folders are archived (`mv 2025-01 /archive/`) month after month would
+    pile them up towards fs.inotify.max_user_watches, and the extra watches would hide
+    from verify() a subfolder left unwatched. The second look at the excess renews the
+    watches: the tree's folders only, and no event from the archive any more."""
+    from daemon.watch import inotify_watches
+
+    root, archive = tmp_path / "w", tmp_path / "archive"
+    (root / "keep").mkdir(parents=True)
+    archive.mkdir()
+    collector = TouchLog()
+    watcher = FolderWatcher(WatchConfig(paths=(root,)), collector)
+    before = inotify_watches()
+    assert before is not None
+    watcher.start()
+    try:
+        for cycle in range(20):  # a month's folder, with a day in it, filled and archived
+            day = root / f"month{cycle}" / "day"
+            day.mkdir(parents=True)
+            (day / "s.md").write_text(doc(cycle))
+            collector.wait_for(str(day / "s.md"))  # watched by now: its event came
+            os.rename(root / f"month{cycle}", archive / f"month{cycle}")
+        assert watcher.verify() is True and watcher.suspect  # one look: maybe a race
+        assert watcher.verify() is False  # renewed: the caller reconciles
+        assert watcher.plan.mode == "inotify"
+        assert inotify_watches() == before + 2  # w and w/keep; 40 were held before
+        assert watcher.verify() is True and not watcher.suspect
+        # the archive is no longer watched; the tree still is (inotify keeps the order)
+        renewed = len(collector.touched)
+        (archive / "month3" / "day" / "s.md").write_text(doc(3, "Archived and edited."))
+        marker = root / "keep" / "marker.md"
+        marker.write_text(doc("marker"))
+        assert collector.wait_for(str(marker))[renewed:] == []
+    finally:
+        watcher.stop()
+
+
 _NAME_CHARS = st.sampled_from(list("abx.~#$-_4913[]*?") + ["md", "txt", "swp", "sb-", "\n"])
 
 
