@@ -235,6 +235,13 @@ def default_digest(engine: Engine, config: Config, clock: Callable[[], dt.dateti
 RunnerFactory = Callable[[Engine, Config, Callable[[], dt.datetime], str], Any]
 
 
+def _trigger_key(trigger: BaseTrigger) -> tuple[str, str, str]:
+    """What makes two triggers fire alike: the kind, its fields or interval (`str()`:
+    `interval[0:00:05]`, `cron[minute='0', hour='8', …]`) and the time zone; not the
+    start time that an interval trigger takes from the moment it is made."""
+    return type(trigger).__name__, str(trigger), str(getattr(trigger, "timezone", ""))
+
+
 def _close(runner: Any, timeout: float) -> None:
     """Let a runner finish its in-flight work (Dispatcher.close), if it has a close()."""
     close = getattr(runner, "close", None)
@@ -308,15 +315,22 @@ class Jobs:
         self.scheduler.start(paused=paused)
 
     def reload(self, config: Config) -> None:
-        """New triggers and runners for a reloaded configuration."""
+        """New runners for a reloaded configuration, and new triggers for the jobs whose
+        schedule changed. Only those: rescheduling starts an interval afresh, so a daemon
+        reloaded more often than every 10 minutes (a deploy tool, a cron job) would never
+        run its housekeeping (the WAL never truncated), nor refresh its heartbeat when
+        reloaded within 15 s, nor rescan when reloaded within reconcile_minutes."""
         self._build_runners(config)
         if config.schedule.timezone != self.config.schedule.timezone:
             log.warning("reload_timezone_ignored",
                         detail="schedule.timezone changes the scheduler's zone only at restart;"
                                " the digest trigger uses the new zone now")
+        old = self.config.schedule
         self.config = config
         for name, spec in JOB_SPECS.items():
-            self.scheduler.reschedule_job(name, trigger=spec.trigger(config.schedule))
+            trigger = spec.trigger(config.schedule)
+            if _trigger_key(trigger) != _trigger_key(spec.trigger(old)):
+                self.scheduler.reschedule_job(name, trigger=trigger)
         # rescheduling moved the digest job to its cron time: a pending retry comes first
         if self.digest_retry_at is not None:
             self.schedule_digest_retry(self.digest_retry_at)

@@ -180,6 +180,33 @@ def test_reload_reschedules_with_the_new_settings(
     assert built[1:] == [new]
 
 
+def test_a_reload_leaves_the_jobs_whose_schedule_did_not_change_alone(
+        make_jobs: Callable[..., Jobs], tmp_path: Path) -> None:
+    """Rescheduling starts an interval afresh. A daemon reloaded every few minutes (a
+    deploy tool, a cron job; the soak reloaded it every 6 s) never ran its 10-minute
+    housekeeping, so its SQLite WAL was never truncated; reloaded within 15 s its heartbeat
+    was never refreshed (`redline status`: "watcher: not running"), and reloaded within
+    reconcile_minutes it never rescanned. A reload keeps the next run time of every job
+    whose trigger is the same and moves only the one whose setting changed."""
+    config = make_config(tmp_path, dispatch_seconds=7, reconcile_minutes=30)
+    jobs = make_jobs(config)
+    jobs.start(paused=True)
+
+    def next_runs() -> dict[str, dt.datetime]:
+        return {j.id: j.next_run_time for j in jobs.scheduler.get_jobs()}
+
+    before = next_runs()
+    for _ in range(3):
+        threading.Event().wait(0.01)  # the clock moves on between the reloads
+        jobs.reload(make_config(tmp_path, dispatch_seconds=7, reconcile_minutes=30))
+    assert next_runs() == before
+    jobs.reload(make_config(tmp_path, dispatch_seconds=7, reconcile_minutes=20))
+    after = next_runs()
+    assert after["reconcile"] < before["reconcile"]  # 20 minutes from the reload, not 30
+    assert {k: v for k, v in after.items() if k != "reconcile"} == {
+        k: v for k, v in before.items() if k != "reconcile"}
+
+
 # ---- real scheduler: failures and wake-ups ---------------------------------------------------
 
 def test_failing_job_logs_and_runs_again(make_jobs: Callable[..., Jobs], tmp_path: Path) -> None:
