@@ -21,7 +21,7 @@ import structlog
 from daemon.debounce import Batch
 from daemon.files import stored_path, walk
 from daemon.ingest import IngestCounts
-from daemon.store.schema import files
+from daemon.store.schema import files, rejected_files
 
 if TYPE_CHECKING:
     from daemon.service import Service
@@ -125,11 +125,14 @@ class LiveWorker:
                 self._release_gone()
 
     def _known_under(self, folder: str) -> list[str]:
+        """The paths recorded under a folder that went: its files, and its rejected files
+        (listed in ingest_errors until a look finds them gone)."""
         assert self.service.engine is not None
         prefix = stored_path(folder.rstrip(os.sep) + os.sep)
         with self.service.engine.connect() as conn:
-            return list(conn.execute(sa.select(files.c.path).where(
-                sa.func.substr(files.c.path, 1, len(prefix)) == prefix)).scalars())
+            return [path for table in (files, rejected_files)
+                    for path in conn.execute(sa.select(table.c.path).where(
+                        sa.func.substr(table.c.path, 1, len(prefix)) == prefix)).scalars()]
 
     def ingest_paths(self, paths: list[str], budget: float | None = None) -> IngestCounts:
         """Ingest the present paths now; a path that is gone waits until the watcher is

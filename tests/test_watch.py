@@ -666,6 +666,28 @@ def test_folder_moved_in_and_out(live: tuple[Live, Path], tmp_path: Path) -> Non
     assert daemon.revisions(1) == [(1, "added")]
 
 
+def test_a_folder_moved_out_takes_its_rejected_files_off_the_errors(
+        live: tuple[Live, Path], tmp_path: Path) -> None:
+    """`ingest_errors` lists the files failing now. A folder moved out of the tree (to an
+    archive) holding rejected files took its statements' files along but left its
+    rejections listed, under paths that no longer exist, until the next reconcile (an hour
+    by default); folders archived one after the other piled them up in the meantime."""
+    daemon, root = live
+    batch = root / "batch"
+    (batch / "sub").mkdir(parents=True)
+    (batch / "s20.md").write_text(doc(20))
+    (batch / "draft.md").write_text("no front matter yet\n")
+    (batch / "sub" / "notes.md").write_text("---\ntitle: [unclosed\n---\nbody\n")
+    daemon.settle(root)
+    assert sorted(r.reason for r in daemon.errors()) == ["invalid_yaml", "no_front_matter"]
+    reconciles = daemon.service.reconciles
+    os.rename(batch, tmp_path / "archived")
+    daemon.settle(root)
+    assert daemon.errors() == []
+    assert daemon.revisions(20) == [(1, "added"), (2, "deleted")]
+    assert daemon.service.reconciles == reconciles  # the live path did it, not a rescan
+
+
 def test_a_name_that_is_not_utf8_is_rejected_while_running(live: tuple[Live, Path],
                                                            tmp_path: Path) -> None:
     """A file whose name is not UTF-8 written while the daemon runs is rejected (listed
