@@ -416,7 +416,7 @@ class FolderWatcher:
             self._excess = held - folders
             return True
         self._excess = None
-        log.warning("inotify_watches_renewed", held=held, folders=folders,
+        log.info("inotify_watches_renewed", held=held, folders=folders,
                     detail="watches of folders no longer in the watched tree (moved out) "
                            "are released; reconciling")
         self._restart_observer()
