@@ -4,6 +4,7 @@ databases through what editors and tools really do."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -327,6 +328,27 @@ def test_folder_events_become_folder_work(handler: WatchHandler, collector: Path
     batch = collector.take(0)
     assert batch.dirs_added == [f"{w}/b"], "not the created one, nor one moved to .cache"
     assert batch.dirs_gone == [f"{w}/a", f"{w}/d", f"{w}/e"]
+
+
+def test_a_stopped_emitters_last_word_is_neither_an_error_nor_a_rescan(
+        collector: PathCollector, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """watchdog's emitter, stopped by a reload that changed [watch], may log an error as it
+    reads one last event. That is no lost event (the new watcher runs already): no error
+    line, no reconcile; a real warning of watchdog still asks for one."""
+    watcher = FolderWatcher(WatchConfig(paths=(tmp_path,)), collector)
+    watcher.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="watchdog"):
+            logging.getLogger("watchdog.observers.inotify").error(
+                "InotifyEmitter.queue_events() called when the thread is inactive")
+            assert collector.take(timeout=0).reconcile == []
+            assert caplog.records == []
+            logging.getLogger("watchdog.observers.inotify").warning(
+                "Inotify queue overflowed; filesystem events were lost")
+            assert collector.take(timeout=0).reconcile == [
+                "watcher: Inotify queue overflowed; filesystem events were lost"]
+    finally:
+        watcher.stop()
 
 
 def test_handler_error_requests_a_reconcile(collector: PathCollector, tmp_path: Path) -> None:
