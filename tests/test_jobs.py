@@ -5,6 +5,7 @@ wake-up behaviour (waiting on conditions, never sleeping)."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -270,6 +271,28 @@ def test_wake_during_a_running_dispatch_is_not_lost(
     jobs.wake_dispatch()
     runner.release.set()
     assert runner.wait_for(2)
+
+
+def test_a_wake_during_a_running_dispatch_is_no_warning(
+        make_jobs: Callable[..., Jobs], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """APScheduler warns that the woken dispatch was 'skipped' because one is running; it
+    is not skipped (it runs next), so the journal must not say so at every commit that
+    meets a running dispatch."""
+    from apscheduler.events import EVENT_JOB_MAX_INSTANCES
+
+    runner = Runner(block_first=True)
+    jobs = make_jobs(make_config(tmp_path, dispatch_seconds=3600), dispatch=runner)
+    refused = threading.Event()
+    jobs.scheduler.add_listener(lambda event: refused.set(), EVENT_JOB_MAX_INSTANCES)
+    with caplog.at_level(logging.WARNING, logger="apscheduler"):
+        jobs.start()
+        assert runner.wait_for(1)  # the first run is now blocked inside the runner
+        jobs.wake_dispatch()
+        assert refused.wait(TIMEOUT)  # APScheduler turned the woken run away
+        runner.release.set()
+        assert runner.wait_for(2)
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("apscheduler")] == []
 
 
 def test_reconcile_job_asks_the_worker(make_jobs: Callable[..., Jobs]) -> None:
