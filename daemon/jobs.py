@@ -10,13 +10,18 @@ and a failing job logs and runs again at its next time: it never stops the daemo
 - digest       on `schedule.digest_cron` in `schedule.timezone` (and once at start, to
                catch a period that ended while the daemon was down); after a failed
                digest, also at its retry time when that comes before the next cron time
-- housekeeping every 10 minutes: SQLite WAL checkpoint and `PRAGMA optimize`, old heartbeats
+- housekeeping every 10 minutes: SQLite WAL checkpoint and `PRAGMA optimize`, old heartbeats,
+               memory freed by the daemon's threads given back to the system
 - heartbeat    every 15 seconds: this instance's row in `heartbeats`
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import datetime as dt
+import functools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -59,6 +64,23 @@ DIGEST_RETRY_PAST_SECONDS = 30.0
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+class HandledSkip(logging.Filter):
+    """APScheduler warns 'Execution of job "dispatch …" skipped: maximum number of running
+    instances reached' whenever events commit while a dispatch runs (wake_dispatch moves
+    the job to now). Nothing is skipped: the running dispatch goes round again for that
+    wake, or _on_max_instances runs it 50 ms later. The soak logged 92 of those warnings in
+    40 minutes of edits; they are dropped for the dispatch job (for any other job a skipped
+    run is worth a warning)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        job = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        return not (getattr(job, "id", None) == "dispatch"
+                    and "maximum number of running instances" in str(record.msg))
+
+
+logging.getLogger("apscheduler.scheduler").addFilter(HandledSkip())
 
 
 # ---- triggers: pure functions of the configuration ----------------------------------------
@@ -185,7 +207,8 @@ def write_heartbeat(engine: Engine, beat: Heartbeat) -> None:
 
 def housekeep(engine: Engine, now: dt.datetime) -> dict[str, Any]:
     """Delete heartbeats of long-gone instances; on SQLite, checkpoint and truncate the WAL
-    and let SQLite refresh its statistics. PostgreSQL's autovacuum needs no help."""
+    and let SQLite refresh its statistics (PostgreSQL's autovacuum needs no help); give the
+    memory freed meanwhile back to the system (release_free_memory)."""
     with engine.begin() as conn:
         removed = conn.execute(heartbeats.delete().where(
             heartbeats.c.seen_at < now - HEARTBEAT_KEEP)).rowcount
@@ -203,7 +226,36 @@ def housekeep(engine: Engine, now: dt.datetime) -> dict[str, Any]:
         finally:
             raw.close()
         result.update(checkpoint_busy=bool(busy), wal_frames=wal_frames, checkpointed=moved)
+    result["memory_trimmed"] = release_free_memory()
     return result
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None where the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim  # type: ignore[no-any-return]
+
+
+def release_free_memory() -> bool:
+    """Give the memory the process has freed back to the system (glibc: malloc_trim).
+
+    The daemon's short-lived threads (a delivery worker per channel and wake, the reader's
+    feeder per pass, the checkpointer, the scheduler's pool) allocate in glibc's per-thread
+    arenas, and glibc hands an arena's free pages back only from its top: the rest stays
+    resident. The soak measured the resident size climbing with every change (69 to 131 MB
+    over 4,800 events, 44 MB of it free in the arenas) while the memory in use stayed at 31
+    MB; trimmed every 10 minutes it levels off. True if a trim ran."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
 
 
 class DispatchRunner(Protocol):
@@ -234,6 +286,13 @@ def default_digest(engine: Engine, config: Config, clock: Callable[[], dt.dateti
 
 
 RunnerFactory = Callable[[Engine, Config, Callable[[], dt.datetime], str], Any]
+
+
+def _trigger_key(trigger: BaseTrigger) -> tuple[str, str, str]:
+    """What makes two triggers fire alike: the kind, its fields or interval (`str()`:
+    `interval[0:00:05]`, `cron[minute='0', hour='8', …]`) and the time zone; not the
+    start time that an interval trigger takes from the moment it is made."""
+    return type(trigger).__name__, str(trigger), str(getattr(trigger, "timezone", ""))
 
 
 def _close(runner: Any, timeout: float) -> None:
@@ -309,15 +368,22 @@ class Jobs:
         self.scheduler.start(paused=paused)
 
     def reload(self, config: Config) -> None:
-        """New triggers and runners for a reloaded configuration."""
+        """New runners for a reloaded configuration, and new triggers for the jobs whose
+        schedule changed. Only those: rescheduling starts an interval afresh, so a daemon
+        reloaded more often than every 10 minutes (a deploy tool, a cron job) would never
+        run its housekeeping (the WAL never truncated), nor refresh its heartbeat when
+        reloaded within 15 s, nor rescan when reloaded within reconcile_minutes."""
         self._build_runners(config)
         if config.schedule.timezone != self.config.schedule.timezone:
             log.warning("reload_timezone_ignored",
                         detail="schedule.timezone changes the scheduler's zone only at restart;"
                                " the digest trigger uses the new zone now")
+        old = self.config.schedule
         self.config = config
         for name, spec in JOB_SPECS.items():
-            self.scheduler.reschedule_job(name, trigger=spec.trigger(config.schedule))
+            trigger = spec.trigger(config.schedule)
+            if _trigger_key(trigger) != _trigger_key(spec.trigger(old)):
+                self.scheduler.reschedule_job(name, trigger=trigger)
         # rescheduling moved the digest job to its cron time: a pending retry comes first
         if self.digest_retry_at is not None:
             self.schedule_digest_retry(self.digest_retry_at)

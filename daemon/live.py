@@ -19,9 +19,10 @@ import sqlalchemy as sa
 import structlog
 
 from daemon.debounce import Batch
+from daemon.errors import first_line
 from daemon.files import stored_path, walk
 from daemon.ingest import IngestCounts
-from daemon.store.schema import files
+from daemon.store.schema import files, rejected_files
 
 if TYPE_CHECKING:
     from daemon.service import Service
@@ -42,12 +43,6 @@ def transient(exc: BaseException) -> bool:
     """The database is unreachable or busy (worth retrying), not a bug."""
     return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError) or (
         isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
-
-
-def short(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    lines = str(orig).strip().splitlines()
-    return lines[0] if lines else type(orig).__name__
 
 
 class LiveWorker:
@@ -99,9 +94,9 @@ class LiveWorker:
                               paths=len(batch.paths) + len(self.streamed))
                 return "failed"
             if self.db_error is None:
-                log.error("database_unreachable", error=short(exc),
+                log.error("database_unreachable", error=first_line(exc),
                           detail="live changes are held and retried")
-            self.db_error = short(exc)
+            self.db_error = first_line(exc)
             self.service.wake_main.set()
             return "retry"
         return "ok"
@@ -125,11 +120,14 @@ class LiveWorker:
                 self._release_gone()
 
     def _known_under(self, folder: str) -> list[str]:
+        """The paths recorded under a folder that went: its files, and its rejected files
+        (listed in ingest_errors until a look finds them gone)."""
         assert self.service.engine is not None
         prefix = stored_path(folder.rstrip(os.sep) + os.sep)
         with self.service.engine.connect() as conn:
-            return list(conn.execute(sa.select(files.c.path).where(
-                sa.func.substr(files.c.path, 1, len(prefix)) == prefix)).scalars())
+            return [path for table in (files, rejected_files)
+                    for path in conn.execute(sa.select(table.c.path).where(
+                        sa.func.substr(table.c.path, 1, len(prefix)) == prefix)).scalars()]
 
     def ingest_paths(self, paths: list[str], budget: float | None = None) -> IngestCounts:
         """Ingest the present paths now; a path that is gone waits until the watcher is
@@ -248,5 +246,5 @@ class LiveWorker:
             counts = self.ingest_paths(paths, budget=STOP_BUDGET / 2)
             log.info("drained", paths=len(paths), **counts.as_dict())
         except Exception as exc:  # noqa: BLE001
-            log.error("drain_failed", paths=len(paths), error=short(exc),
+            log.error("drain_failed", paths=len(paths), error=first_line(exc),
                       detail="the next start's reconcile picks them up")

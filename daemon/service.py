@@ -28,7 +28,7 @@ import structlog
 from daemon import reader
 from daemon.config import Config, LogConfig
 from daemon.debounce import PathCollector
-from daemon.errors import DatabaseError, RedlineError
+from daemon.errors import DatabaseError, RedlineError, first_line
 from daemon.files import identity
 from daemon.ingest import IngestCounts, Ingestor
 from daemon.jobs import (
@@ -39,7 +39,7 @@ from daemon.jobs import (
     default_dispatch,
     write_heartbeat,
 )
-from daemon.live import MAX_BACKOFF, STOP_BUDGET, TICK, LiveWorker, short, transient
+from daemon.live import MAX_BACKOFF, STOP_BUDGET, TICK, LiveWorker, transient
 from daemon.notify.outbox import DeliveryOutbox
 from daemon.store import migrate
 from daemon.store.engine import make_engine
@@ -208,11 +208,11 @@ class Service:
                 return step()
             except sa.exc.DBAPIError as exc:
                 if not transient(exc) or time.monotonic() + delay > give_up:
-                    raise DatabaseError(f"{_hide(self.config.database.url)}: {short(exc)}"
+                    raise DatabaseError(f"{_hide(self.config.database.url)}: {first_line(exc)}"
                                         ) from None
-                self._say(f"starting: database unreachable ({short(exc)}); retrying in "
+                self._say(f"starting: database unreachable ({first_line(exc)}); retrying in "
                           f"{delay:.0f} s")
-                log.warning("database_unreachable", error=short(exc), retry_in=delay)
+                log.warning("database_unreachable", error=first_line(exc), retry_in=delay)
                 self.stop_requested.wait(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
 
@@ -442,7 +442,7 @@ class Service:
         try:
             write_heartbeat(self.engine, self.heartbeat())
         except sa.exc.DBAPIError as exc:
-            log.warning("heartbeat_failed", error=short(exc))
+            log.warning("heartbeat_failed", error=first_line(exc))
 
     def _say(self, status: str) -> None:
         log.info("status", status=status)

@@ -128,6 +128,19 @@ class RootAlias(FileSystemEventHandler):
             dest_path=self._alias(event.dest_path) if event.dest_path else event.dest_path))
 
 
+class StoppedEmitterNoise(logging.Filter):
+    """watchdog 7.1 logs an error when an emitter that has been stopped (the old watcher of
+    a reload, a root watched afresh) reads one last event: nothing is wrong, the new watch
+    is in place already. Left through, it was an error line in the journal at one reload
+    in ten that changed [watch], and a needless full rescan (OverflowSignal)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "called when the thread is inactive" not in record.getMessage()
+
+
+logging.getLogger("watchdog.observers.inotify").addFilter(StoppedEmitterNoise())
+
+
 class OverflowSignal(logging.Handler):
     """watchdog reports a kernel queue overflow or a failed watch only as a log record
     (warning or worse on its `watchdog` logger): turn those into a reconcile request."""
@@ -216,6 +229,29 @@ def count_folders(roots: Iterable[Path], accept: PathFilter, recursive: bool) ->
     return total
 
 
+def count_tree_folders(roots: Iterable[Path], recursive: bool) -> int:
+    """How many inotify watches watchdog holds for the roots when nothing leaked: one per
+    folder it can list, hidden and ignored ones too (it watches the whole tree), links to
+    folders not followed, a folder reached from two roots once (inotify gives it one
+    watch)."""
+    seen: set[tuple[int, int]] = set()
+    for root in roots:
+        stack = [str(root)]
+        while stack:
+            folder = stack.pop()
+            try:
+                with os.scandir(folder) as it:
+                    st = os.stat(folder)
+                    if (st.st_dev, st.st_ino) in seen:
+                        continue
+                    seen.add((st.st_dev, st.st_ino))
+                    if recursive:
+                        stack.extend(e.path for e in it if e.is_dir(follow_symlinks=False))
+            except OSError:
+                continue
+    return len(seen)
+
+
 # ---- the observer over the roots ---------------------------------------------------------
 
 def make_observer(mode: str) -> Any:
@@ -248,6 +284,7 @@ class FolderWatcher:
         self._limits = limits
         self._own_watches = own_watches
         self._short: int | None = None  # watches missing at the last verify()
+        self._excess: int | None = None  # watches beyond the tree's folders at the last one
         self.plan = WatchPlan("inotify")
         self.observer: Any = None
         self._watches: dict[str, Any] = {}
@@ -348,24 +385,30 @@ class FolderWatcher:
 
     @property
     def suspect(self) -> bool:
-        """verify() saw fewer watches than folders once and wants another look soon."""
-        return self._short is not None
+        """verify() saw fewer (or more) watches than folders once and wants another look
+        soon."""
+        return self._short is not None or self._excess is not None
 
     def verify(self) -> bool:
-        """inotify only: does every folder that should be watched have a watch? watchdog
-        skips a subfolder it cannot watch (the limit reached) without a word, so the
-        watches are counted; a shortfall seen twice in a row switches to polling, loudly.
-        False when it switched."""
+        """inotify only: does every folder that should be watched have a watch, and no
+        more? watchdog skips a subfolder it cannot watch (the limit reached) without a
+        word, so the watches are counted; a shortfall seen twice in a row switches to
+        polling, loudly. And watchdog 7.1 keeps the watches of a folder moved out of the
+        tree (to an archive, say) for as long as that folder lives, reporting what happens
+        in it under its old path: watches beyond the tree's folders seen twice in a row
+        are set up afresh (a new observer, started before the old one stops), so a daemon
+        that runs for months does not pile them up. False when the observer was replaced
+        (events may have been missed meanwhile: reconcile)."""
         if self.plan.mode != "inotify" or self.observer is None:
             return True
         held = self._own_watches()
         if held is None:
             return True
-        needed = count_folders([Path(r) for r in self.roots if os.path.isdir(r)],
-                               self.accept, self.watch.recursive)
+        present = [Path(r) for r in self.roots if os.path.isdir(r)]
+        needed = count_folders(present, self.accept, self.watch.recursive)
         if held >= needed:
             self._short = None
-            return True
+            return self._verify_no_excess(held, present)
         if self._short is None:  # maybe a folder created a moment ago: look again later
             self._short = needed - held
             return True
@@ -375,6 +418,22 @@ class FolderWatcher:
             "sysctl fs.inotify.max_user_watches=524288"))
         log.error("inotify_limit", reason=self.plan.reason)
         self._short = None
+        self._restart_observer()
+        return False
+
+    def _verify_no_excess(self, held: int, present: list[Path]) -> bool:
+        """The second half of verify(): watches held beyond the folders of the tree."""
+        folders = count_tree_folders(present, self.watch.recursive)
+        if held <= folders:
+            self._excess = None
+            return True
+        if self._excess is None:  # maybe a folder deleted a moment ago: look again later
+            self._excess = held - folders
+            return True
+        self._excess = None
+        log.info("inotify_watches_renewed", held=held, folders=folders,
+                    detail="watches of folders no longer in the watched tree (moved out) "
+                           "are released; reconciling")
         self._restart_observer()
         return False
 

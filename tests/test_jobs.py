@@ -5,6 +5,7 @@ wake-up behaviour (waiting on conditions, never sleeping)."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -180,6 +181,33 @@ def test_reload_reschedules_with_the_new_settings(
     assert built[1:] == [new]
 
 
+def test_a_reload_leaves_the_jobs_whose_schedule_did_not_change_alone(
+        make_jobs: Callable[..., Jobs], tmp_path: Path) -> None:
+    """Rescheduling starts an interval afresh. A daemon reloaded every few minutes (a
+    deploy tool, a cron job; the soak reloaded it every 6 s) never ran its 10-minute
+    housekeeping, so its SQLite WAL was never truncated; reloaded within 15 s its heartbeat
+    was never refreshed (`redline status`: "watcher: not running"), and reloaded within
+    reconcile_minutes it never rescanned. A reload keeps the next run time of every job
+    whose trigger is the same and moves only the one whose setting changed."""
+    config = make_config(tmp_path, dispatch_seconds=7, reconcile_minutes=30)
+    jobs = make_jobs(config)
+    jobs.start(paused=True)
+
+    def next_runs() -> dict[str, dt.datetime]:
+        return {j.id: j.next_run_time for j in jobs.scheduler.get_jobs()}
+
+    before = next_runs()
+    for _ in range(3):
+        threading.Event().wait(0.01)  # the clock moves on between the reloads
+        jobs.reload(make_config(tmp_path, dispatch_seconds=7, reconcile_minutes=30))
+    assert next_runs() == before
+    jobs.reload(make_config(tmp_path, dispatch_seconds=7, reconcile_minutes=20))
+    after = next_runs()
+    assert after["reconcile"] < before["reconcile"]  # 20 minutes from the reload, not 30
+    assert {k: v for k, v in after.items() if k != "reconcile"} == {
+        k: v for k, v in before.items() if k != "reconcile"}
+
+
 # ---- real scheduler: failures and wake-ups ---------------------------------------------------
 
 def test_failing_job_logs_and_runs_again(make_jobs: Callable[..., Jobs], tmp_path: Path) -> None:
@@ -245,6 +273,28 @@ def test_wake_during_a_running_dispatch_is_not_lost(
     assert runner.wait_for(2)
 
 
+def test_a_wake_during_a_running_dispatch_is_no_warning(
+        make_jobs: Callable[..., Jobs], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """APScheduler warns that the woken dispatch was 'skipped' because one is running; it
+    is not skipped (it runs next), so the journal must not say so at every commit that
+    meets a running dispatch."""
+    from apscheduler.events import EVENT_JOB_MAX_INSTANCES
+
+    runner = Runner(block_first=True)
+    jobs = make_jobs(make_config(tmp_path, dispatch_seconds=3600), dispatch=runner)
+    refused = threading.Event()
+    jobs.scheduler.add_listener(lambda event: refused.set(), EVENT_JOB_MAX_INSTANCES)
+    with caplog.at_level(logging.WARNING, logger="apscheduler"):
+        jobs.start()
+        assert runner.wait_for(1)  # the first run is now blocked inside the runner
+        jobs.wake_dispatch()
+        assert refused.wait(TIMEOUT)  # APScheduler turned the woken run away
+        runner.release.set()
+        assert runner.wait_for(2)
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("apscheduler")] == []
+
+
 def test_reconcile_job_asks_the_worker(make_jobs: Callable[..., Jobs]) -> None:
     """The reconcile job body hands a 'scheduled' request to the live worker."""
     asked: list[str] = []
@@ -289,6 +339,38 @@ def test_housekeeping_removes_old_heartbeats_only(engine: sa.Engine) -> None:
         assert conn.execute(sa.select(heartbeats.c.instance)).scalars().all() == ["new:1:b"]
 
 
+def _resident_kib() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmRSS:")[1].split()[0])
+
+
+def test_housekeeping_gives_memory_freed_by_threads_back(engine: sa.Engine) -> None:
+    """Memory a thread that has ended allocated and freed stays resident in its glibc
+    arena while anything above it is still in use: the daemon's short-lived threads made
+    its resident size climb with every change, for as long as it ran. The housekeeping
+    job gives those free pages back."""
+    import ctypes.util
+
+    libc = ctypes.util.find_library("c")
+    if not (libc and hasattr(ctypes.CDLL(libc), "malloc_trim")
+            and Path("/proc/self/status").exists()):
+        pytest.skip("needs glibc (malloc_trim) and /proc")
+    kept: list[bytearray] = []
+
+    def thread_that_comes_and_goes() -> None:
+        blocks = [bytearray(4000) for _ in range(20_000)]  # 80 MB in this thread's arena
+        kept.extend(blocks[::50])  # a few stay in use, spread over all of it
+
+    worker = threading.Thread(target=thread_that_comes_and_goes)
+    worker.start()
+    worker.join()
+    before = _resident_kib()
+    result = housekeep(engine, dt.datetime(2026, 3, 10, tzinfo=UTC))
+    assert result["memory_trimmed"] is True
+    assert before - _resident_kib() > 40_000  # most of the 78 MB freed is given back
+    assert len(kept) == 400
+
+
 def test_housekeeping_truncates_the_sqlite_wal(tmp_path: Path) -> None:
     """On SQLite the housekeeping job checkpoints the WAL and truncates it to zero bytes."""
     from daemon.store import migrate
@@ -311,13 +393,15 @@ def test_housekeeping_truncates_the_sqlite_wal(tmp_path: Path) -> None:
 
 
 def test_housekeeping_on_postgresql_only_prunes(pg_url: str) -> None:
-    """On PostgreSQL housekeeping does no SQLite work and reports only the pruning."""
+    """On PostgreSQL housekeeping does no SQLite work: it prunes (and trims memory)."""
     from daemon.store import migrate
     from daemon.store.engine import make_engine
 
     engine = make_engine(pg_url)
     migrate.upgrade(engine)
-    assert housekeep(engine, dt.datetime.now(UTC)) == {"heartbeats_removed": 0}
+    result = housekeep(engine, dt.datetime.now(UTC))
+    assert set(result) == {"heartbeats_removed", "memory_trimmed"}
+    assert result["heartbeats_removed"] == 0
     engine.dispose()
 
 

@@ -176,9 +176,9 @@ def test_an_unwritable_path_is_a_recorded_failure(engine: sa.Engine, db_url: str
 
 def test_a_database_outage_in_a_worker_is_one_line_and_the_worker_comes_back(
         engine: sa.Engine, db_url: str, sample: Path, tmp_path: Path) -> None:
-    """A channel worker that loses the database logs one error line naming it (no
+    """A channel worker that loses the database logs one warning line naming it (no
     traceback, which reads like a crash in the journal); its deliveries stay pending and
-    the next wake, with the database back, delivers them."""
+    the next wake, with the database back, says so and delivers them."""
     clock = FakeClock()
     out = tmp_path / "events.jsonl"
     config = config_for(tmp_path, db_url, jsonl_channel(out))
@@ -193,13 +193,17 @@ def test_a_database_outage_in_a_worker_is_one_line_and_the_worker_comes_back(
         d.engine = away
         with capture_logs() as logs:
             assert d.dispatch_due(wait=10) == 0
-        failed = [e for e in logs if e["event"] == "delivery_worker_failed"]
+        failed = [e for e in logs if e["event"] == "delivery_database_unreachable"]
         assert len(failed) == 1, logs
-        assert failed[0]["log_level"] == "error" and "exc_info" not in failed[0]
-        assert failed[0]["error"].startswith("database: ") and "\n" not in failed[0]["error"]
+        assert failed[0]["log_level"] == "warning" and "exc_info" not in failed[0]
+        assert failed[0]["error"] and "\n" not in failed[0]["error"]
+        assert not [e for e in logs if e["event"] == "delivery_worker_failed"], logs
         assert rows(engine, "SELECT status FROM delivery_status") == [("pending",)]
         d.engine = engine
-        assert d.dispatch_due(wait=10) == 1
+        with capture_logs() as logs:
+            assert d.dispatch_due(wait=10) == 1
+        assert [e["event"] for e in logs if "database" in e["event"]] == [
+            "delivery_database_reachable"]
     finally:
         d.close()
         away.dispose()

@@ -447,6 +447,65 @@ def test_a_delivery_sent_while_the_database_goes_away_is_recorded_when_it_is_bac
         engine.dispose()
 
 
+def test_a_database_outage_is_logged_once_per_channel_not_at_every_dispatch(
+        pg_url: str, sample: Path, tmp_path: Path) -> None:
+    """While the database is away, every dispatch (each `dispatch_seconds`, for hours
+    maybe) finds it away again. That is said once per channel, a warning without a
+    traceback, and once more when a claim gets through again; it was a
+    `delivery_worker_failed` error with a 7 KB traceback per channel at every dispatch
+    (260 MB of log a day for two channels)."""
+    from structlog.testing import capture_logs
+
+    from daemon.store import migrate
+    from daemon.store.engine import make_engine
+
+    engine = make_engine(pg_url)
+    migrate.upgrade(engine)
+    database = engine.url.database
+    admin = sa.create_engine(engine.url.set(database="postgres"), isolation_level="AUTOCOMMIT",
+                             poolclass=sa.pool.NullPool)
+    clock = FakeClock()
+    try:
+        with HttpReceiver() as rx:
+            config = config_for(tmp_path, pg_url, webhook("hook", rx.url) + (
+                '[[channels]]\nname = "archive"\ntype = "jsonl"\npath = "events.jsonl"\n'))
+            (path,) = copy_statements(sample, tmp_path / "statements", 1)
+            ingestor(engine, config, clock).process_paths([str(path)])
+            d = Dispatcher(engine, config, clock=clock, instance_id="test:1")
+            try:
+                with admin.connect() as conn:
+                    conn.exec_driver_sql(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+                    conn.exec_driver_sql(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        f"WHERE datname = '{database}'")
+                with capture_logs() as logs:
+                    for _ in range(5):  # the scheduled dispatches meanwhile
+                        clock.advance(5)
+                        d.wake()
+                        assert d.wait_idle(10)
+                    with admin.connect() as conn:
+                        conn.exec_driver_sql(
+                            f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+                    clock.advance(5)
+                    assert d.dispatch_due(wait=10) == 2
+            finally:
+                d.close()
+            assert len(rx.requests) == 1
+        said = sorted((e["event"], e["channel"]) for e in logs
+                      if e["log_level"] in ("info", "warning", "error"))
+        assert said == [("delivery_database_reachable", "archive"),
+                        ("delivery_database_reachable", "hook"),
+                        ("delivery_database_unreachable", "archive"),
+                        ("delivery_database_unreachable", "hook")]
+        assert not any("exc_info" in e for e in logs)
+        assert len([e for e in logs if e["event"] == "delivery_database_unreachable"]) == 10
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        admin.dispose()
+        engine.dispose()
+
+
 def test_claims_the_dispatcher_could_not_give_back_are_given_back_when_the_database_is(
         pg_url: str, sample: Path, tmp_path: Path) -> None:
     """The dispatcher has claimed two deliveries and waits to read their events (held by a

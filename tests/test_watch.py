@@ -4,6 +4,7 @@ databases through what editors and tools really do."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -327,6 +328,27 @@ def test_folder_events_become_folder_work(handler: WatchHandler, collector: Path
     batch = collector.take(0)
     assert batch.dirs_added == [f"{w}/b"], "not the created one, nor one moved to .cache"
     assert batch.dirs_gone == [f"{w}/a", f"{w}/d", f"{w}/e"]
+
+
+def test_a_stopped_emitters_last_word_is_neither_an_error_nor_a_rescan(
+        collector: PathCollector, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """watchdog's emitter, stopped by a reload that changed [watch], may log an error as it
+    reads one last event. That is no lost event (the new watcher runs already): no error
+    line, no reconcile; a real warning of watchdog still asks for one."""
+    watcher = FolderWatcher(WatchConfig(paths=(tmp_path,)), collector)
+    watcher.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="watchdog"):
+            logging.getLogger("watchdog.observers.inotify").error(
+                "InotifyEmitter.queue_events() called when the thread is inactive")
+            assert collector.take(timeout=0).reconcile == []
+            assert caplog.records == []
+            logging.getLogger("watchdog.observers.inotify").warning(
+                "Inotify queue overflowed; filesystem events were lost")
+            assert collector.take(timeout=0).reconcile == [
+                "watcher: Inotify queue overflowed; filesystem events were lost"]
+    finally:
+        watcher.stop()
 
 
 def test_handler_error_requests_a_reconcile(collector: PathCollector, tmp_path: Path) -> None:
@@ -666,6 +688,28 @@ def test_folder_moved_in_and_out(live: tuple[Live, Path], tmp_path: Path) -> Non
     assert daemon.revisions(1) == [(1, "added")]
 
 
+def test_a_folder_moved_out_takes_its_rejected_files_off_the_errors(
+        live: tuple[Live, Path], tmp_path: Path) -> None:
+    """`ingest_errors` lists the files failing now. A folder moved out of the tree (to an
+    archive) holding rejected files took its statements' files along but left its
+    rejections listed, under paths that no longer exist, until the next reconcile (an hour
+    by default); folders archived one after the other piled them up in the meantime."""
+    daemon, root = live
+    batch = root / "batch"
+    (batch / "sub").mkdir(parents=True)
+    (batch / "s20.md").write_text(doc(20))
+    (batch / "draft.md").write_text("no front matter yet\n")
+    (batch / "sub" / "notes.md").write_text("---\ntitle: [unclosed\n---\nbody\n")
+    daemon.settle(root)
+    assert sorted(r.reason for r in daemon.errors()) == ["invalid_yaml", "no_front_matter"]
+    reconciles = daemon.service.reconciles
+    os.rename(batch, tmp_path / "archived")
+    daemon.settle(root)
+    assert daemon.errors() == []
+    assert daemon.revisions(20) == [(1, "added"), (2, "deleted")]
+    assert daemon.service.reconciles == reconciles  # the live path did it, not a rescan
+
+
 def test_a_name_that_is_not_utf8_is_rejected_while_running(live: tuple[Live, Path],
                                                            tmp_path: Path) -> None:
     """A file whose name is not UTF-8 written while the daemon runs is rejected (listed
@@ -991,6 +1035,67 @@ def test_silently_unwatched_subfolders_switch_to_polling(tmp_path: Path) -> None
     errors = [e for e in logs if e["log_level"] == "error"]
     assert [e["event"] for e in errors] == ["inotify_limit"]
     assert "only 2 of 4 folders got an inotify watch" in errors[0]["reason"]
+
+
+class TouchLog(PathCollector):
+    """A collector that also remembers every path an event touched, in order."""
+
+    def __init__(self) -> None:
+        super().__init__(50)
+        self.touched: list[str] = []
+        self.seen = threading.Condition()
+
+    def touch(self, path: str, complete: bool | None, link: str | None = None,
+              writing: bool = False) -> None:
+        super().touch(path, complete, link, writing)
+        with self.seen:
+            self.touched.append(path)
+            self.seen.notify_all()
+
+    def wait_for(self, path: str) -> list[str]:
+        """The paths touched up to `path` (bounded wait: it is written by the test)."""
+        with self.seen:
+            assert self.seen.wait_for(lambda: path in self.touched, TIMEOUT), path
+            return self.touched[:self.touched.index(path)]
+
+
+def test_folders_moved_out_of_the_tree_do_not_keep_their_watches(tmp_path: Path) -> None:
+    """watchdog 7.1 keeps the inotify watches of a folder moved out of the watched tree
+    for as long as that folder lives, and reports what happens in it under its old path.
+    A daemon whose folders are archived (`mv 2025-01 /archive/`) month after month would
+    pile them up towards fs.inotify.max_user_watches, and the extra watches would hide
+    from verify() a subfolder left unwatched. The second look at the excess renews the
+    watches: the tree's folders only, and no event from the archive any more."""
+    from daemon.watch import inotify_watches
+
+    root, archive = tmp_path / "w", tmp_path / "archive"
+    (root / "keep").mkdir(parents=True)
+    archive.mkdir()
+    collector = TouchLog()
+    watcher = FolderWatcher(WatchConfig(paths=(root,)), collector)
+    before = inotify_watches()
+    assert before is not None
+    watcher.start()
+    try:
+        for cycle in range(20):  # a month's folder, with a day in it, filled and archived
+            day = root / f"month{cycle}" / "day"
+            day.mkdir(parents=True)
+            (day / "s.md").write_text(doc(cycle))
+            collector.wait_for(str(day / "s.md"))  # watched by now: its event came
+            os.rename(root / f"month{cycle}", archive / f"month{cycle}")
+        assert watcher.verify() is True and watcher.suspect  # one look: maybe a race
+        assert watcher.verify() is False  # renewed: the caller reconciles
+        assert watcher.plan.mode == "inotify"
+        assert inotify_watches() == before + 2  # w and w/keep; 40 were held before
+        assert watcher.verify() is True and not watcher.suspect
+        # the archive is no longer watched; the tree still is (inotify keeps the order)
+        renewed = len(collector.touched)
+        (archive / "month3" / "day" / "s.md").write_text(doc(3, "Archived and edited."))
+        marker = root / "keep" / "marker.md"
+        marker.write_text(doc("marker"))
+        assert collector.wait_for(str(marker))[renewed:] == []
+    finally:
+        watcher.stop()
 
 
 _NAME_CHARS = st.sampled_from(list("abx.~#$-_4913[]*?") + ["md", "txt", "swp", "sb-", "\n"])

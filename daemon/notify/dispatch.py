@@ -28,12 +28,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Connection, Engine
 
 from daemon.config import ChannelConfig, Config
 from daemon.errors import first_line
+from daemon.live import transient
 from daemon.notify import ledger
 from daemon.notify.channels import (
     DeliveryFailed,
@@ -105,6 +105,9 @@ class Dispatcher:
         self._timer_due: dt.datetime | None = None
         # channel -> (attempts failed in a row, the last error): STATUS= says so
         self._failing: dict[str, tuple[int, str]] = {}
+        # channels whose last try found the database unreachable: said once, not at each
+        # dispatch while it stays away (every dispatch_seconds, for hours maybe)
+        self._unreachable: set[str] = set()
 
     # ---- the public surface: wake, dispatch_due, wait_idle, close ---------------------
 
@@ -224,18 +227,34 @@ class Dispatcher:
                     self._worker_ended(ch.name)
                     running = False
                     break
-        except sa.exc.OperationalError as exc:  # the database went away: one line, no traceback
-            log.error("delivery_worker_failed", channel=ch.name,
-                      error=f"database: {first_line(exc)}",
-                      detail="its deliveries stay pending; the next wake retries")
-        except Exception:  # noqa: BLE001 - a worker must not die silently; the next wake retries
-            log.exception("delivery_worker_failed", channel=ch.name)
+        except Exception as exc:  # noqa: BLE001 - a worker must not die silently; the next wake retries
+            if transient(exc):
+                self._database_away(ch.name, exc)
+            else:
+                log.exception("delivery_worker_failed", channel=ch.name)
         finally:
             if self._stopping.is_set():
                 self._close_sender(ch.name)
             if running:
                 with self._lock:
                     self._worker_ended(ch.name)
+
+    def _database_away(self, channel: str, exc: BaseException) -> None:
+        """The channel's try could not reach the database: a warning the first time, then
+        quiet (debug) until a claim gets through again; the next wake tries again."""
+        with self._lock:
+            first = channel not in self._unreachable
+            self._unreachable.add(channel)
+        (log.warning if first else log.debug)(
+            "delivery_database_unreachable", channel=channel, error=first_line(exc),
+            detail="its deliveries wait; tried again at each dispatch")
+
+    def _database_back(self, channel: str) -> None:
+        with self._lock:
+            if channel not in self._unreachable:
+                return
+            self._unreachable.discard(channel)
+        log.info("delivery_database_reachable", channel=channel)
 
     def _worker_ended(self, name: str) -> None:
         """The channel has no worker now (called holding the lock)."""
@@ -318,6 +337,7 @@ class Dispatcher:
             # the connection dropped at COMMIT: the claims may have been taken all the same
             self._unsent(ch.name, [c.id for c in claimed])
             raise
+        self._database_back(ch.name)
         if not claimed:
             return False
         delivered: list[int] = []
