@@ -415,7 +415,7 @@ def test_kill_9_mid_ingest_then_ingest_again_equals_an_uninterrupted_run(
     import psutil
 
     folder = tmp_path / "statements"
-    _big_folder(sample, folder, 40)  # ~1,200 files: several commit batches
+    _big_folder(sample, folder, 100)  # ~3,000 files: several commit batches, and time left
     cfg = write_config(tmp_path, db_url, [folder])
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # Ctrl-C reaches a program only where SIGINT is not ignored; a test runner started in
