@@ -213,27 +213,20 @@ def count_folders(roots: Iterable[Path], accept: PathFilter, recursive: bool) ->
     """How many inotify watches the roots need (one per folder). A folder that cannot be
     listed cannot be watched either (inotify needs read permission): it is not counted,
     and a pass reports it (survey)."""
-    total = 0
-    for root in roots:
-        stack = [str(root)]
-        while stack:
-            folder = stack.pop()
-            try:
-                with os.scandir(folder) as it:
-                    total += 1
-                    if recursive:
-                        stack.extend(e.path for e in it if e.is_dir(follow_symlinks=False)
-                                     and accept.folder_ok(e.name))
-            except OSError:
-                continue
-    return total
+    return len(_listed_folders(roots, recursive, accept.folder_ok))
 
 
 def count_tree_folders(roots: Iterable[Path], recursive: bool) -> int:
     """How many inotify watches watchdog holds for the roots when nothing leaked: one per
-    folder it can list, hidden and ignored ones too (it watches the whole tree), links to
-    folders not followed, a folder reached from two roots once (inotify gives it one
-    watch)."""
+    folder it can list, hidden and ignored ones too (it watches the whole tree)."""
+    return len(_listed_folders(roots, recursive, lambda _name: True))
+
+
+def _listed_folders(roots: Iterable[Path], recursive: bool,
+                    descend: Callable[[str], bool]) -> set[tuple[int, int]]:
+    """The (device, inode) of every folder under the roots that can be listed, entering
+    subfolders whose name `descend` accepts; links to folders are not followed, and a
+    folder reached from two roots (one inside another) is one: it holds one watch."""
     seen: set[tuple[int, int]] = set()
     for root in roots:
         stack = [str(root)]
@@ -246,10 +239,11 @@ def count_tree_folders(roots: Iterable[Path], recursive: bool) -> int:
                         continue
                     seen.add((st.st_dev, st.st_ino))
                     if recursive:
-                        stack.extend(e.path for e in it if e.is_dir(follow_symlinks=False))
+                        stack.extend(e.path for e in it if e.is_dir(follow_symlinks=False)
+                                     and descend(e.name))
             except OSError:
                 continue
-    return len(seen)
+    return seen
 
 
 # ---- the observer over the roots ---------------------------------------------------------

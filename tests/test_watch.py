@@ -1098,6 +1098,21 @@ def test_folders_moved_out_of_the_tree_do_not_keep_their_watches(tmp_path: Path)
         watcher.stop()
 
 
+def test_a_root_inside_another_is_not_taken_for_missing_watches(tmp_path: Path) -> None:
+    """Watched folders `w` and `w/sub`: watchdog holds one watch for `w/sub`, so counting it
+    twice made verify() see a shortfall, log inotify_limit and poll for good."""
+    root = tmp_path / "w"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    watcher = FolderWatcher(WatchConfig(paths=(root, root / "sub")), TouchLog())
+    watcher.start()
+    try:
+        assert watcher.plan.mode == "inotify"
+        assert [watcher.verify() for _ in range(3)] == [True, True, True]
+        assert watcher.plan.mode == "inotify" and not watcher.suspect
+    finally:
+        watcher.stop()
+
+
 _NAME_CHARS = st.sampled_from(list("abx.~#$-_4913[]*?") + ["md", "txt", "swp", "sb-", "\n"])
 
 
