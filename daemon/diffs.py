@@ -96,15 +96,25 @@ def _word_ops(old: str, new: str, ops: list[WordOp]) -> tuple[int, int]:
             extra = new_ws if new_ws and not old_ws else ""
             _append(ops, "equal", shown[:len(shown) - len(extra)])
             continue
-        if i2 > i1:
-            _append(ops, "delete", gap + "".join(a[i1:i2]))
-            removed += i2 - i1
-        gap = ""
-        if j2 > j1:
-            _append(ops, "insert", extra + "".join(b[j1:j2]))
-            added += j2 - j1
-        extra = ""
+        deleted, inserted = gap + "".join(a[i1:i2]), extra + "".join(b[j1:j2])
+        # words replaced by words: the white space both sides end with is no change, so
+        # the runs hold the words alone ("fantastic" → "productive", as SPEC §7 shows)
+        kept = _common_trailing_space(deleted, inserted) if deleted and inserted else ""
+        _append(ops, "delete", deleted[:len(deleted) - len(kept)])
+        _append(ops, "insert", inserted[:len(inserted) - len(kept)])
+        _append(ops, "equal", kept)
+        removed += i2 - i1
+        added += j2 - j1
+        gap = extra = ""
     return added, removed
+
+
+def _common_trailing_space(a: str, b: str) -> str:
+    wa, wb = a[len(a.rstrip()):], b[len(b.rstrip()):]
+    n = 0
+    while n < min(len(wa), len(wb)) and wa[-1 - n] == wb[-1 - n]:
+        n += 1
+    return wa[len(wa) - n:]
 
 
 def word_diff(old_title: str, old_text: str, new_title: str, new_text: str

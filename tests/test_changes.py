@@ -146,11 +146,16 @@ def test_formatting_perturbations_of_real_statements_are_never_revised(
 
 
 def test_word_diff_marks_the_changed_word_and_counts() -> None:
-    """The word diff shows the deleted and inserted words, the stats count them."""
+    """The word diff shows the deleted and inserted words, the stats count them; the runs
+    hold the words alone, as SPEC §7's example does, the space after them is equal."""
     ops, stats = word_diff("T", "We had a fantastic day.\n\nSecond para.", "T",
                            "We had a productive day.\n\nSecond para.")
     assert [o.as_dict() for o in ops if o.op != "equal"] == [
-        {"op": "delete", "text": "fantastic "}, {"op": "insert", "text": "productive "}]
+        {"op": "delete", "text": "fantastic"}, {"op": "insert", "text": "productive"}]
+    assert [o.as_dict() for o in ops] == [
+        {"op": "equal", "text": "T\n\nWe had a "}, {"op": "delete", "text": "fantastic"},
+        {"op": "insert", "text": "productive"},
+        {"op": "equal", "text": " day.\n\nSecond para."}]
     assert (stats.paragraphs_changed, stats.words_added, stats.words_removed) == (1, 1, 1)
     assert "".join(o.text for o in ops if o.op != "delete") == \
         "T\n\nWe had a productive day.\n\nSecond para."
@@ -308,7 +313,7 @@ def test_a_real_bold_lead_in_reads_without_asterisks() -> None:
     edited = edit_body(v, v.body.replace("Opioid Crisis.", "Opioid Epidemic."))
     ops, stats = word_diff(v.title, v.body_text, edited.title, edited.body_text)
     assert [(o.op, o.text) for o in ops if o.op != "equal"] == [
-        ("delete", "Crisis. "), ("insert", "Epidemic. ")]
+        ("delete", "Crisis."), ("insert", "Epidemic.")]
 
 
 def _visible_offsets(body: str) -> list[int]:

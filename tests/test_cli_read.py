@@ -188,7 +188,7 @@ def test_diff_json_and_revision_choice(cfg: Path) -> None:
     assert d["metadata_changes"] == [{"field": "modified_time", "old": "2026-02-02T23:53:56Z",
                                       "new": "2026-02-03T16:20:06Z"}]
     assert [w for w in d["words"] if w["op"] != "equal"] == [
-        {"op": "delete", "text": "1856, "}, {"op": "insert", "text": "1846, "}]
+        {"op": "delete", "text": "1856,"}, {"op": "insert", "text": "1846,"}]
     span = json.loads(ok(redline(cfg, "diff", WORKERS_OLD, "--from", "1", "--to", "3",
                                  "--json")).out)
     assert (span["from"]["revision_number"], span["to"]["revision_number"]) == (1, 3)
