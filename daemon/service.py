@@ -62,13 +62,44 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+class SignalSafeEvent:
+    """threading.Event's interface over a re-entrant lock. Python runs a signal handler in
+    the main thread between two of its bytecodes, so a handler setting an event may run
+    while that thread is inside the same event (the main loop clears and waits on its wake
+    event every tick): with Event's plain lock that is a deadlock for ever. Re-entered, the
+    handler's set() lands; at worst the interrupted clear() undoes the wake, and the loop
+    finds the request one tick later."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.RLock())
+        self._flag = False
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def set(self) -> None:
+        with self._cond:
+            self._flag = True
+            self._cond.notify_all()
+
+    def clear(self) -> None:
+        with self._cond:
+            self._flag = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self._cond:
+            if not self._flag:
+                self._cond.wait(timeout)
+            return self._flag
+
+
 class SignalInbox:
     """Stop and reload requests: set by signal handlers (or tests), read by the main loop."""
 
     def __init__(self) -> None:
-        self.stop = threading.Event()
-        self.reload = threading.Event()
-        self.wake = threading.Event()
+        self.stop = SignalSafeEvent()
+        self.reload = SignalSafeEvent()
+        self.wake = SignalSafeEvent()
 
     def request_stop(self) -> None:
         self.stop.set()

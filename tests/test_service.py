@@ -743,3 +743,31 @@ def test_log_level_and_console_on_a_terminal(logging_reset: None) -> None:
     text = out.getvalue()
     assert "quiet" not in text and "not shown" not in text
     assert "reload_failed" in text and not text.lstrip().startswith("{")
+
+
+_SIGNAL_INSIDE_THE_EVENT = """
+import os, signal, sys
+from daemon.service import SignalInbox
+
+inbox = SignalInbox()
+inbox.install()
+for sig, event in ((signal.SIGHUP, inbox.reload), (signal.SIGTERM, inbox.stop)):
+    # the main loop inside wake.clear() or wake.wait() holds the event's lock: a signal
+    # handled there (Python runs handlers between the main thread's bytecodes) sets it
+    with inbox.wake._cond:
+        os.kill(os.getpid(), sig)
+        sum(range(1000))
+    assert event.is_set() and inbox.wake.wait(0), sig
+    inbox.wake.clear()
+print("both handled")
+"""
+
+
+def test_a_signal_landing_while_the_main_loop_holds_its_wake_event_does_not_hang() -> None:
+    """SIGHUP and SIGTERM handled while the main thread is inside the wake event (its
+    loop clears it every tick) are recorded, and nothing deadlocks: the handler runs in
+    that same thread, and a plain threading.Event's lock is not re-entrant."""
+    done = subprocess.run([sys.executable, "-c", _SIGNAL_INSIDE_THE_EVENT],
+                          capture_output=True, text=True, timeout=20,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "both handled\n", "")
