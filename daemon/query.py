@@ -60,7 +60,7 @@ _ingest_errors = sa.table(
     "ingest_errors", sa.column("path"), sa.column("reason"), sa.column("detail"),
     sa.column("first_seen_at", UTCDateTime), sa.column("last_seen_at", UTCDateTime),
 )
-_delivery_status = sa.table("delivery_status", sa.column("status"))
+_delivery_status = sa.table("delivery_status", sa.column("status"), sa.column("channel"))
 _heartbeats = sa.table(
     "heartbeats", sa.column("instance"), sa.column("hostname"), sa.column("pid"),
     sa.column("started_at", UTCDateTime), sa.column("seen_at", UTCDateTime),
@@ -595,7 +595,8 @@ def errors(conn: Connection) -> list[dict[str, Any]]:
 def status(conn: Connection, now: dt.datetime | None = None) -> dict[str, Any]:
     """Counts of statements, revisions by kind, rejected files and deliveries, the last
     change, and whether a daemon is running (a heartbeat seen within HEARTBEAT_FRESH, and
-    not the last one of a daemon that stopped)."""
+    not the last one of a daemon that stopped), and per channel the deliveries still to
+    send (pending or failed, waiting for a retry)."""
     now = now or dt.datetime.now(dt.UTC)
     total, deleted = conn.execute(sa.select(
         sa.func.count(), sa.func.count(_current.c.deleted_at))).one()
@@ -608,6 +609,9 @@ def status(conn: Connection, now: dt.datetime | None = None) -> dict[str, Any]:
     for st, n in conn.execute(sa.select(d.c.status, sa.func.count()).group_by(d.c.status)):
         deliveries[st] = int(n)
     rejected = conn.execute(sa.select(sa.func.count()).select_from(_ingest_errors)).scalar_one()
+    waiting = {ch: int(n) for ch, n in conn.execute(
+        sa.select(d.c.channel, sa.func.count()).where(d.c.status.in_(("pending", "failed")))
+        .group_by(d.c.channel).order_by(d.c.channel))}
     last = events(conn, limit=1)
     h = _heartbeats
     instances = []
@@ -625,6 +629,7 @@ def status(conn: Connection, now: dt.datetime | None = None) -> dict[str, Any]:
         "last_change": last[0] if last else None,
         "rejected_files": int(rejected),
         "deliveries": deliveries,
+        "waiting_by_channel": waiting,
         "watcher": {"running": bool(running),
                     "watching": any(i["watching"] for i in running),
                     "instances": instances},

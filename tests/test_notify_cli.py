@@ -151,3 +151,28 @@ def test_retry_with_nothing_dead(engine: sa.Engine, db_url: str, tmp_path: Path)
     assert code == 0 and json.loads(out) == {"requeued": 0, "status": "dead", "channel": None}
     code, out, _ = redline(cfg, "deliveries")
     assert (code, out) == (0, "no deliveries\n")
+
+
+def test_status_names_deliveries_waiting_for_a_channel_no_longer_configured(
+        db_url: str, sample: Path, tmp_path: Path) -> None:
+    """A channel removed (or renamed) in config.toml keeps its undelivered rows: no instance
+    with this configuration will send them (one with the channel still may), so `status`
+    names them instead of counting them among the pending for ever without a word."""
+    jsonl = tmp_path / "e.jsonl"
+    both = (f'[[channels]]\nname = "archive"\ntype = "jsonl"\npath = "{jsonl}"\n\n'
+            f'[[channels]]\nname = "old-hook"\ntype = "webhook"\n'
+            f'url = "http://127.0.0.1:{closed_port()}/"\n\n')
+    cfg = write_config(tmp_path, db_url, extra=both)
+    copy_statements(sample, tmp_path / "statements", 2)
+    code, _, err = redline(cfg, "ingest")
+    assert code == 0, err
+    deliveries = "deliveries: 4 pending, 0 failed, 0 dead, 0 delivered"
+    code, out, err = redline(cfg, "status")
+    assert code == 0 and deliveries in out.splitlines(), err
+    cfg.write_text(cfg.read_text().replace(both, both.split("\n\n")[0] + "\n\n"))
+    code, out, _ = redline(cfg, "status")
+    assert code == 0
+    assert f"{deliveries}; 2 waiting for channels not in this configuration: old-hook (2)" \
+        in out.splitlines()
+    code, out, _ = redline(cfg, "status", "--json")
+    assert json.loads(out)["waiting_by_channel"] == {"archive": 2, "old-hook": 2}

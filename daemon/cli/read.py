@@ -135,10 +135,10 @@ def status(app: App, as_json: bool) -> None:
     if as_json:
         echo_json(st)
         return
-    _pairs(status_pairs(st))
+    _pairs(status_pairs(st, {c.name for c in app.config.channels}))
 
 
-def status_pairs(st: dict[str, Any]) -> list[tuple[str, str]]:
+def status_pairs(st: dict[str, Any], channels: set[str]) -> list[tuple[str, str]]:
     s, r, d = st["statements"], st["revisions"], st["deliveries"]
     last = st["last_change"]
     kinds = ", ".join(f"{n} {k}" for k, n in r["by_kind"].items() if n) or "none"
@@ -149,9 +149,19 @@ def status_pairs(st: dict[str, Any]) -> list[tuple[str, str]]:
                         f"{last['statement_id']}: {last['title']}" if last else "none"),
         ("rejected files", str(st["rejected_files"])),
         ("deliveries", f"{d['pending']} pending, {d['failed']} failed, {d['dead']} dead, "
-                       f"{d['delivered']} delivered"),
+                       f"{d['delivered']} delivered" + _unconfigured(st, channels)),
         ("watcher", _watcher_line(st["watcher"])),
     ]
+
+
+def _unconfigured(st: dict[str, Any], channels: set[str]) -> str:
+    """Deliveries no instance with this configuration will send: for a channel renamed or
+    removed (or one only another instance has)."""
+    gone = {ch: n for ch, n in st["waiting_by_channel"].items() if ch not in channels}
+    if not gone:
+        return ""
+    names = ", ".join(f"{ch} ({n})" for ch, n in gone.items())
+    return f"; {sum(gone.values())} waiting for channels not in this configuration: {names}"
 
 
 def _watcher_line(w: dict[str, Any]) -> str:

@@ -211,6 +211,8 @@ OPENAPI: dict[str, Any] = {
                 "statements": {"type": "object"}, "revisions": {"type": "object"},
                 "last_change": {"type": "object", "nullable": True},
                 "rejected_files": {"type": "integer"}, "deliveries": {"type": "object"},
+                "waiting_by_channel": {"type": "object",
+                                       "additionalProperties": {"type": "integer"}},
                 "watcher": {"type": "object"}}},
         },
     },
