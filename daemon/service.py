@@ -42,7 +42,7 @@ from daemon.jobs import (
 from daemon.live import MAX_BACKOFF, STOP_BUDGET, TICK, LiveWorker, transient
 from daemon.notify.outbox import DeliveryOutbox
 from daemon.store import migrate
-from daemon.store.engine import make_engine
+from daemon.store.engine import make_engine, require_sqlite_file
 from daemon.store.schema import events
 from daemon.systemd import SystemdNotifier, Watchdog
 from daemon.watch import FolderWatcher, inotify_limits, inotify_watches, make_observer
@@ -182,6 +182,8 @@ class Service:
     def start(self) -> None:
         """Migrate, watch, reconcile, start the worker and the jobs; then READY=1."""
         self._say("starting: migrating the database")
+        if not self.config.database.auto_migrate:  # nothing would create its tables
+            require_sqlite_file(self.config.database.url, "`redline db upgrade`")
         self.engine = make_engine(self.config.database.url)
         self._until_database(self._probe)
         self._migrate()

@@ -102,16 +102,28 @@ def test_auto_migrate_false_refuses_an_unmigrated_database_until_db_upgrade(
         db_url: str, sample: Path, tmp_path: Path) -> None:
     """SPEC §4: `redline ingest` upgrades the schema itself unless `[database] auto_migrate
     = false`; then it refuses (exit 1, one line naming `redline db upgrade`) and creates
-    no table, until `redline db upgrade` has run."""
+    no table (on SQLite, no file), until `redline db upgrade` has run."""
     folder = tmp_path / "statements"
     folder.mkdir()
     shutil.copy(sorted((sample / "current").rglob("*.md"))[0], folder / "a.md")
     cfg = write_config(tmp_path, db_url, [folder])
     cfg.write_text(cfg.read_text().replace("[database]\n", "[database]\nauto_migrate = false\n"))
     assert load_config(cfg, {}).database.auto_migrate is False
+    sqlite_file = tmp_path / "redline.db" if db_url.startswith("sqlite") else None
+    if sqlite_file:
+        assert db_url == f"sqlite:///{sqlite_file}"
+        # not even an empty file is left behind, by ingest nor by the daemon
+        refused = (f"redline: error: database {sqlite_file} does not exist yet: run "
+                   f"`redline db upgrade` first\n")
+        daemon = CliRunner().invoke(cli, ["--config", str(cfg), "run"])
+        assert (daemon.exit_code, daemon.stderr) == (1, refused)
+        assert not sqlite_file.exists()
+    else:
+        refused = (f"redline: error: database schema is at nothing, this redline needs "
+                   f"{SCHEMA_HEAD}: run `redline db upgrade`\n")
     code, out = run(cfg, "--json")
-    assert (code, out) == (1, f"redline: error: database schema is at nothing, this redline "
-                              f"needs {SCHEMA_HEAD}: run `redline db upgrade`\n")
+    assert (code, out) == (1, refused)
+    assert not (sqlite_file and sqlite_file.exists())
     engine = make_engine(db_url)
     with engine.connect() as conn:
         assert not sa.inspect(conn).has_table("statements")

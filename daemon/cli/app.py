@@ -35,13 +35,11 @@ class App:
     def require_database(self) -> None:
         """Fail clearly when a SQLite database file is not there: a command that only reads
         must not create an empty one (say, at a mistyped path)."""
-        import sqlalchemy as sa
+        from daemon.store.engine import require_sqlite_file
 
-        url = self.config.database.url
-        path = sa.engine.make_url(url).database if url.startswith("sqlite") else None
-        if path and path != ":memory:" and not os.path.exists(path):
-            raise DatabaseError(f"database {path} does not exist yet: run `redline ingest` "
-                                "or `redline db upgrade` first")
+        require_sqlite_file(self.config.database.url,
+                            "`redline ingest` or `redline db upgrade`"
+                            if self.config.database.auto_migrate else "`redline db upgrade`")
 
     def engine(self, *, migrate_now: bool = True, readonly: bool = False) -> Engine:
         """The database engine; migrates first unless `auto_migrate = false`."""
@@ -50,7 +48,7 @@ class App:
         from daemon.store.engine import make_engine
 
         url = self.config.database.url
-        if readonly:
+        if readonly or (migrate_now and not self.config.database.auto_migrate):
             self.require_database()
         engine = make_engine(url, readonly=readonly)
         if migrate_now and not readonly:

@@ -20,6 +20,18 @@ log = structlog.get_logger(__name__)
 BUSY_TIMEOUT_MS = 30_000
 
 
+def require_sqlite_file(url: str, first: str) -> None:
+    """Fail clearly when a SQLite database file is not there, rather than let the first
+    connection create an empty one (at a mistyped path, or where nothing may migrate it);
+    `first` says what to run first."""
+    if not url.startswith("sqlite"):
+        return
+    path = sa.engine.make_url(url).database
+    if path and path != ":memory:" and not path.startswith("file:") and \
+            not os.path.exists(path):
+        raise DatabaseError(f"database {path} does not exist yet: run {first} first")
+
+
 def make_engine(url: str | sa.URL, *, readonly: bool = False, **kwargs: Any) -> Engine:
     """Create an engine; writers on SQLite take the write lock at BEGIN (one writer, no
     'database is locked' on a read-to-write upgrade), readers never block the writer."""
