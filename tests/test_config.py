@@ -370,3 +370,32 @@ def test_the_spec_example_is_valid_and_shows_the_defaults(tmp_path: Path) -> Non
             desk.secrets) == ("digest", 587, True, False, {"username": "u", "password": "p"})
     assert archive.options["path"] == tmp_path / "events.jsonl"
     assert (chat.type, chat.secrets) == ("apprise", {"urls": "json://127.0.0.1/"})
+
+
+def test_config_is_taken_before_or_after_the_command(tmp_path: Path) -> None:
+    """`--config PATH` works as `redline --config PATH CMD` and as `redline CMD --config
+    PATH` (how people and scripts write it), nested commands included; after the command
+    it wins over one given before it."""
+    db = tmp_path / "r.db"
+    (tmp_path / "statements").mkdir()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[watch]\npaths = ["{tmp_path / "statements"}"]\n\n'
+                   f'[database]\nurl = "sqlite:///{db}"\n')
+    missing = tmp_path / "nowhere.toml"
+
+    def redline(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(cli, list(args), env={"REDLINE_CONFIG": str(missing)})
+        return result.exit_code, result.output
+
+    assert redline("db", "upgrade", "--config", str(cfg))[0] == 0
+    assert db.exists()
+    after = redline("db", "current", "--config", str(cfg))
+    assert after == redline("--config", str(cfg), "db", "current")
+    assert after[0] == 0 and "(up to date)" in after[1]
+    code, out = redline("--config", str(missing), "status", "--config", str(cfg), "--json")
+    assert code == 0 and '"statements"' in out
+    code, out = redline("config", "check", "--config", str(cfg))
+    assert (code, out.splitlines()[0]) == (0, f"configuration {cfg}: ok")
+    # without it anywhere: $REDLINE_CONFIG, which names no file here
+    code, out = redline("status")
+    assert code == 2 and str(missing) in out

@@ -47,7 +47,26 @@ class LazyGroup(RedlineGroup):
         module, attr = target.split(":")
         command = getattr(importlib.import_module(module), attr)
         assert isinstance(command, click.Command) and command.name == cmd_name, target
+        _accept_config_after(command)
         return command
+
+
+def _accept_config_after(command: click.Command) -> None:
+    """`--config PATH` is the group's option (`redline --config PATH run`), but people and
+    scripts write it after the command too (`redline run --config PATH`): every command
+    takes it there as well, and there it wins."""
+    if not any(p.name == "config_path" for p in command.params):
+        command.params.append(click.Option(
+            ["--config", "config_path"], metavar="PATH", expose_value=False, hidden=True,
+            callback=_set_config_path))
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _accept_config_after(sub)
+
+
+def _set_config_path(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(App).config_path = value
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
