@@ -309,8 +309,8 @@ def _channel(ch: Any, i: int, base: Path, environ: Mapping[str, str]) -> Channel
     backoff = _num(ch, f"{where}.backoff_seconds", 2.0, lo=0.0, hi=YEAR)
     max_backoff = _num(ch, f"{where}.backoff_max_seconds", 3600.0, lo=0.0, hi=YEAR)
     if max_backoff < backoff:
-        raise ConfigError(f"{where}.backoff_max_seconds: {max_backoff:g} is less than "
-                          f"backoff_seconds ({backoff:g})")
+        raise ConfigError(f"{where}.backoff_max_seconds: {_number(max_backoff)} is less "
+                          f"than backoff_seconds ({_number(backoff)})")
     return ChannelConfig(
         name=name,
         type=ctype,
@@ -406,10 +406,21 @@ def _num(table: Mapping[str, Any], full: str, default: float, lo: float, hi: flo
     if not math.isfinite(value):
         raise ConfigError(f"{full}: expected a finite number, got {value}")
     if value < lo:
-        raise ConfigError(f"{full}: must be at least {lo}, got {value}")
+        raise ConfigError(f"{full}: must be at least {_number(lo)}, got {_number(value)}")
     if value > hi:
-        raise ConfigError(f"{full}: must be at most {hi:g}, got {value:g}")
+        raise ConfigError(f"{full}: must be at most {_number(hi)}, got {_number(value)}")
     return float(value)
+
+
+def _number(value: float) -> str:
+    """A bound or a value as it reads (`3600`, `0.05`, `1e+12`) and never rounded: `:g`
+    alone wrote a year in seconds, and one second more, both as 3.1536e+07."""
+    if isinstance(value, int):
+        return str(value)
+    short = f"{value:g}"
+    if float(short) == value:
+        return short
+    return str(int(value)) if value.is_integer() else repr(value)
 
 
 def _choice(table: Mapping[str, Any], full: str, default: str | None, choices: tuple[str, ...]

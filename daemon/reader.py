@@ -291,7 +291,11 @@ def shutdown() -> None:
     with _worker_lock:
         worker, _worker = _worker, None
     if worker is not None:
-        worker.close()
+        try:
+            worker.close()
+        except KeyboardInterrupt:  # Ctrl-C while it ends (at exit, after the summary):
+            worker.proc.kill()     # end it now, without a traceback under the summary
+            worker.proc.wait()
 
 
 atexit.register(shutdown)

@@ -223,6 +223,13 @@ def test_a_sender_is_never_made_without_its_secret(tmp_path: Path) -> None:
      "channels.a.timeout_seconds: expected a finite number, got -inf"),
     ('[[channels]]\nname = "a"\ntype = "jsonl"\npath = "e"\ntimeout_seconds = 1e12\n',
      "channels.a.timeout_seconds: must be at most 3600, got 1e+12"),
+    # a year in seconds read "must be at most 3.1536e+07, got 3.1536e+07": the bound and the
+    # value rounded alike, so the message did not say what was wrong
+    ('[[channels]]\nname = "a"\ntype = "jsonl"\npath = "e"\nbackoff_max_seconds = 31536001\n',
+     "channels.a.backoff_max_seconds: must be at most 31536000, got 31536001"),
+    ('[[channels]]\nname = "a"\ntype = "jsonl"\npath = "e"\nbackoff_seconds = 1234567.5\n'
+     'backoff_max_seconds = 1234567\n',
+     "channels.a.backoff_max_seconds: 1234567 is less than backoff_seconds (1234567.5)"),
 ])
 def test_toml_inf_nan_and_huge_periods_are_bad_values(tmp_path: Path, toml: str,
                                                       message: str) -> None:

@@ -313,3 +313,40 @@ def test_a_reader_whose_parent_was_killed_exits_without_a_traceback(
     proc.stdin.close()
     assert proc.wait(timeout=60) is not None
     assert proc.stderr.read().decode() == ""
+
+
+def test_ctrl_c_while_the_reader_process_ends_is_no_traceback(tmp_path: Path) -> None:
+    """`redline ingest` ends its reader process at exit (atexit): it closes the pipe and
+    waits for the process to end, a fifth of a second after the summary line. A Ctrl-C in
+    that wait printed "Exception ignored in atexit callback" and a KeyboardInterrupt
+    traceback under the summary, and left the reader process to end by itself. Here the
+    reader process is stopped (SIGSTOP), so the SIGINT surely lands in that wait; it is
+    ended instead, quietly."""
+    import subprocess
+    import sys
+
+    script = """
+import os, signal, threading
+from daemon import reader
+reader._take_worker(start=True).busy.release()
+pid = reader._worker.proc.pid
+print(pid, flush=True)
+os.kill(pid, signal.SIGSTOP)  # it cannot end before the SIGINT comes
+timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+timer.daemon = True  # the exit does not wait for it: atexit runs meanwhile
+timer.start()
+"""
+    out, err = tmp_path / "out", tmp_path / "err"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=stdout, stderr=stderr)
+        proc.wait(timeout=60)
+    pid = int(out.read_text().split()[0])
+    try:
+        assert err.read_text() == ""
+        with pytest.raises(ProcessLookupError):  # ended and reaped by its parent
+            os.kill(pid, 0)
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -464,3 +465,56 @@ def test_the_unit_restarts_failures_but_not_a_configuration_error(tmp_path: Path
                             capture_output=True, text=True, timeout=60)
     assert "watch.debounce_ms" in result.stderr
     assert result.returncode in prevented and 1 not in prevented
+
+
+@pytest.mark.parametrize("unit_name", ["redline.service", "redline-serve.service"])
+def test_the_units_command_line_starts_the_service(unit_name: str, tmp_path: Path) -> None:
+    """ExecStart, as the unit writes it (the installed binary replaced by this Python, the
+    configuration file by one in tmp_path), gets as far as READY=1 and stops with 0 on
+    SIGTERM. `--config` is an option of `redline` itself: given after the command, click
+    refused it (exit 2, which RestartPreventExitStatus keeps failed), and the installed
+    service never started."""
+    import shlex
+
+    unit = UNIT.parent / unit_name
+    lines = [line for line in unit.read_text().splitlines() if line.startswith("ExecStart=")]
+    assert len(lines) == 1
+    argv = shlex.split(lines[0].removeprefix("ExecStart="))
+    assert argv[0] == INSTALLED_EXEC and "/etc/redline/config.toml" in argv
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / "statements").mkdir()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[watch]\npaths = ["statements"]\n[database]\nurl = "sqlite:///r.db"\n'
+                   f'[serve]\nport = {port}\n')
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
+                            "REDLINE_DATABASE_URL", "REDLINE_CONFIG")}
+    subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg), "db", "upgrade"],
+                   check=True, capture_output=True, env=environ, timeout=60)
+    args = [str(cfg) if a == "/etc/redline/config.toml" else a for a in argv[1:]]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(tmp_path / "notify"))
+        sock.settimeout(0.5)
+        proc = subprocess.Popen([sys.executable, "-m", "daemon", *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**environ, "NOTIFY_SOCKET": str(tmp_path / "notify")})
+        try:
+            deadline = time.monotonic() + 60
+            ready = ""
+            while not ready.startswith("READY=1"):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    raise AssertionError(f"{unit_name}: no READY=1; exit status "
+                                         f"{proc.wait()}: {proc.communicate()[0]}")
+                try:
+                    ready = sock.recv(4096).decode()
+                except TimeoutError:
+                    continue
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0, proc.communicate()[0]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -975,7 +975,8 @@ def test_service_unit_is_hardened_and_verifies(tmp_path: Path) -> None:
                  "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
                  "SystemCallFilter=@system-service"):
         assert f"\n{line}\n" in unit, line
-    assert re.search(r"^ExecStart=\S+/redline serve ", unit, re.M)
+    # --config is redline's own option, before the command (test_systemd runs this line)
+    assert re.search(r"^ExecStart=\S+/redline --config \S+ serve$", unit, re.M)
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed")
