@@ -1043,6 +1043,52 @@ def test_concurrent_requests_after_a_change_share_one_render(record: Record,
     assert cache.renders == 1
 
 
+def test_a_change_committed_after_a_later_one_is_not_hidden_by_the_cache(
+        pg_url: str, record_templates: RecordTemplates, tmp_path: Path) -> None:
+    """On PostgreSQL event ids come from a sequence, so two writers (two instances, or
+    `redline ingest` beside `redline run`) can commit out of id order. Writer A takes its
+    event id and is held before its commit; writer B takes the next id and commits; the
+    site shows B's change. When A commits, its change must show too: the newest event id
+    did not move, and the cached pages hid A's change until some later change."""
+    rec = record_templates.clone_into(pg_url)
+    rw = make_engine(pg_url)
+    ro = read_only_engine(pg_url)
+    folder = tmp_path / "w"
+    folder.mkdir()
+    late, early = folder / "late.md", folder / "early.md"
+    late.write_text(HOSTILE_V1.format(url=HOSTILE_URL, word="zeta"), encoding="utf-8")
+    early.write_text(HOSTILE_V1.format(url="https://example.org/another/", word="eta"),
+                     encoding="utf-8")
+    ingest = Ingestor(rw, WatchConfig(paths=(folder,)))
+    try:
+        with TestClient(create_app(ro, version_ttl=0)) as c, rw.connect() as holder:
+            # A writes its revision and event, then waits for this row lock on its statement's
+            # search entry (written after the event) until `holder` lets go
+            holder.execute(sa.text("SELECT 1 FROM statement_search WHERE statement_id = :i "
+                                   "FOR UPDATE"), {"i": rec.hostile_id})
+            a = threading.Thread(target=ingest.process_paths, args=([str(late)],))
+            a.start()
+            deadline = time.monotonic() + 30
+            while not sql(rw, "SELECT 1 FROM pg_locks WHERE NOT granted AND locktype = "
+                              "'transactionid'") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert ingest.process_paths([str(early)]).added == 1  # B commits
+            before = c.get("/api/events?limit=3").json()
+            assert c.get("/").status_code == 200
+            holder.rollback()  # A commits
+            a.join(30)
+            after = c.get("/api/events?limit=3").json()
+            page = Page(c.get("/").text)
+    finally:
+        ro.dispose()
+        rw.dispose()
+    a_change = (rec.hostile_id, 3)
+    assert a_change not in [(e["statement_id"], e["to_revision"]) for e in before]
+    assert a_change in [(e["statement_id"], e["to_revision"]) for e in after]
+    assert after[1]["event_id"] < after[0]["event_id"]  # A's id is older than B's
+    assert f"/statements/{rec.hostile_id}/diff?from=2&to=3" in diff_links(page)
+
+
 def test_render_cache_stays_within_its_bounds(record: Record, db_url: str) -> None:
     """The LRU drops the least recently used entries beyond its entry and byte limits, and
     an entry is only good for its own version."""
@@ -1050,16 +1096,16 @@ def test_render_cache_stays_within_its_bounds(record: Record, db_url: str) -> No
 
     cache = RenderCache(make_engine(db_url), max_entries=3, max_bytes=10_000)
     for i in range(5):
-        cache.put(f"k{i}", CachedResponse(7, b"x" * 100, "text/plain", f'"{i}"'))
-    assert cache.get("k0", 7) is None and cache.get("k1", 7) is None
-    assert cache.get("k4", 7) is not None and cache.get("k4", 8) is None
-    cache.put("big", CachedResponse(7, b"x" * 1300, "text/plain", '"b"'))  # > 1/8 of bytes
-    assert cache.get("big", 7) is None
+        cache.put(f"k{i}", CachedResponse("7", b"x" * 100, "text/plain", f'"{i}"'))
+    assert cache.get("k0", "7") is None and cache.get("k1", "7") is None
+    assert cache.get("k4", "7") is not None and cache.get("k4", "8") is None
+    cache.put("big", CachedResponse("7", b"x" * 1300, "text/plain", '"b"'))  # > 1/8 of bytes
+    assert cache.get("big", "7") is None
     cache.engine.dispose()
     by_size = RenderCache(make_engine(db_url), max_entries=100, max_bytes=1000)
     for i in range(12):
-        by_size.put(f"k{i}", CachedResponse(1, b"x" * 100, "text/plain", f'"{i}"'))
-    kept = [i for i in range(12) if by_size.get(f"k{i}", 1) is not None]
+        by_size.put(f"k{i}", CachedResponse("1", b"x" * 100, "text/plain", f'"{i}"'))
+    kept = [i for i in range(12) if by_size.get(f"k{i}", "1") is not None]
     assert kept == list(range(2, 12))
     by_size.engine.dispose()
 
