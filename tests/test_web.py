@@ -964,6 +964,28 @@ def test_redline_serve_refuses_a_missing_database(tmp_path: Path) -> None:
     assert not db.exists()
 
 
+def test_redline_serve_that_cannot_listen_says_why_and_exits_1(tmp_path: Path) -> None:
+    """A port already taken: one line naming the address and the reason, exit 1. uvicorn
+    exits 3 there, which for redline means "ingest finished but some files were rejected"
+    (SPEC §6), with the reason only in a log line."""
+    db = tmp_path / "r.db"
+    engine = make_engine(f"sqlite:///{db}")
+    migrate.upgrade(engine)
+    engine.dispose()
+    cfg = write_config(tmp_path, f"sqlite:///{db}")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg), "serve",
+                               "--port", str(port)], capture_output=True, text=True,
+                              timeout=60, cwd=tmp_path)
+    assert done.returncode == 1, (done.returncode, done.stdout, done.stderr)
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"redline: error: cannot listen on http://127.0.0.1:{port}/: ")
+    assert "address already in use" in last
+
+
 def test_serve_help_has_an_example() -> None:
     """`redline serve --help` documents the pages and shows an example."""
     result = CliRunner().invoke(cli, ["serve", "--help"])
