@@ -719,7 +719,7 @@ def test_deliveries_times_are_whole_seconds_in_the_api_and_the_cli(
 def test_openapi_document_is_valid_and_every_endpoint_answers(
         client: TestClient, record: Record) -> None:
     """/api/openapi.json is a valid OpenAPI 3 document and each documented GET answers
-    200 (the URL lookup 303 to a 200) with a real id."""
+    200 (the URL lookup 303 to a 200) with a real id, every key of the answer described."""
     doc = client.get("/api/openapi.json").json()
     try:
         from openapi_spec_validator import validate
@@ -747,6 +747,26 @@ def test_openapi_document_is_valid_and_every_endpoint_answers(
         assert r.headers["content-type"].startswith("application/json"), path
         body = r.json()
         assert body not in ([], {}, None), path
+        ok = op["responses"].get("200") or doc["paths"]["/api/statements/{statement_id}"][
+            "get"]["responses"]["200"]  # the URL lookup redirects to the statement
+        assert _undocumented(body, ok["content"]["application/json"]["schema"], doc) == [], \
+            path
+
+
+def _undocumented(value: Any, schema: dict[str, Any], doc: dict[str, Any],
+                  where: str = "") -> list[str]:
+    """The keys of a response that its OpenAPI schema does not describe (where the schema
+    lists an object's properties)."""
+    if "$ref" in schema:
+        schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    if isinstance(value, list) and "items" in schema:
+        return [k for item in value for k in _undocumented(item, schema["items"], doc, where)]
+    if not isinstance(value, dict) or "properties" not in schema:
+        return []
+    props = schema["properties"]
+    return [f"{where}.{k}" for k in value if k not in props] + \
+        [k for k, v in value.items() if k in props
+         for k in _undocumented(v, props[k], doc, f"{where}.{k}")]
 
 
 # ---- the process and the service unit ---------------------------------------------------
