@@ -617,16 +617,21 @@ def test_api_serves_what_the_cli_prints_with_json(
 
 
 HUGE = "99999999999999999999999999"
+TOO_MANY_DIGITS = "1" + "0" * 5000
 
 
 def test_odd_ids_and_times_are_404_and_400_never_500(client: TestClient) -> None:
-    """Ids beyond 64 bits, ages reaching before the year 1, times out of range once in UTC
-    and digits `int` refuses are an unknown statement (404) or a bad parameter (400) with
-    one line, on the pages and the API alike: never a 500."""
+    """Ids beyond 64 bits (also in more digits than `int` converts), ages reaching before
+    the year 1, times out of range once in UTC and digits `int` refuses are an unknown
+    statement (404) or a bad parameter (400) with one line, on the pages and the API
+    alike: never a 500."""
     not_found = [f"/statements/{HUGE}", f"/statements/{2**63}", f"/statements/{2**63 - 1}",
                  f"/statements/{HUGE}/diff", f"/api/statements/{2**63}",
                  f"/api/statements/{HUGE}/history", f"/api/statements/{HUGE}/diff",
-                 f"/statements?id={HUGE}", f"/api/statements?url={HUGE}"]
+                 f"/statements?id={HUGE}", f"/api/statements?url={HUGE}",
+                 # more digits than `int` converts (4,300) was a 500 from the URL router
+                 f"/statements/{TOO_MANY_DIGITS}", f"/statements/{TOO_MANY_DIGITS}/diff",
+                 f"/api/statements/{TOO_MANY_DIGITS}/history"]
     bad = ["/api/events?since=1000000d", "/api/events?since=999999w",
            "/?since=99999999999999999999d", "/feed.atom?since=1000000d",
            "/api/events?since=0001-01-01T00:00:00%2B14:00",
@@ -714,7 +719,7 @@ def test_deliveries_times_are_whole_seconds_in_the_api_and_the_cli(
 def test_openapi_document_is_valid_and_every_endpoint_answers(
         client: TestClient, record: Record) -> None:
     """/api/openapi.json is a valid OpenAPI 3 document and each documented GET answers
-    200 (the URL lookup 303 to a 200) with a real id."""
+    200 (the URL lookup 303 to a 200) with a real id, every key of the answer described."""
     doc = client.get("/api/openapi.json").json()
     try:
         from openapi_spec_validator import validate
@@ -742,6 +747,26 @@ def test_openapi_document_is_valid_and_every_endpoint_answers(
         assert r.headers["content-type"].startswith("application/json"), path
         body = r.json()
         assert body not in ([], {}, None), path
+        ok = op["responses"].get("200") or doc["paths"]["/api/statements/{statement_id}"][
+            "get"]["responses"]["200"]  # the URL lookup redirects to the statement
+        assert _undocumented(body, ok["content"]["application/json"]["schema"], doc) == [], \
+            path
+
+
+def _undocumented(value: Any, schema: dict[str, Any], doc: dict[str, Any],
+                  where: str = "") -> list[str]:
+    """The keys of a response that its OpenAPI schema does not describe (where the schema
+    lists an object's properties)."""
+    if "$ref" in schema:
+        schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    if isinstance(value, list) and "items" in schema:
+        return [k for item in value for k in _undocumented(item, schema["items"], doc, where)]
+    if not isinstance(value, dict) or "properties" not in schema:
+        return []
+    props = schema["properties"]
+    return [f"{where}.{k}" for k in value if k not in props] + \
+        [k for k, v in value.items() if k in props
+         for k in _undocumented(v, props[k], doc, f"{where}.{k}")]
 
 
 # ---- the process and the service unit ---------------------------------------------------
@@ -959,6 +984,28 @@ def test_redline_serve_refuses_a_missing_database(tmp_path: Path) -> None:
     assert not db.exists()
 
 
+def test_redline_serve_that_cannot_listen_says_why_and_exits_1(tmp_path: Path) -> None:
+    """A port already taken: one line naming the address and the reason, exit 1. uvicorn
+    exits 3 there, which for redline means "ingest finished but some files were rejected"
+    (SPEC §6), with the reason only in a log line."""
+    db = tmp_path / "r.db"
+    engine = make_engine(f"sqlite:///{db}")
+    migrate.upgrade(engine)
+    engine.dispose()
+    cfg = write_config(tmp_path, f"sqlite:///{db}")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg), "serve",
+                               "--port", str(port)], capture_output=True, text=True,
+                              timeout=60, cwd=tmp_path)
+    assert done.returncode == 1, (done.returncode, done.stdout, done.stderr)
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"redline: error: cannot listen on http://127.0.0.1:{port}/: ")
+    assert "address already in use" in last
+
+
 def test_serve_help_has_an_example() -> None:
     """`redline serve --help` documents the pages and shows an example."""
     result = CliRunner().invoke(cli, ["serve", "--help"])
@@ -1039,6 +1086,52 @@ def test_concurrent_requests_after_a_change_share_one_render(record: Record,
     assert cache.renders == 1
 
 
+def test_a_change_committed_after_a_later_one_is_not_hidden_by_the_cache(
+        pg_url: str, record_templates: RecordTemplates, tmp_path: Path) -> None:
+    """On PostgreSQL event ids come from a sequence, so two writers (two instances, or
+    `redline ingest` beside `redline run`) can commit out of id order. Writer A takes its
+    event id and is held before its commit; writer B takes the next id and commits; the
+    site shows B's change. When A commits, its change must show too: the newest event id
+    did not move, and the cached pages hid A's change until some later change."""
+    rec = record_templates.clone_into(pg_url)
+    rw = make_engine(pg_url)
+    ro = read_only_engine(pg_url)
+    folder = tmp_path / "w"
+    folder.mkdir()
+    late, early = folder / "late.md", folder / "early.md"
+    late.write_text(HOSTILE_V1.format(url=HOSTILE_URL, word="zeta"), encoding="utf-8")
+    early.write_text(HOSTILE_V1.format(url="https://example.org/another/", word="eta"),
+                     encoding="utf-8")
+    ingest = Ingestor(rw, WatchConfig(paths=(folder,)))
+    try:
+        with TestClient(create_app(ro, version_ttl=0)) as c, rw.connect() as holder:
+            # A writes its revision and event, then waits for this row lock on its statement's
+            # search entry (written after the event) until `holder` lets go
+            holder.execute(sa.text("SELECT 1 FROM statement_search WHERE statement_id = :i "
+                                   "FOR UPDATE"), {"i": rec.hostile_id})
+            a = threading.Thread(target=ingest.process_paths, args=([str(late)],))
+            a.start()
+            deadline = time.monotonic() + 30
+            while not sql(rw, "SELECT 1 FROM pg_locks WHERE NOT granted AND locktype = "
+                              "'transactionid'") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert ingest.process_paths([str(early)]).added == 1  # B commits
+            before = c.get("/api/events?limit=3").json()
+            assert c.get("/").status_code == 200
+            holder.rollback()  # A commits
+            a.join(30)
+            after = c.get("/api/events?limit=3").json()
+            page = Page(c.get("/").text)
+    finally:
+        ro.dispose()
+        rw.dispose()
+    a_change = (rec.hostile_id, 3)
+    assert a_change not in [(e["statement_id"], e["to_revision"]) for e in before]
+    assert a_change in [(e["statement_id"], e["to_revision"]) for e in after]
+    assert after[1]["event_id"] < after[0]["event_id"]  # A's id is older than B's
+    assert f"/statements/{rec.hostile_id}/diff?from=2&to=3" in diff_links(page)
+
+
 def test_render_cache_stays_within_its_bounds(record: Record, db_url: str) -> None:
     """The LRU drops the least recently used entries beyond its entry and byte limits, and
     an entry is only good for its own version."""
@@ -1046,16 +1139,16 @@ def test_render_cache_stays_within_its_bounds(record: Record, db_url: str) -> No
 
     cache = RenderCache(make_engine(db_url), max_entries=3, max_bytes=10_000)
     for i in range(5):
-        cache.put(f"k{i}", CachedResponse(7, b"x" * 100, "text/plain", f'"{i}"'))
-    assert cache.get("k0", 7) is None and cache.get("k1", 7) is None
-    assert cache.get("k4", 7) is not None and cache.get("k4", 8) is None
-    cache.put("big", CachedResponse(7, b"x" * 1300, "text/plain", '"b"'))  # > 1/8 of bytes
-    assert cache.get("big", 7) is None
+        cache.put(f"k{i}", CachedResponse("7", b"x" * 100, "text/plain", f'"{i}"'))
+    assert cache.get("k0", "7") is None and cache.get("k1", "7") is None
+    assert cache.get("k4", "7") is not None and cache.get("k4", "8") is None
+    cache.put("big", CachedResponse("7", b"x" * 1300, "text/plain", '"b"'))  # > 1/8 of bytes
+    assert cache.get("big", "7") is None
     cache.engine.dispose()
     by_size = RenderCache(make_engine(db_url), max_entries=100, max_bytes=1000)
     for i in range(12):
-        by_size.put(f"k{i}", CachedResponse(1, b"x" * 100, "text/plain", f'"{i}"'))
-    kept = [i for i in range(12) if by_size.get(f"k{i}", 1) is not None]
+        by_size.put(f"k{i}", CachedResponse("1", b"x" * 100, "text/plain", f'"{i}"'))
+    kept = [i for i in range(12) if by_size.get(f"k{i}", "1") is not None]
     assert kept == list(range(2, 12))
     by_size.engine.dispose()
 

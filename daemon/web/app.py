@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -25,6 +26,27 @@ from daemon.web.guard import ASGIApp, Guard
 from daemon.web.params import event_filter, href
 
 FEED_SIZE = 50
+
+
+class StatementId(Convertor[int]):
+    """A statement id in a path: ASCII digits, however many. Starlette's `int` convertor
+    calls int(), which raises ValueError beyond 4,300 digits (a 500 from the router
+    itself); here an id beyond 64 bits is MAX_ID + 1, which names no statement (404)."""
+
+    regex = "[0-9]+"
+
+    def convert(self, value: str) -> int:
+        number = query.whole_number(value)
+        assert number is not None  # the regex admits only digits
+        return number
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("statement_id", StatementId())
+
+
 def entry_id(event: dict[str, Any]) -> str:
     """An Atom entry id that never changes (RFC 4287 §4.2.6): named by the revision's URL,
     number and time, not by the host the feed was read from, so a reader that reaches the
@@ -108,8 +130,8 @@ async def on_error(request: Request, exc: Exception) -> Response:
 ROUTES = [
     Route("/", cached(pages.changes_page), name="changes"),
     Route("/statements", pages.statement_lookup),
-    Route("/statements/{statement_id:int}", cached(pages.statement_page)),
-    Route("/statements/{statement_id:int}/diff", cached(pages.diff_page)),
+    Route("/statements/{statement_id:statement_id}", cached(pages.statement_page)),
+    Route("/statements/{statement_id:statement_id}/diff", cached(pages.diff_page)),
     Route("/search", cached(pages.search_page)),
     Route("/errors", pages.errors_page),
     Route("/deliveries", pages.deliveries_page),
@@ -119,9 +141,9 @@ ROUTES = [
     Route("/api/openapi.json", api.api_openapi),
     Route("/api/status", api.api_status),
     Route("/api/statements", api.api_statement_lookup),
-    Route("/api/statements/{statement_id:int}", cached(api.api_statement)),
-    Route("/api/statements/{statement_id:int}/history", cached(api.api_history)),
-    Route("/api/statements/{statement_id:int}/diff", cached(api.api_diff)),
+    Route("/api/statements/{statement_id:statement_id}", cached(api.api_statement)),
+    Route("/api/statements/{statement_id:statement_id}/history", cached(api.api_history)),
+    Route("/api/statements/{statement_id:statement_id}/diff", cached(api.api_diff)),
     Route("/api/search", cached(api.api_search)),
     Route("/api/events", cached(api.api_events)),
     Route("/api/errors", api.api_errors),

@@ -5,6 +5,13 @@ newest event id is a version of everything the change log, the statement pages, 
 search and the feed show: a page rendered at version V is right for as long as the newest
 event is still V. One indexed `max(id)` (at most every 0.1 s) replaces a render; a cached
 page also gets an ETag, so a feed reader polling an unchanged feed gets a 304, no body.
+
+On PostgreSQL that is not enough: event ids come from a sequence before the commit, so two
+writers (two instances, or `redline ingest` beside `redline run`) can commit out of id
+order, and an event with an older id appears without the newest id moving. Every writer
+has its transaction id before it takes an event id (it writes the revision first), so while
+the snapshot shows no transaction in progress, `max(id)` is the version; while some are,
+their ids are part of it, and the version moves again when they end.
 """
 
 from __future__ import annotations
@@ -29,11 +36,14 @@ from daemon.web.params import relative_since
 Endpoint = Callable[[Request], Response]
 
 _VERSION = sa.text("SELECT max(id) FROM events")
+# one statement, so one snapshot for both: the newest event and the transactions in flight
+_PG_VERSION = sa.text("SELECT (SELECT max(id) FROM events), "
+                      "ARRAY(SELECT pg_snapshot_xip(pg_current_snapshot()) ORDER BY 1)::text")
 
 
 @dataclass(frozen=True)
 class CachedResponse:
-    version: int
+    version: str
     body: bytes
     media_type: str
     etag: str
@@ -55,21 +65,27 @@ class RenderCache:
         self._entries: OrderedDict[str, CachedResponse] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
-        self._version: tuple[float, int] | None = None  # (read at, version)
+        self._version: tuple[float, str] | None = None  # (read at, version)
         self._refreshing = False
         # renders in progress, so that 50 clients asking for a page just after a change
         # wait for one render instead of doing fifty (only the event loop's thread uses it)
-        self.rendering: dict[tuple[str, int], asyncio.Future[CachedResponse | None]] = {}
+        self.rendering: dict[tuple[str, str], asyncio.Future[CachedResponse | None]] = {}
         self.hits = self.misses = self.renders = 0
 
-    def read_version(self) -> int:
-        """The newest event id: it changes with every committed change of the record."""
+    def read_version(self) -> str:
+        """The newest event id (and, on PostgreSQL, the transactions in progress): it
+        changes with every committed change of the record."""
         with self.engine.connect() as conn:
-            version = int(conn.execute(_VERSION).scalar() or 0)
+            if conn.dialect.name == "postgresql":
+                newest, in_flight = conn.execute(_PG_VERSION).one()
+            else:
+                newest, in_flight = conn.execute(_VERSION).scalar(), "{}"
+        version = str(newest or 0) if in_flight == "{}" else \
+            f"{newest or 0}-{hashlib.blake2b(in_flight.encode(), digest_size=6).hexdigest()}"
         self._version = (time.monotonic(), version)
         return version
 
-    async def current_version(self) -> int:
+    async def current_version(self) -> str:
         """The version read less than `version_ttl` ago; else read it again, once: requests
         arriving while it is being read use the one before (stale by at most the read)."""
         known = self._version
@@ -83,7 +99,7 @@ class RenderCache:
         finally:
             self._refreshing = False
 
-    def get(self, key: str, version: int) -> CachedResponse | None:
+    def get(self, key: str, version: str) -> CachedResponse | None:
         with self._lock:
             found = self._entries.get(key)
             if found is None or found.version != version:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import signal
 import sqlite3
@@ -18,7 +19,7 @@ import uvicorn
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from daemon.errors import DatabaseError, QueryTimeout
+from daemon.errors import DatabaseError, QueryTimeout, RedlineError
 from daemon.store import migrate
 from daemon.store.engine import make_engine
 from daemon.systemd import SystemdNotifier
@@ -100,6 +101,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class _LastError(logging.Handler):
+    """The last error uvicorn logged."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.message: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.message = record.getMessage()
+
+
 class _NotifyingServer(uvicorn.Server):
     """uvicorn that tells systemd READY=1 once the socket is bound, STOPPING=1 on the way out."""
 
@@ -109,7 +121,18 @@ class _NotifyingServer(uvicorn.Server):
         self.url = url
 
     async def startup(self, sockets: Any = None) -> None:
-        await super().startup(sockets)
+        # uvicorn logs why it cannot listen (port taken, no such address) and exits 3,
+        # which is redline's "ingest finished but some files were rejected": say it as
+        # every other failure is, one line and exit 1
+        reason = _LastError()
+        logging.getLogger("uvicorn.error").addHandler(reason)
+        try:
+            await super().startup(sockets)
+        except SystemExit:
+            raise RedlineError(f"cannot listen on {self.url}: "
+                               f"{reason.message or 'see the log above'}") from None
+        finally:
+            logging.getLogger("uvicorn.error").removeHandler(reason)
         if self.started:
             log.info("serving", url=self.url)
             self.notifier.ready(f"serving {self.url}")
