@@ -96,7 +96,7 @@ def whole_number(text: str) -> int | None:
 def _known_id(statement_id: int) -> int:
     if statement_id > MAX_ID:
         raise NotFound(f"no statement with an id beyond {MAX_ID} (64 bits)")
-    if not 1 <= statement_id:
+    if statement_id < 1:
         raise NotFound(f"no statement with id {statement_id}")
     return statement_id
 
