@@ -362,6 +362,7 @@ def test_json_rows_carry_the_spec_view_columns_by_name(cfg: Path, record: Record
         "statements": ["total", "live", "deleted"], "revisions": ["total", "by_kind"],
         "last_change": [*VIEW_COLUMNS["change_log"], "tags"], "rejected_files": None,
         "deliveries": ["pending", "delivered", "failed", "dead"],
+        "waiting_by_channel": [],  # channel names, and this record has no deliveries
         "watcher": ["running", "watching", "instances"]}
     assert list(status["revisions"]["by_kind"]) == [
         "added", "revised", "metadata", "formatting", "deleted", "restored"]
