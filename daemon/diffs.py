@@ -79,27 +79,36 @@ def _word_ops(old: str, new: str, ops: list[WordOp]) -> tuple[int, int]:
     ka = [fold_words(t).strip() for t in a]
     kb = [fold_words(t).strip() for t in b]
     added = removed = 0
-    gap = ""  # white space of the old text lost by showing an equal run as the new one
-    extra = ""  # white space of the new text that an equal run would add to the old one
+    gap = ""  # white space of the old text after an equal run, not shown by it
+    extra = ""  # white space of the new text after an equal run, not shown by it
     matcher = difflib.SequenceMatcher(None, ka, kb, autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
-            # An equal run shows the new text's tokens. When the new text ends there and
-            # the old one goes on, the old token's trailing space must precede what is
-            # deleted, or the old text reads "EC– redacted" for "EC – redacted"; when the
-            # old one ends there and the new one goes on, the new token's trailing space
-            # (a paragraph break) goes with what is inserted.
-            shown = "".join(b[j1:j2])
-            old_ws = a[i2 - 1][len(a[i2 - 1].rstrip()):]
-            new_ws = b[j2 - 1][len(b[j2 - 1].rstrip()):]
-            gap = old_ws if old_ws and not new_ws else ""
-            extra = new_ws if new_ws and not old_ws else ""
-            _append(ops, "equal", shown[:len(shown) - len(extra)])
+            # An equal run shows the new text's tokens, and the white space after its last
+            # word where both texts have the same. Where they differ — one text ends there
+            # or starts a paragraph, the other goes on in the line — each side's own space
+            # goes with what that side has next: "EC – redacted" keeps its space when
+            # " – redacted" is deleted, a paragraph break stays with the text it is in.
+            # Inside the run too, a paragraph break that moved (the same words, broken
+            # elsewhere) is a space deleted and a break inserted, or the reverse.
+            start = j1
+            for i, j in zip(range(i1, i2), range(j1, j2), strict=True):
+                old_ws = a[i][len(a[i].rstrip()):]
+                new_ws = b[j][len(b[j].rstrip()):]
+                if old_ws == new_ws:
+                    continue
+                _append(ops, "equal", "".join(b[start:j + 1])[:-len(new_ws) or None])
+                start = j + 1
+                if j < j2 - 1:
+                    _append(ops, "delete", old_ws)
+                    _append(ops, "insert", new_ws)
+            gap, extra = (old_ws, new_ws) if start == j2 else ("", "")
+            _append(ops, "equal", "".join(b[start:j2]))
             continue
         deleted, inserted = gap + "".join(a[i1:i2]), extra + "".join(b[j1:j2])
         # words replaced by words: the white space both sides end with is no change, so
         # the runs hold the words alone ("fantastic" → "productive", as SPEC §7 shows)
-        kept = _common_trailing_space(deleted, inserted) if deleted and inserted else ""
+        kept = _common_trailing_space(deleted, inserted) if i2 > i1 and j2 > j1 else ""
         _append(ops, "delete", deleted[:len(deleted) - len(kept)])
         _append(ops, "insert", inserted[:len(inserted) - len(kept)])
         _append(ops, "equal", kept)

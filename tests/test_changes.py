@@ -229,6 +229,11 @@ def test_the_real_un_nesting_of_a_list_item_changes_no_word() -> None:
     # paragraph ends the old stretch, so the break after it is the new text's alone
     ("Alpha beta.\n\nEnd.", "Alpha gamma beta.\n\nInserted para.\n\nEnd."),
     ("Alpha beta.", "Alpha gamma beta.\n\nInserted para."),
+    # two neighbouring paragraphs changed, the first one's last word equal: it ends its
+    # paragraph in one text and not in the other (old "c\n\n", new "c x\n\n")
+    ("A b c\n\nd e f", "A b c x\n\nd e g"),
+    ("A b c x\n\nd e g", "A b c\n\nd e f"),
+    ("A b\n\nc d e", "A b c\n\nd e x"),  # a break moved by one word, and a word added
 ])
 def test_word_diff_puts_each_paragraph_break_on_the_side_that_has_it(old: str,
                                                                      new: str) -> None:
@@ -236,6 +241,22 @@ def test_word_diff_puts_each_paragraph_break_on_the_side_that_has_it(old: str,
     `delete` the old one. A paragraph inserted or deleted whole had its break counted as
     `equal`: the other text read with an empty paragraph ("One.\n\n\n\nThree.") or a
     trailing break."""
+    ops, _stats = word_diff("T", old, "T", new)
+    assert "".join(o.text for o in ops if o.op != "delete") == f"T\n\n{new}"
+    assert "".join(o.text for o in ops if o.op != "insert") == f"T\n\n{old}"
+    assert all(o.text for o in ops)
+
+
+_WORD = st.sampled_from(["a", "b", "c", "d", "the", "of"])
+_PARAGRAPHS = st.lists(st.lists(_WORD, min_size=1, max_size=6).map(" ".join),
+                       min_size=1, max_size=5).map("\n\n".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_PARAGRAPHS, _PARAGRAPHS)
+def test_word_diff_rebuilds_both_texts_whatever_the_edit(old: str, new: str) -> None:
+    """Any two texts of paragraphs (few words, so that many match): the runs spell both
+    texts exactly, and none is empty."""
     ops, _stats = word_diff("T", old, "T", new)
     assert "".join(o.text for o in ops if o.op != "delete") == f"T\n\n{new}"
     assert "".join(o.text for o in ops if o.op != "insert") == f"T\n\n{old}"
