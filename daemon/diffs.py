@@ -7,7 +7,9 @@ changed paragraphs, which keeps long statements fast and the result readable.
 
 from __future__ import annotations
 
+import bisect
 import difflib
+from collections import Counter
 from dataclasses import dataclass
 
 from daemon.text import fold_words, paragraphs, title_text
@@ -81,8 +83,7 @@ def _word_ops(old: str, new: str, ops: list[WordOp]) -> tuple[int, int]:
     added = removed = 0
     gap = ""  # white space of the old text after an equal run, not shown by it
     extra = ""  # white space of the new text after an equal run, not shown by it
-    matcher = difflib.SequenceMatcher(None, ka, kb, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+    for tag, i1, i2, j1, j2 in _opcodes(ka, kb):
         if tag == "equal":
             # An equal run shows the new text's tokens, and the white space after its last
             # word where both texts have the same. Where they differ — one text ends there
@@ -116,6 +117,102 @@ def _word_ops(old: str, new: str, ops: list[WordOp]) -> tuple[int, int]:
         added += j2 - j1
         gap = extra = ""
     return added, removed
+
+
+# Above this many word pairs (about 500 × 500 words), a stretch is first cut at the words
+# that occur once on each side (patience diff): difflib compares every pair of equal words,
+# which with the commonest words took seconds for a few thousand changed words and minutes
+# for tens of thousands, inside the ingest's transaction.
+DIRECT_PAIRS = 250_000
+
+
+def _opcodes(ka: list[str], kb: list[str]) -> list[tuple[str, int, int, int, int]]:
+    """difflib's opcodes for two word lists, in bounded time."""
+    blocks: list[tuple[int, int, int]] = []
+    todo = [(0, len(ka), 0, len(kb))]
+    while todo:
+        alo, ahi, blo, bhi = todo.pop()
+        if (ahi - alo) * (bhi - blo) <= DIRECT_PAIRS:
+            matcher = difflib.SequenceMatcher(None, ka[alo:ahi], kb[blo:bhi], autojunk=False)
+            blocks += [(alo + i, blo + j, n) for i, j, n in matcher.get_matching_blocks() if n]
+            continue
+        # Stretches without a word unique to each side share nothing that says where they
+        # align (a rewrite): all of such a stretch is replaced.
+        i0, j0 = alo, blo
+        for i, j in _anchors(ka, kb, alo, ahi, blo, bhi):
+            todo.append((i0, i, j0, j))
+            blocks.append((i, j, 1))
+            i0, j0 = i + 1, j + 1
+        if (i0, j0) != (alo, blo):
+            todo.append((i0, ahi, j0, bhi))
+    blocks.sort()
+    ops: list[tuple[str, int, int, int, int]] = []
+    i = j = 0
+    for bi, bj, n in [*_merged(blocks), (len(ka), len(kb), 0)]:
+        tag = "replace" if i < bi and j < bj else "delete" if i < bi else \
+            "insert" if j < bj else ""
+        if tag:
+            ops.append((tag, i, bi, j, bj))
+        if n:
+            ops.append(("equal", bi, bi + n, bj, bj + n))
+        i, j = bi + n, bj + n
+    return ops
+
+
+def _merged(blocks: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    out: list[tuple[int, int, int]] = []
+    for i, j, n in blocks:
+        if out and out[-1][0] + out[-1][2] == i and out[-1][1] + out[-1][2] == j:
+            out[-1] = (out[-1][0], out[-1][1], out[-1][2] + n)
+        else:
+            out.append((i, j, n))
+    return out
+
+
+def _anchors(ka: list[str], kb: list[str], alo: int, ahi: int, blo: int, bhi: int
+                    ) -> list[tuple[int, int]]:
+    """The longest run, in order on both sides, of words that occur once in each stretch;
+    where there are none (text repeated: the same paragraph twice, two copies of a
+    statement), of words that occur as often on both sides, a few times, the n-th
+    occurrence on one side paired with the n-th on the other."""
+    in_a, in_b = Counter(ka[alo:ahi]), Counter(kb[blo:bhi])
+    for most in (1, 4, 16):
+        if run := _anchor_run(ka, kb, alo, ahi, blo, bhi, {
+                w for w, n in in_a.items() if n <= most and in_b.get(w) == n}):
+            return run
+    return []
+
+
+def _anchor_run(ka: list[str], kb: list[str], alo: int, ahi: int, blo: int, bhi: int,
+                words: set[str]) -> list[tuple[int, int]]:
+    where_b: dict[str, list[int]] = {}
+    for j in range(blo, bhi):
+        if kb[j] in words:
+            where_b.setdefault(kb[j], []).append(j)
+    seen: Counter[str] = Counter()
+    pairs = []
+    for i in range(alo, ahi):
+        if (w := ka[i]) in words:
+            pairs.append((i, where_b[w][seen[w]]))
+            seen[w] += 1
+    # the longest increasing subsequence of the b positions (patience sorting)
+    tails: list[int] = []  # the b position ending the best run of each length
+    tail_at: list[int] = []  # its index in pairs
+    before = [-1] * len(pairs)
+    for k, (_i, j) in enumerate(pairs):
+        n = bisect.bisect_left(tails, j)
+        before[k] = tail_at[n - 1] if n else -1
+        if n == len(tails):
+            tails.append(j)
+            tail_at.append(k)
+        else:
+            tails[n], tail_at[n] = j, k
+    run: list[tuple[int, int]] = []
+    k = tail_at[-1] if tail_at else -1
+    while k >= 0:
+        run.append(pairs[k])
+        k = before[k]
+    return run[::-1]
 
 
 def _common_trailing_space(a: str, b: str) -> str:

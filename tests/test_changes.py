@@ -263,6 +263,43 @@ def test_word_diff_rebuilds_both_texts_whatever_the_edit(old: str, new: str) -> 
     assert all(o.text for o in ops)
 
 
+def test_a_long_statement_changed_throughout_is_diffed_word_by_word_in_bounded_work(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eight real statements as one of 2,744 words (two statements there twice, in two
+    files each: text repeated), every fifth word changed in every paragraph: one stretch of
+    changed paragraphs. difflib compared it as one 2,744 × 2,744 problem (a tenth of a
+    second here, but 10,000 words took seconds and 40,000 minutes, inside the ingest's
+    transaction, deaf to SIGTERM) and counted 671 changed words. It is cut at words that
+    occur once (or as often, a few times) on each side first: no comparison is given more
+    than DIRECT_PAIRS word pairs, and exactly the 587 changed words are counted."""
+    import difflib
+
+    from daemon import diffs
+
+    texts = [load(p).body_text for p in sorted((FIXTURES / "current").rglob("*.md"))[:8]]
+    old = "\n\n".join(texts)
+    new = "\n\n".join("\n\n".join(" ".join(w if k % 5 else w + "s"
+                                              for k, w in enumerate(para.split(" ")))
+                                     for para in text.split("\n\n")) for text in texts)
+    changed = sum(len(p.split(" ")[::5]) for t in texts for p in t.split("\n\n"))
+    assert (len(old.split()), changed) == (2744, 587)
+    sizes: list[int] = []
+    original = difflib.SequenceMatcher
+
+    class Counting(original):  # type: ignore[misc, valid-type]
+        def __init__(self, isjunk: object, a: list[str], b: list[str],
+                     autojunk: bool = True) -> None:
+            sizes.append(len(a) * len(b))
+            super().__init__(isjunk, a, b, autojunk)
+
+    monkeypatch.setattr(difflib, "SequenceMatcher", Counting)
+    ops, stats = diffs.word_diff("T", old, "T", new)
+    assert "".join(o.text for o in ops if o.op != "delete") == f"T\n\n{new}"
+    assert "".join(o.text for o in ops if o.op != "insert") == f"T\n\n{old}"
+    assert (stats.words_added, stats.words_removed) == (changed, changed)
+    assert sizes and max(sizes) <= diffs.DIRECT_PAIRS
+
+
 def test_word_diff_keeps_the_space_before_words_deleted_at_a_paragraph_end() -> None:
     """A real edit (releases/2026/08, r2 -> r3) cut the end of a paragraph: "OXFERD COMMA –
     Opening EC – redacted and declassified by FBI 7.30.26.pdf" became "... Opening EC". The
