@@ -149,10 +149,12 @@ class Ingestor:
 
     def scan(self, roots: Iterable[str] | None = None,
              progress: Callable[[int, int], None] | None = None,
-             stop: Callable[[], bool] | None = None, empty_ok: bool = False) -> IngestCounts:
+             stop: Callable[[], bool] | None = None, empty_ok: bool = False,
+             busy: Callable[[Prepared], bool] | None = None) -> IngestCounts:
         """One pass over the watched folders: ingest what changed, notice what is gone.
         `stop` is asked between transactions, as in process_paths; `empty_ok`: see
-        survey."""
+        survey; `busy`: see _apply_stream (the daemon's rescan leaves the paths with an
+        event waiting to its live path: a file being written, both ends of a rename)."""
         with self.engine.connect() as conn:
             known, known_rejected = read_known(conn.exec_driver_sql)
         found = survey(self.watch, roots, known, known_rejected, self.accept, empty_ok)
@@ -162,7 +164,7 @@ class Ingestor:
         total = len(jobs) + len(found.gone)
         moves = self._moves(found.gone, len(jobs))
         self._apply_stream(prepare_many(jobs), counts, found.gone, lambda: total, progress,
-                           stop, moves)
+                           stop, moves, busy)
         if counts.left:
             return counts
         if found.stale:
@@ -192,10 +194,11 @@ class Ingestor:
         BATCH_SECONDS, or of what was read when the reading has nothing ready (None);
         then the `gone` paths (deleted since the last pass). `moves`: see `apply`.
 
-        A file that is `busy` when its transaction is applied is left out: a writer began
-        on it after its path was handed over, maybe before it was read (in a burst the
-        reading lags by up to a second), so what was read may be a half-written file. The
-        daemon looks at the path again once that write is complete."""
+        A file (or a path gone) that is `busy` when its transaction is applied is left
+        out: a writer began on it after its path was handed over, maybe before it was read
+        (in a burst the reading lags by up to a second), or is at work on it while a
+        rescan reads it, so what was read may be a half-written file. The daemon looks at
+        the path again once that write is complete."""
         done = 0
         batch: list[Prepared] = []
         started = time.monotonic()
@@ -216,9 +219,8 @@ class Ingestor:
                 started = time.monotonic()
                 if progress:
                     progress(done, total())
-        batch = _not_busy(batch, busy)
         batch.extend(Prepared(p, None) for p in gone)
-        self._apply_batch(batch, counts, moves)
+        self._apply_batch(_not_busy(batch, busy), counts, moves)
         if progress:
             progress(total(), total())
 

@@ -696,6 +696,55 @@ def test_a_rewrite_begun_after_the_path_was_taken_is_not_read_half_written(
     assert daemon.errors() == []
 
 
+def _reconcile_now(daemon: Live) -> None:
+    """Ask for a rescan and wait until it has run."""
+    before = daemon.service.reconciles
+    daemon.service.collector.request_reconcile("test")
+    daemon.wait_for(lambda: daemon.service.reconciles > before, "the reconcile")
+
+
+def test_a_reconcile_leaves_a_file_being_written_to_its_close(live: tuple[Live, Path]) -> None:
+    """A rescan (hourly, after an overflow, at start) while a slow writer is half-way
+    through a file it has open: the half is not recorded; the write is one revision once
+    the file is closed."""
+    daemon, root = live
+    text = doc(1, EDITED + "\nA second paragraph that the slow writer adds at the end.\n")
+    with open(root / "s1.md", "w") as fh:
+        fh.write(text[:len(text) * 2 // 3])
+        fh.flush()
+        daemon.wait_for(lambda: daemon.service.collector.waiting() > 0,
+                        "the watcher to see the write")
+        _reconcile_now(daemon)
+        fh.write(text[len(text) * 2 // 3:])
+    daemon.settle(root)
+    assert_one_revision_with_final_text(daemon)
+    assert "slow writer adds at the end" in daemon.body(1)
+
+
+def test_a_file_renamed_while_a_reconcile_runs_is_no_change(tmp_path: Path,
+                                                            db_url: str) -> None:
+    """A rescan that runs while a rename's events still wait out the debounce leaves both
+    ends to the live path, which sees one move: no deletion, no revision."""
+    root = tmp_path / "watched"
+    root.mkdir()
+    (root / "s1.md").write_text(doc(1))
+    (root / "keep.md").write_text(doc("keep"))
+    # a long debounce: the rescan surely runs while the rename waits
+    daemon = Live(live_config(tmp_path, db_url, [root], debounce_ms=3000)).start()
+    try:
+        os.rename(root / "s1.md", root / "s1-renamed.md")
+        daemon.wait_for(lambda: daemon.service.collector.waiting() == 2,
+                        "the watcher to see both ends of the rename")
+        _reconcile_now(daemon)
+        daemon.settle(root)
+        assert daemon.revisions(1) == [(1, "added")]
+        assert daemon.deleted() == []
+        assert daemon.q("SELECT path FROM files WHERE path LIKE '%s1%'") == [
+            (str(root / "s1-renamed.md"),)]
+    finally:
+        daemon.stop()
+
+
 def test_rewrite_with_reopens(live: tuple[Live, Path]) -> None:
     """Truncate-and-write, then two appends, each its own open/close, quickly: one
     revision with the final text."""
