@@ -197,6 +197,22 @@ class PathCollector:
                 del self._pending[p]
             return paths
 
+    def pending(self, path: str) -> bool:
+        """Whether an event came for `path` since it was last taken: a file read after that
+        may be half of a write that has begun, and the path comes out again later."""
+        with self._cond:
+            return path in self._pending
+
+    def recheck(self, path: str, closes: bool) -> None:
+        """A write began on `path` that no event has told yet (they lag): look at it again
+        once that write ends — at its close when the observer reports closes, as for a
+        file written to and not closed (see touch), else once it holds still. Nothing
+        changes if an event has queued it meanwhile."""
+        with self._cond:
+            if path in self._pending:
+                return
+        self.touch(path, complete=False, writing=closes)
+
     def done(self) -> None:
         """The worker finished the batch it took."""
         with self._cond:

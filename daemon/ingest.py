@@ -82,7 +82,8 @@ class Ingestor:
     def process_paths(self, paths: Sequence[str],
                       stop: Callable[[], bool] | None = None,
                       more: Callable[[], Sequence[str]] | None = None,
-                      leaving: Iterable[str] = ()) -> IngestCounts:
+                      leaving: Iterable[str] = (),
+                      busy: Callable[[Prepared], bool] | None = None) -> IngestCounts:
         """Look at these paths now: present ones first and oldest first (so a move is never
         a deletion, and the newest of several files carrying one URL wins). `stop` is asked
         between transactions; once it says yes, the paths not yet applied are left (to the
@@ -92,14 +93,16 @@ class Ingestor:
         again between the batches of a burst; an empty answer ends the stream. `leaving`
         names paths known to be gone whose deletion is applied later (the daemon's
         settling deletions): with the paths here that are gone, they tell a file moved
-        and re-addressed from a new statement (see `apply`)."""
+        and re-addressed from a new statement (see `apply`). `busy` tells files written to
+        again since their paths were handed over (the daemon's): what was read of them may
+        be half a write, and is left out (see _apply_stream)."""
         counts = IngestCounts()
         gone: list[str] = []
         first = self._jobs(paths, with_known=True, gone=gone)
         moves = self._moves([*gone, *leaving], len(first) - len(gone))
         if more is None:
             self._apply_stream(prepare_many(first), counts, stop=stop,
-                               total=lambda: len(first), moves=moves)
+                               total=lambda: len(first), moves=moves, busy=busy)
             return counts
         taken = [len(first)]
 
@@ -115,7 +118,7 @@ class Ingestor:
                 taken[0] += len(jobs)
 
         self._apply_stream(prepare_many(stream(), stream_size=len(first)), counts, stop=stop,
-                           total=lambda: taken[0], moves=moves)
+                           total=lambda: taken[0], moves=moves, busy=busy)
         return counts
 
     def _jobs(self, paths: Sequence[str], with_known: bool,
@@ -146,10 +149,12 @@ class Ingestor:
 
     def scan(self, roots: Iterable[str] | None = None,
              progress: Callable[[int, int], None] | None = None,
-             stop: Callable[[], bool] | None = None, empty_ok: bool = False) -> IngestCounts:
+             stop: Callable[[], bool] | None = None, empty_ok: bool = False,
+             busy: Callable[[Prepared], bool] | None = None) -> IngestCounts:
         """One pass over the watched folders: ingest what changed, notice what is gone.
         `stop` is asked between transactions, as in process_paths; `empty_ok`: see
-        survey."""
+        survey; `busy`: see _apply_stream (the daemon's rescan leaves the paths with an
+        event waiting to its live path: a file being written, both ends of a rename)."""
         with self.engine.connect() as conn:
             known, known_rejected = read_known(conn.exec_driver_sql)
         found = survey(self.watch, roots, known, known_rejected, self.accept, empty_ok)
@@ -159,7 +164,7 @@ class Ingestor:
         total = len(jobs) + len(found.gone)
         moves = self._moves(found.gone, len(jobs))
         self._apply_stream(prepare_many(jobs), counts, found.gone, lambda: total, progress,
-                           stop, moves)
+                           stop, moves, busy)
         if counts.left:
             return counts
         if found.stale:
@@ -183,10 +188,17 @@ class Ingestor:
                       total: Callable[[], int] = lambda: 0,
                       progress: Callable[[int, int], None] | None = None,
                       stop: Callable[[], bool] | None = None,
-                      moves: dict[tuple[str, str], int] | None = None) -> None:
+                      moves: dict[tuple[str, str], int] | None = None,
+                      busy: Callable[[Prepared], bool] | None = None) -> None:
         """Apply files as they are read, in transactions of up to BATCH_FILES files or
         BATCH_SECONDS, or of what was read when the reading has nothing ready (None);
-        then the `gone` paths (deleted since the last pass). `moves`: see `apply`."""
+        then the `gone` paths (deleted since the last pass). `moves`: see `apply`.
+
+        A file (or a path gone) that is `busy` when its transaction is applied is left
+        out: a writer began on it after its path was handed over, maybe before it was read
+        (in a burst the reading lags by up to a second), or is at work on it while a
+        rescan reads it, so what was read may be a half-written file. The daemon looks at
+        the path again once that write is complete."""
         done = 0
         batch: list[Prepared] = []
         started = time.monotonic()
@@ -201,14 +213,14 @@ class Ingestor:
                 if stop is not None and stop():
                     counts.left = total() - done
                     return
-                self._apply_batch(batch, counts, moves)
                 done += len(batch)
+                self._apply_batch(_not_busy(batch, busy), counts, moves)
                 batch = []
                 started = time.monotonic()
                 if progress:
                     progress(done, total())
         batch.extend(Prepared(p, None) for p in gone)
-        self._apply_batch(batch, counts, moves)
+        self._apply_batch(_not_busy(batch, busy), counts, moves)
         if progress:
             progress(total(), total())
 
@@ -406,6 +418,11 @@ class Ingestor:
         changes.add_revision(head, Change("deleted", ()), head.version, head.content_sha256,
                              head.path, now)
         return ["deleted"]
+
+
+def _not_busy(batch: list[Prepared], busy: Callable[[Prepared], bool] | None
+              ) -> list[Prepared]:
+    return batch if busy is None else [item for item in batch if not busy(item)]
 
 
 def _present_oldest_first(path: str) -> tuple[bool, int]:

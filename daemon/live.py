@@ -22,6 +22,7 @@ from daemon.debounce import Batch
 from daemon.errors import first_line
 from daemon.files import stored_path, walk
 from daemon.ingest import IngestCounts
+from daemon.reader import Prepared
 from daemon.store.schema import files, rejected_files
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class LiveWorker:
         self.service = service
         self.gone: dict[str, float] = {}  # paths found gone -> when; see ingest_paths
         self.streamed: list[str] = []  # paths the batch's stream took beyond the batch
+        self.taken: dict[str, int] = {}  # paths being ingested -> when taken (time.time_ns)
         self.db_error: str | None = None  # the last error while the database is unreachable
 
     def run(self) -> None:
@@ -140,12 +142,15 @@ class LiveWorker:
         return counts
 
     def _present(self, paths: list[str]) -> list[str]:
-        """The paths that exist; the others join `gone` (see ingest_paths)."""
+        """The paths that exist, each noted with when it was taken (see
+        _written_since_taken); the others join `gone` (see ingest_paths)."""
         now = time.monotonic()
+        taken = time.time_ns()
         present = []
         for path in dict.fromkeys(paths):
             if os.path.exists(path):
                 present.append(path)
+                self.taken[path] = taken
                 self.gone.pop(path, None)
             else:
                 self.gone.setdefault(path, now)
@@ -230,12 +235,42 @@ class LiveWorker:
         # re-addressed (a new name and a new source_url at once), not a new statement —
         # never one held under a missing or empty folder, which may yet come back
         leaving = self._deletable(list(self.gone))[0] if self.gone else []
-        counts = ingestor.process_paths(todo, stop=stop, more=more if stream else None,
-                                        leaving=leaving)
+        # not at stop: a drain takes complete writes before their debounce ran out
+        try:
+            counts = ingestor.process_paths(todo, stop=stop, more=more if stream else None,
+                                            leaving=leaving,
+                                            busy=self._written_since_taken if budget is None
+                                            else None)
+        finally:
+            self.taken.clear()
         if counts.left:
             log.warning("ingest_interrupted", left=counts.left,
                         detail="the rest is picked up by the next start's reconcile")
         return counts
+
+    def _written_since_taken(self, item: Prepared) -> bool:
+        """Whether a file was written to after the collector handed its path over, so that
+        what was read of it may be half of that write (see Ingestor._apply_stream): an
+        event for it came since, or its mtime (read with it) is later than half a debounce
+        before the path was taken. A path is taken only a debounce after its last event,
+        and the write it waited for is older than that: this write's events lag behind (a
+        burst keeps the watcher's thread busy). The path is then looked at again once it
+        holds still, or once its events say that the write ended. (An mtime later than
+        the read, set by hand or from another clock, tells nothing.)"""
+        collector = self.service.collector
+        if collector.pending(item.path):
+            return True
+        taken = self.taken.get(item.path)
+        if taken is None or item.sha256 is None or item.stat is None or not item.started:
+            return False  # not taken by the live path, or nothing was read
+        read_at = time.time_ns() - int((time.monotonic() - item.started) * 1e9)
+        if taken - collector.debounce * 5e8 < item.stat[1] <= read_at:
+            log.debug("written_while_read", path=item.path)
+            watcher = self.service.watcher
+            collector.recheck(item.path, closes=watcher is not None and
+                              watcher.plan.mode == "inotify")
+            return True
+        return False
 
     def _drain(self) -> None:
         """At stop: ingest every path whose write is complete, without the debounce."""

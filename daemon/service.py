@@ -270,7 +270,7 @@ class Service:
         progress = self._startup_progress if startup else None
         started = time.monotonic()
         with self.ingest_lock:
-            counts = self.ingestor.scan(progress=progress)
+            counts = self.ingestor.scan(progress=progress, busy=self._has_event_waiting)
         self.reconciles += 1
         self.folder_errors = {e.split(":", 1)[0]: e for e in counts.folder_errors}
         self._readable_asked = set()
@@ -279,6 +279,11 @@ class Service:
         log.info("reconciled", reason=reason, seconds=round(time.monotonic() - started, 2),
                  **counts.as_dict())
         return counts
+
+    def _has_event_waiting(self, item: reader.Prepared) -> bool:
+        """A path the live path will look at after the rescan: a file being written (read
+        now, it may be half of it), or an end of a rename (whose other end it sees too)."""
+        return self.collector.pending(item.path)
 
     def _startup_progress(self, done: int, total: int) -> None:
         if self.stop_requested.is_set():

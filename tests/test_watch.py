@@ -36,6 +36,7 @@ from watchdog.events import (
     FileOpenedEvent,
 )
 
+from daemon import ingest
 from daemon.config import Config, WatchConfig, parse_config
 from daemon.debounce import OPEN_WRITE_SECONDS, PathCollector
 from daemon.files import PathFilter
@@ -624,6 +625,126 @@ def test_slow_writer_pausing_longer_than_the_debounce(live: tuple[Live, Path]) -
     assert_one_revision_with_final_text(daemon)
 
 
+@pytest.mark.parametrize("events", ["seen", "lagging"])
+def test_a_rewrite_begun_after_the_path_was_taken_is_not_read_half_written(
+        live: tuple[Live, Path], monkeypatch: pytest.MonkeyPatch, events: str) -> None:
+    """A file saved, then rewritten by a slow writer that starts after the worker took
+    the path and before it read it (in a burst, reading lags the take by up to a second):
+    the half it reads is not recorded, whether the watcher has reported the rewrite by
+    then or its events still lag behind (a burst keeps its thread busy); the rewrite,
+    once closed, is one revision."""
+    daemon, root = live
+    target = root / "s1.md"
+    rewrite = doc(1, EDITED + "\nA second paragraph added by the rewrite, long enough "
+                  "that half of the file ends inside the body of the statement.\n" * 3)
+    real_prepare_many = ingest.prepare_many
+    writer: list[Any] = []
+    watcher = daemon.service.watcher
+    assert watcher is not None
+    real_dispatch = watcher.handler.dispatch
+    released = threading.Event()
+
+    def dispatch_later(event: Any) -> None:
+        # the watcher's thread, busy with a burst, reaches the rewrite's events late
+        if writer and os.fsdecode(event.src_path) == str(target):
+            released.wait(TIMEOUT)
+        real_dispatch(event)
+
+    def rewrite_begins() -> None:
+        # the worker took the path: a writer truncates it now and writes half
+        writer.append(open(target, "w"))  # noqa: SIM115 - closed by the test below
+        writer[0].write(rewrite[:len(rewrite) // 2])
+        writer[0].flush()
+        if events == "seen":
+            daemon.wait_for(lambda: daemon.service.collector.waiting() > 0,
+                            "the watcher to see the rewrite")
+
+    def read_after_a_rewrite_began(jobs: Any, *args: Any, **kwargs: Any) -> Any:
+        def jobs_then_rewrite() -> Iterator[Any]:
+            for job in jobs:
+                if job is not None and job[0] == str(target) and not writer:
+                    rewrite_begins()
+                yield job
+        stream = jobs_then_rewrite()
+        return real_prepare_many(stream if kwargs.get("stream_size") is not None
+                                 else list(stream), *args, **kwargs)
+
+    ingestor = daemon.service.ingestor
+    assert ingestor is not None
+    real_process = ingestor.process_paths
+    applied = threading.Event()
+
+    def process_then_say_so(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return real_process(*args, **kwargs)
+        finally:
+            if writer:
+                applied.set()
+
+    monkeypatch.setattr(ingest, "prepare_many", read_after_a_rewrite_began)
+    monkeypatch.setattr(ingestor, "process_paths", process_then_say_so)
+    if events == "lagging":
+        monkeypatch.setattr(watcher.handler, "dispatch", dispatch_later)
+    target.write_text(doc(1, EDITED))
+    assert applied.wait(TIMEOUT)  # what the worker read of the half-written file is done
+    released.set()
+    writer[0].write(rewrite[len(rewrite) // 2:])
+    writer[0].close()
+    daemon.settle(root)
+    assert daemon.revisions(1) == [(1, "added"), (2, "revised")]
+    assert daemon.body(1).strip() == rewrite.split("---\n", 2)[2].strip()
+    assert daemon.errors() == []
+
+
+def _reconcile_now(daemon: Live) -> None:
+    """Ask for a rescan and wait until it has run."""
+    before = daemon.service.reconciles
+    daemon.service.collector.request_reconcile("test")
+    daemon.wait_for(lambda: daemon.service.reconciles > before, "the reconcile")
+
+
+def test_a_reconcile_leaves_a_file_being_written_to_its_close(live: tuple[Live, Path]) -> None:
+    """A rescan (hourly, after an overflow, at start) while a slow writer is half-way
+    through a file it has open: the half is not recorded; the write is one revision once
+    the file is closed."""
+    daemon, root = live
+    text = doc(1, EDITED + "\nA second paragraph that the slow writer adds at the end.\n")
+    with open(root / "s1.md", "w") as fh:
+        fh.write(text[:len(text) * 2 // 3])
+        fh.flush()
+        daemon.wait_for(lambda: daemon.service.collector.waiting() > 0,
+                        "the watcher to see the write")
+        _reconcile_now(daemon)
+        fh.write(text[len(text) * 2 // 3:])
+    daemon.settle(root)
+    assert_one_revision_with_final_text(daemon)
+    assert "slow writer adds at the end" in daemon.body(1)
+
+
+def test_a_file_renamed_while_a_reconcile_runs_is_no_change(tmp_path: Path,
+                                                            db_url: str) -> None:
+    """A rescan that runs while a rename's events still wait out the debounce leaves both
+    ends to the live path, which sees one move: no deletion, no revision."""
+    root = tmp_path / "watched"
+    root.mkdir()
+    (root / "s1.md").write_text(doc(1))
+    (root / "keep.md").write_text(doc("keep"))
+    # a long debounce: the rescan surely runs while the rename waits
+    daemon = Live(live_config(tmp_path, db_url, [root], debounce_ms=3000)).start()
+    try:
+        os.rename(root / "s1.md", root / "s1-renamed.md")
+        daemon.wait_for(lambda: daemon.service.collector.waiting() == 2,
+                        "the watcher to see both ends of the rename")
+        _reconcile_now(daemon)
+        daemon.settle(root)
+        assert daemon.revisions(1) == [(1, "added")]
+        assert daemon.deleted() == []
+        assert daemon.q("SELECT path FROM files WHERE path LIKE '%s1%'") == [
+            (str(root / "s1-renamed.md"),)]
+    finally:
+        daemon.stop()
+
+
 def test_rewrite_with_reopens(live: tuple[Live, Path]) -> None:
     """Truncate-and-write, then two appends, each its own open/close, quickly: one
     revision with the final text."""
@@ -812,10 +933,10 @@ def test_a_database_error_mid_stream_holds_what_the_stream_took(
     calls: list[list[str]] = []
 
     def fails_once(paths: list[str], stop: Any = None, more: Any = None,
-                   leaving: Any = ()) -> IngestCounts:
+                   leaving: Any = (), busy: Any = None) -> IngestCounts:
         calls.append(list(paths))
         if len(calls) > 1:
-            return real(paths, stop=stop, more=more, leaving=leaving)
+            return real(paths, stop=stop, more=more, leaving=leaving, busy=busy)
         (root / "late.md").write_text(doc("late"))  # settles while the stream is open
         assert more is not None, "a live batch is a stream"
         taken: list[str] = []
