@@ -127,9 +127,20 @@ DIRECT_PAIRS = 250_000
 
 
 def _opcodes(ka: list[str], kb: list[str]) -> list[tuple[str, int, int, int, int]]:
-    """difflib's opcodes for two word lists, in bounded time."""
-    blocks: list[tuple[int, int, int]] = []
-    todo = [(0, len(ka), 0, len(kb))]
+    """difflib's opcodes for two lists of words (or paragraphs), in bounded time. What both
+    sides begin and end with is equal before anything is compared (an edit of one word in
+    a long paragraph, or of one paragraph in a long text, compares only what lies
+    between)."""
+    head = 0
+    while head < min(len(ka), len(kb)) and ka[head] == kb[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(ka), len(kb)) - head and ka[-1 - tail] == kb[-1 - tail]:
+        tail += 1
+    blocks: list[tuple[int, int, int]] = [(0, 0, head)] if head else []
+    if tail:
+        blocks.append((len(ka) - tail, len(kb) - tail, tail))
+    todo = [(head, len(ka) - tail, head, len(kb) - tail)]
     while todo:
         alo, ahi, blo, bhi = todo.pop()
         if (ahi - alo) * (bhi - blo) <= DIRECT_PAIRS:
@@ -231,8 +242,7 @@ def word_diff(old_title: str, old_text: str, new_title: str, new_text: str
     kb = [" ".join(fold_words(p).split()) for p in pb]
     ops: list[WordOp] = []
     added = removed = changed = 0
-    matcher = difflib.SequenceMatcher(None, ka, kb, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+    for tag, i1, i2, j1, j2 in _opcodes(ka, kb):
         # the break before these paragraphs, on the side(s) that have one: a paragraph
         # inserted (or deleted) whole brings its break with it, or the other text would
         # read with an empty paragraph where it was

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from daemon.changes import Change, Version, classify_change
 from daemon.diffs import summarize, unified_diff, word_diff
 from daemon.document import Document, parse_document
-from daemon.text import markdown_to_text, word_key
+from daemon.text import markdown_to_text, paragraphs, word_key
 
 FIXTURES = Path(__file__).parent / "fixtures" / "corpus"
 # a real chain kept apart from the sample (see fixtures/PROVENANCE.md): a list item un-nested
@@ -263,26 +263,11 @@ def test_word_diff_rebuilds_both_texts_whatever_the_edit(old: str, new: str) -> 
     assert all(o.text for o in ops)
 
 
-def test_a_long_statement_changed_throughout_is_diffed_word_by_word_in_bounded_work(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Eight real statements as one of 2,744 words (two statements there twice, in two
-    files each: text repeated), every fifth word changed in every paragraph: one stretch of
-    changed paragraphs. difflib compared it as one 2,744 × 2,744 problem (a tenth of a
-    second here, but 10,000 words took seconds and 40,000 minutes, inside the ingest's
-    transaction, deaf to SIGTERM) and counted 671 changed words. It is cut at words that
-    occur once (or as often, a few times) on each side first: no comparison is given more
-    than DIRECT_PAIRS word pairs, and exactly the 587 changed words are counted."""
+@pytest.fixture
+def matcher_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size (pairs of items) of every problem given to difflib.SequenceMatcher."""
     import difflib
 
-    from daemon import diffs
-
-    texts = [load(p).body_text for p in sorted((FIXTURES / "current").rglob("*.md"))[:8]]
-    old = "\n\n".join(texts)
-    new = "\n\n".join("\n\n".join(" ".join(w if k % 5 else w + "s"
-                                              for k, w in enumerate(para.split(" ")))
-                                     for para in text.split("\n\n")) for text in texts)
-    changed = sum(len(p.split(" ")[::5]) for t in texts for p in t.split("\n\n"))
-    assert (len(old.split()), changed) == (2744, 587)
     sizes: list[int] = []
     original = difflib.SequenceMatcher
 
@@ -293,11 +278,49 @@ def test_a_long_statement_changed_throughout_is_diffed_word_by_word_in_bounded_w
             super().__init__(isjunk, a, b, autojunk)
 
     monkeypatch.setattr(difflib, "SequenceMatcher", Counting)
+    return sizes
+
+
+def test_a_long_statement_changed_throughout_is_diffed_word_by_word_in_bounded_work(
+        matcher_sizes: list[int]) -> None:
+    """Eight real statements as one of 2,744 words (two statements there twice, in two
+    files each: text repeated), every fifth word changed in every paragraph: one stretch of
+    changed paragraphs. difflib compared it as one 2,744 × 2,744 problem (a tenth of a
+    second here, but 10,000 words took seconds and 40,000 minutes, inside the ingest's
+    transaction, deaf to SIGTERM) and counted 671 changed words. It is cut at words that
+    occur once (or as often, a few times) on each side first: no comparison is given more
+    than DIRECT_PAIRS word pairs, and exactly the 587 changed words are counted."""
+    from daemon import diffs
+
+    texts = [load(p).body_text for p in sorted((FIXTURES / "current").rglob("*.md"))[:8]]
+    old = "\n\n".join(texts)
+    new = "\n\n".join("\n\n".join(" ".join(w if k % 5 else w + "s"
+                                              for k, w in enumerate(para.split(" ")))
+                                     for para in text.split("\n\n")) for text in texts)
+    changed = sum(len(p.split(" ")[::5]) for t in texts for p in t.split("\n\n"))
+    assert (len(old.split()), changed) == (2744, 587)
     ops, stats = diffs.word_diff("T", old, "T", new)
     assert "".join(o.text for o in ops if o.op != "delete") == f"T\n\n{new}"
     assert "".join(o.text for o in ops if o.op != "insert") == f"T\n\n{old}"
     assert (stats.words_added, stats.words_removed) == (changed, changed)
-    assert sizes and max(sizes) <= diffs.DIRECT_PAIRS
+    assert matcher_sizes and max(matcher_sizes) <= diffs.DIRECT_PAIRS
+
+
+def test_one_word_changed_in_a_long_statement_compares_only_that_word(
+        matcher_sizes: list[int]) -> None:
+    """The longest real statement of the sample (2,743 paragraphs: a table, many of them
+    alike) with one word changed: difflib aligned all 2,744 × 2,744 lines (58 ms, for
+    every revision's summary and again for every delivery's body). What the texts begin
+    and end with is taken as equal first; only the changed words are compared."""
+    path = next((FIXTURES / "current").rglob("2025-07-30-addressing-threats-to-the-us.md"))
+    v = load(path)
+    at = v.body_text.index(" the ", len(v.body_text) // 2)
+    new = v.body_text[:at] + " a " + v.body_text[at + len(" the "):]
+    ops, stats = word_diff(v.title, v.body_text, v.title, new)
+    assert [(o.op, o.text) for o in ops if o.op != "equal"] == [("delete", "the"),
+                                                                 ("insert", "a")]
+    assert (stats.paragraphs_changed, stats.words_added, stats.words_removed) == (1, 1, 1)
+    assert len(paragraphs(v.body_text)) == 2743 and max(matcher_sizes) <= 1
 
 
 def test_word_diff_keeps_the_space_before_words_deleted_at_a_paragraph_end() -> None:
