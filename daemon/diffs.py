@@ -147,8 +147,8 @@ def _opcodes(ka: list[str], kb: list[str]) -> list[tuple[str, int, int, int, int
             matcher = difflib.SequenceMatcher(None, ka[alo:ahi], kb[blo:bhi], autojunk=False)
             blocks += [(alo + i, blo + j, n) for i, j, n in matcher.get_matching_blocks() if n]
             continue
-        # Stretches without a word unique to each side share nothing that says where they
-        # align (a rewrite): all of such a stretch is replaced.
+        # A stretch with no anchor (see _anchors) shares nothing that says where it aligns
+        # (a rewrite): all of it is replaced.
         i0, j0 = alo, blo
         for i, j in _anchors(ka, kb, alo, ahi, blo, bhi):
             todo.append((i0, i, j0, j))
@@ -181,7 +181,7 @@ def _merged(blocks: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
 
 
 def _anchors(ka: list[str], kb: list[str], alo: int, ahi: int, blo: int, bhi: int
-                    ) -> list[tuple[int, int]]:
+             ) -> list[tuple[int, int]]:
     """The longest run, in order on both sides, of words that occur once in each stretch;
     where there are none (text repeated: the same paragraph twice, two copies of a
     statement), of words that occur as often on both sides, a few times, the n-th
