@@ -533,11 +533,14 @@ def test_feed_is_valid_atom_whose_entries_link_their_diffs(
 def test_feed_entry_ids_do_not_follow_the_host_the_feed_is_read_from(
         client: TestClient, engine_rw: sa.Engine) -> None:
     """A reader that reaches the feed by another name (localhost, an address, a proxy) gets
-    the same entry ids, so it does not show every change again; the links follow the host,
-    and no two changes share an id."""
+    the same feed id and entry ids, so it does not show every change again; the links
+    follow the host, and no two changes share an id; a filtered feed is another feed."""
     by_name = feedparser.parse(client.get("/feed.atom").content)
     by_address = feedparser.parse(
         client.get("/feed.atom", headers={"host": "10.1.2.3:8080"}).content)
+    filtered = feedparser.parse(client.get("/feed.atom?kind=revised").content)
+    assert by_name.feed.id == by_address.feed.id
+    assert by_name.feed.id.startswith("urn:uuid:") and filtered.feed.id != by_name.feed.id
     assert by_name.entries and len(by_name.entries) == len(by_address.entries)
     assert [e.id for e in by_name.entries] == [e.id for e in by_address.entries]
     assert all(e.id.startswith("urn:uuid:") for e in by_name.entries)
@@ -1061,6 +1064,20 @@ def test_cached_pages_follow_the_record_and_answer_304_while_it_is_unchanged(
                 ["zeta"]
     finally:
         ro.dispose()
+
+
+def test_if_none_match_is_read_as_a_list_of_tags_or_a_star(client: TestClient) -> None:
+    """RFC 9110 §13.1.2: `*` matches any current representation; a list matches when one
+    of its tags does, weakly (`W/"x"` is `"x"`); other tags get the page. Cached pages
+    and static files alike."""
+    for path in ("/", "/feed.atom", "/static/redline.css"):
+        etag = client.get(path).headers["etag"]
+        for header in ("*", f'"other", {etag}', f"W/{etag}", f' "x",W/{etag} '):
+            r = client.get(path, headers={"If-None-Match": header})
+            assert (r.status_code, r.content) == (304, b""), (path, header)
+        for header in ('"other"', etag[:-2] + '"', f'"x{etag[1:]}'):
+            r = client.get(path, headers={"If-None-Match": header})
+            assert r.status_code == 200 and r.content, (path, header)
 
 
 def test_concurrent_requests_after_a_change_share_one_render(record: Record,

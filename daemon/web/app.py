@@ -20,7 +20,7 @@ from daemon import query
 from daemon.errors import DatabaseError, NotFound, QueryTimeout, RedlineError
 from daemon.web import api, pages
 from daemon.web.assets import ASSETS
-from daemon.web.cache import RenderCache, cached
+from daemon.web.cache import RenderCache, cached, not_modified
 from daemon.web.feed import Feed, FeedEntry, render_atom
 from daemon.web.guard import ASGIApp, Guard
 from daemon.web.params import event_filter, href
@@ -51,7 +51,16 @@ def entry_id(event: dict[str, Any]) -> str:
     """An Atom entry id that never changes (RFC 4287 §4.2.6): named by the revision's URL,
     number and time, not by the host the feed was read from, so a reader that reaches the
     feed by another name (localhost, an address, a proxy) does not see every change again."""
-    name = f"redline:{event['source_url']}#revision-{event['to_revision']}@{event['occurred_at']}"
+    return _urn(f"redline:{event['source_url']}#revision-{event['to_revision']}@"
+                f"{event['occurred_at']}")
+
+
+def feed_id(filters: dict[str, str]) -> str:
+    """The feed's id, like its entries' not following the host: named by its filters."""
+    return _urn("redline:" + href("/feed.atom", filters))
+
+
+def _urn(name: str) -> str:
     return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, name)}"
 
 
@@ -71,7 +80,7 @@ def feed(request: Request) -> Response:
     filters = flt.as_params()
     described = ", ".join(f"{k} {v}" for k, v in filters.items())
     body = render_atom(Feed(
-        id=base + href("/feed.atom", filters),
+        id=feed_id(filters),
         title="redline: changes" + (f" ({described})" if described else ""),
         self_link=base + href("/feed.atom", filters),
         link=base + href("/", filters),
@@ -85,7 +94,7 @@ def _static_response(request: Request, body: bytes, media_type: str, etag: str,
                      immutable: bool) -> Response:
     headers = {"etag": etag, "cache-control": "public, max-age=31536000, immutable"
                if immutable else "public, max-age=3600"}
-    if etag in request.headers.get("if-none-match", ""):
+    if not_modified(request, etag):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type=media_type, headers=headers)
 

@@ -123,9 +123,22 @@ class RenderCache:
                 self._bytes -= len(dropped.body)
 
 
+def not_modified(request: Request, etag: str) -> bool:
+    """Whether If-None-Match names the current representation (RFC 9110 §13.1.2): `*`
+    (any representation; one exists), or one of its entity tags compared weakly: `W/"x"`
+    matches `"x"`."""
+    header = request.headers.get("if-none-match")
+    if header is None:
+        return False
+    if header.strip() == "*":
+        return True
+    return etag.removeprefix("W/") in (tag.strip().removeprefix("W/")
+                                        for tag in header.split(","))
+
+
 def _respond(request: Request, entry: CachedResponse) -> Response:
     headers = {"etag": entry.etag, "cache-control": "no-cache"}
-    if entry.etag in request.headers.get("if-none-match", ""):
+    if not_modified(request, entry.etag):
         return Response(status_code=304, headers=headers)
     return Response(entry.body, media_type=entry.media_type, headers=headers)
 
