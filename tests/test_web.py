@@ -380,7 +380,8 @@ def test_search_page_finds_a_distinctive_word_and_marks_it(
 def test_errors_and_deliveries_pages(client: TestClient, record: Record,
                                      engine_rw: sa.Engine) -> None:
     """/errors shows the rejected file and its reason; /deliveries the pending deliveries,
-    filterable by status."""
+    filterable by status, page by page: every one of them on some page, once (and in the
+    API's pages, limit and offset)."""
     page = get_page(client, "/errors")
     assert record.rejected_path in page.all_text and "no_front_matter" in page.all_text
     pending = sql(engine_rw, "SELECT count(*) FROM delivery_status WHERE status = 'pending'")[0][0]
@@ -389,7 +390,24 @@ def test_errors_and_deliveries_pages(client: TestClient, record: Record,
     assert f"pending ({pending})" in deliveries.all_text
     events_shown = [u for u in deliveries.links if u.startswith("/statements?url=")]
     assert len(events_shown) == min(pending, 50)
-    assert "/deliveries?status=pending&limit=200" in deliveries.links  # show more
+    assert pending > 7
+    seen, url, pages = [], "/deliveries?status=pending&limit=3", 0
+    while url:
+        shown = get_page(client, url)
+        seen += re.findall(r"event (\d+)", shown.all_text)
+        url = next((u for u in shown.links if u.startswith("/deliveries?") and "page=" in u
+                    and int(re.search(r"page=(\d+)", u)[1]) == pages + 2), None)
+        pages += 1
+        assert pages <= pending
+    assert pages == -(-pending // 3)
+    expected = [str(r[0]) for r in sql(engine_rw, "SELECT event_id FROM deliveries WHERE "
+                                       "status = 'pending' ORDER BY id DESC")]
+    assert seen == expected
+    api = [d["event_id"] for off in range(0, pending, 3) for d in
+           client.get(f"/api/deliveries?status=pending&limit=3&offset={off}").json()]
+    assert list(map(str, api)) == expected
+    assert "/deliveries?status=pending&limit=3" in get_page(
+        client, "/deliveries?status=pending&limit=3&page=2").links  # back to the first
     assert "No deliveries with status dead" in get_page(client,
                                                         "/deliveries?status=dead").all_text
 

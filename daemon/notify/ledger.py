@@ -152,8 +152,9 @@ def requeue(conn: Connection, now: dt.datetime, status: str = "dead",
 
 
 def list_deliveries(conn: Connection, status: str | None = None, channel: str | None = None,
-                    limit: int = 50) -> list[dict[str, Any]]:
-    """Newest first: the delivery_status columns plus the event's kind and URL."""
+                    limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+    """Newest first (`offset` of them skipped): the delivery_status columns plus the event's
+    kind and URL."""
     query = (
         sa.select(deliveries.c.event_id, deliveries.c.channel, deliveries.c.status,
                   deliveries.c.attempts, deliveries.c.last_error,
@@ -163,6 +164,7 @@ def list_deliveries(conn: Connection, status: str | None = None, channel: str | 
                      .join(revisions, revisions.c.id == events.c.revision_id))
         .order_by(deliveries.c.id.desc())
         .limit(limit)
+        .offset(offset)
     )
     if status:
         query = query.where(deliveries.c.status == status)

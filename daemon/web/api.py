@@ -101,7 +101,8 @@ def api_deliveries(request: Request) -> Response:
         raise UsageError(f"status must be one of {', '.join(ledger.STATUSES)}, not {status!r}")
     with _connect(request) as conn:
         rows = ledger.list_deliveries(conn, status, text_param(params, "channel"),
-                                      int_param(params, "limit", 50, 1, 1000))
+                                      int_param(params, "limit", 50, 1, 1000),
+                                      int_param(params, "offset", 0, 0, 10_000_000))
     return JSON([{k: query.iso(v) for k, v in r.items()} for r in rows])
 
 
@@ -277,6 +278,6 @@ OPENAPI: dict[str, Any] = {
             [_param("status", "query", "Only this status.",
                     {"type": "string", "enum": list(query.DELIVERY_STATUSES)}),
              _param("channel", "query", "Only this channel.", {"type": "string"}),
-             _LIMIT], ("400",)),
+             _LIMIT, _OFFSET], ("400",)),
     },
 }

@@ -175,26 +175,29 @@ def errors_page(request: Request) -> Response:
 
 
 def deliveries_page(request: Request) -> Response:
-    """/deliveries[?status=dead][&channel=NAME][&limit=N] : each change's delivery to each
-    channel, newest first (the rows of `redline deliveries`)."""
+    """/deliveries[?status=dead][&channel=NAME][&limit=N][&page=P] : each change's delivery
+    to each channel, newest first (the rows of `redline deliveries`), `limit` a page."""
     params = request.query_params
     status = text_param(params, "status")
     if status is not None and status not in ledger.STATUSES:
         raise UsageError(f"status must be one of {', '.join(ledger.STATUSES)}, not {status!r}")
     channel = text_param(params, "channel")
     limit = int_param(params, "limit", PAGE_SIZE, 1, MAX_DELIVERIES)
+    page = page_param(params)
     with _connect(request) as conn:
-        rows = ledger.list_deliveries(conn, status, channel, limit + 1)
+        rows = ledger.list_deliveries(conn, status, channel, limit + 1, (page - 1) * limit)
         by_channel = ledger.status_counts(conn)
     counts = {st: sum(c.get(st, 0) for ch, c in by_channel.items()
                       if channel in (None, ch)) for st in ledger.STATUSES}
-    more = len(rows) > limit and limit < MAX_DELIVERIES
+    kept = {"status": status, "channel": channel,
+            "limit": limit if limit != PAGE_SIZE else None}
     return render(
         request, "deliveries.html", deliveries=[_iso_row(r) for r in rows[:limit]],
-        counts=counts, status=status, channel=channel, channels=sorted(by_channel),
-        more_href=href("/deliveries", {"status": status, "channel": channel,
-                                       "limit": min(limit * 4, MAX_DELIVERIES)})
-        if more else None,
+        counts=counts, status=status, channel=channel, channels=sorted(by_channel), page=page,
+        prev_href=href("/deliveries", {**kept, "page": page - 1 if page > 2 else None})
+        if page > 1 else None,
+        next_href=href("/deliveries", {**kept, "page": page + 1}) if len(rows) > limit
+        else None,
     )
 
 
