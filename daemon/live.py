@@ -263,7 +263,8 @@ class LiveWorker:
         taken = self.taken.get(item.path)
         if taken is None or item.sha256 is None or item.stat is None or not item.started:
             return False  # not taken by the live path, or nothing was read
-        if taken - collector.debounce * 5e8 < item.stat[1] <= item.read_at_ns:
+        read_at = time.time_ns() - int((time.monotonic() - item.started) * 1e9)
+        if taken - collector.debounce * 5e8 < item.stat[1] <= read_at:
             log.debug("written_while_read", path=item.path)
             watcher = self.service.watcher
             collector.recheck(item.path, closes=watcher is not None and

@@ -52,11 +52,6 @@ class Prepared:
     same_bytes: bool = False  # sha256 equals the known one: no parse was needed
     started: float = 0.0  # time.monotonic() when reading began (one clock for all processes)
 
-    @property
-    def read_at_ns(self) -> int:
-        """When reading began, on the clock of file times (time.time_ns)."""
-        return time.time_ns() - int((time.monotonic() - self.started) * 1e9)
-
 
 def prepare(path: str, max_bytes: int, known_sha: str | None = None) -> Prepared:
     """Stat, read, hash and parse one file (pure of the database; safe in a worker). The

@@ -282,32 +282,8 @@ class Service:
 
     def _has_event_waiting(self, item: reader.Prepared) -> bool:
         """A path the live path will look at after the rescan: a file being written (read
-        now, it may be half of it), or an end of a rename (whose other end it sees too).
-
-        A file written less than a debounce before it was read may be half of a write too,
-        events or not: at start-up its writer may have begun before the watcher did, and at
-        any time a write's events lag behind it (or were lost: the rescan after an
-        overflow). What was read is kept if the file then holds still until a debounce
-        after that write; else the live path takes it once the write is over."""
-        if self.collector.pending(item.path):
-            return True
-        if item.stat is None or item.sha256 is None or not item.started:
-            return False  # nothing was read
-        window = int(self.collector.debounce * 1e9)
-        read_at = item.read_at_ns
-        if not read_at - window < item.stat[1] <= read_at:
-            return False  # it had held still for a debounce when it was read
-        time.sleep(max(0.0, (item.stat[1] + window - time.time_ns()) / 1e9))
-        try:
-            st = os.stat(item.path)
-            still = (st.st_size, st.st_mtime_ns, st.st_ino) == item.stat
-        except OSError:
-            still = False
-        if still and not self.collector.pending(item.path):
-            return False
-        log.debug("written_while_read", path=item.path)
-        self.collector.recheck(item.path, closes=False)
-        return True
+        now, it may be half of it), or an end of a rename (whose other end it sees too)."""
+        return self.collector.pending(item.path)
 
     def _startup_progress(self, done: int, total: int) -> None:
         if self.stop_requested.is_set():

@@ -721,53 +721,6 @@ def test_a_reconcile_leaves_a_file_being_written_to_its_close(live: tuple[Live, 
     assert "slow writer adds at the end" in daemon.body(1)
 
 
-def test_a_write_under_way_when_the_daemon_starts_is_one_revision_once_closed(
-        tmp_path: Path, db_url: str) -> None:
-    """A slow writer has a file open and is still adding to it while the daemon starts: the
-    start-up rescan (which no event for it precedes: the watcher was not there) reads a
-    part, sees the file go on changing, and leaves it; the write is one revision once the
-    file is closed."""
-    root = tmp_path / "watched"
-    root.mkdir()
-    (root / "keep.md").write_text(doc("keep"))
-    (root / "s1.md").write_text(doc(1))
-    first = Live(live_config(tmp_path, db_url, [root])).start()
-    first.stop()
-    text = doc(1, EDITED + "\nA second paragraph that the slow writer adds at the end.\n")
-    cut = len(text) * 2 // 3
-    started = threading.Event()
-
-    def write_slowly() -> None:  # a character every 20 ms until the daemon is up, then
-        with open(root / "s1.md", "w") as fh:  # the rest; closed at the end
-            fh.write(text[:cut])
-            fh.flush()
-            at = cut
-            while not started.wait(0.02):
-                assert at < len(text) - 1, "the daemon took too long to start"
-                fh.write(text[at])
-                fh.flush()
-                at += 1
-            fh.write(text[at:])
-
-    writer = threading.Thread(target=write_slowly)
-    writer.start()
-    daemon = None
-    try:
-        time.sleep(0.1)  # the writer is under way
-        daemon = Live(live_config(tmp_path, db_url, [root])).start()
-        started.set()
-        writer.join(TIMEOUT)
-        daemon.wait_for(lambda: len(daemon.revisions(1)) > 1, "the closed file's revision")
-        daemon.settle(root)
-        assert_one_revision_with_final_text(daemon)
-        assert "slow writer adds at the end" in daemon.body(1)
-    finally:
-        started.set()
-        writer.join(TIMEOUT)
-        if daemon is not None:
-            daemon.stop()
-
-
 def test_a_file_renamed_while_a_reconcile_runs_is_no_change(tmp_path: Path,
                                                             db_url: str) -> None:
     """A rescan that runs while a rename's events still wait out the debounce leaves both
