@@ -419,6 +419,39 @@ def test_another_applications_alembic_database_is_named_as_such(
     engine.dispose()
 
 
+def test_a_database_holding_another_applications_tables_is_left_as_it_is(
+        db_url: str, tmp_path: Path) -> None:
+    """database.url naming another application's database that has no Alembic table (a
+    wrong path to some app's SQLite file; on PostgreSQL, tables named like redline's) had
+    redline's tables added to it by `db upgrade` or a first `ingest` (on PostgreSQL, the
+    clash was a traceback). Every command now names it and changes nothing (exit 2); on
+    PostgreSQL a shared database with unrelated tables is still upgraded."""
+    clash = "invoices" if db_url.startswith("sqlite") else "statements"
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE TABLE {clash} (id INTEGER PRIMARY KEY, amount TEXT)"))
+    cfg = write_config(tmp_path, db_url)
+    message = (f"redline: error: not a redline database: it has no redline schema but holds "
+               f"a table ({clash}); redline adds its tables only to an empty database: check "
+               "database.url")
+    for args in (["ingest"], ["db", "upgrade"], ["status"]):
+        proc = subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg), *args],
+                              capture_output=True, text=True, timeout=60)
+        assert (proc.returncode, proc.stderr.splitlines()) == (2, [message]), args
+    proc = subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg), "db",
+                           "current", "--json"], capture_output=True, text=True, timeout=60)
+    assert json.loads(proc.stdout)["state"] == "not_redline"
+    with engine.connect() as conn:
+        assert sa.inspect(conn).get_table_names() == [clash]
+    if db_url.startswith("postgresql"):
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE statements RENAME TO invoices"))
+        assert migrate.upgrade(engine) == migrate.SCHEMA_HEAD
+        with engine.connect() as conn:
+            assert {"invoices", "statements"} <= set(sa.inspect(conn).get_table_names())
+    engine.dispose()
+
+
 def test_db_current_on_a_mistyped_path_creates_nothing(tmp_path: Path) -> None:
     """`redline db current` reads: on a SQLite path where no database is (a typo), it says
     so (exit 1, one line) instead of creating an empty file and answering `none`."""

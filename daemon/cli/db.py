@@ -57,6 +57,9 @@ def current(app: App, as_json: bool) -> None:
             ("not_redline", "not a redline database: no redline migration, no redline tables")
             if migrate.is_foreign(engine) else
             ("newer", "newer than this redline: run the redline that upgraded it"))
+    elif have is None and (tables := migrate.unmigrated_tables(engine)):
+        state, text = "not_redline", (f"not a redline database: no redline schema, "
+                                      f"{migrate.shown_tables(tables)}")
     else:
         state, text = "needs_upgrade", "needs `redline db upgrade`"
     if as_json:

@@ -62,6 +62,35 @@ def is_foreign(engine: Engine) -> bool:
         return not sa.inspect(conn).has_table("statements")
 
 
+def unmigrated_tables(engine: Engine) -> list[str]:
+    """The tables in a database no redline migration has touched (no schema revision)
+    that make it another application's: on SQLite any table (a file is one application's
+    store: a wrong path names another's); on PostgreSQL, where a database is often shared
+    (and extensions add tables of their own), those and views named like redline's."""
+    from daemon.store.schema import VIEW_NAMES, metadata
+
+    with engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        found = [*inspector.get_table_names(), *inspector.get_view_names()]
+    if engine.dialect.name == "sqlite":  # (an empty alembic_version: downgraded to nothing)
+        return sorted(t for t in found if t != "alembic_version")
+    ours = {*metadata.tables, *VIEW_NAMES, "statement_search"}
+    return sorted(t for t in found if t in ours)
+
+
+def _refuse_unmigrated_tables(engine: Engine) -> None:
+    tables = unmigrated_tables(engine)
+    if tables:
+        raise SchemaTooNew(f"not a redline database: it has no redline schema but holds "
+                           f"{shown_tables(tables)}; redline adds its tables only to an empty "
+                           "database: check database.url")
+
+
+def shown_tables(tables: list[str]) -> str:
+    more = f" and {len(tables) - 5} more" if len(tables) > 5 else ""
+    return f"{'a table' if len(tables) == 1 else 'tables'} ({', '.join(tables[:5])}{more})"
+
+
 def _newer_schema(have: str, engine: Engine | None = None) -> SchemaTooNew:
     if engine is not None and is_foreign(engine):
         return SchemaTooNew(f"not a redline database: its schema is at {have}, which is no "
@@ -105,6 +134,8 @@ def upgrade(engine: Engine) -> str | None:
 
     if have is not None and is_newer(engine, have):
         raise _newer_schema(have, engine)
+    if have is None:
+        _refuse_unmigrated_tables(engine)
     cfg = _alembic_config(engine)
     try:
         with engine.begin() as conn:
@@ -123,6 +154,8 @@ def require_current(engine: Engine) -> None:
     have = current_revision(engine)
     if have is not None and have != SCHEMA_HEAD and is_newer(engine, have):
         raise _newer_schema(have, engine)
+    if have is None:
+        _refuse_unmigrated_tables(engine)
     if have != SCHEMA_HEAD:
         raise DatabaseError(f"database schema is at {have or 'nothing'}, this redline needs "
                             f"{SCHEMA_HEAD}: run `redline db upgrade`")
