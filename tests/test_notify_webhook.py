@@ -571,3 +571,48 @@ def test_claims_the_dispatcher_could_not_give_back_are_given_back_when_the_datab
         locker.invalidate()
         admin.dispose()
         engine.dispose()
+
+
+def test_each_event_body_is_built_once_across_channels_and_retries(
+        engine: sa.Engine, db_url: str, sample: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Building a body (the word diff above all) is most of a delivery's work. Channel
+    workers woken together by one commit must not each build the same bodies (seen: 825
+    builds for 300 events and four channels, a 300-file burst taking 2.7 s after its last
+    commit instead of 1.7 s), and a retry reuses the body too: each event's body is built
+    once."""
+    from daemon.notify import dispatch as dispatch_module
+
+    built: list[int] = []
+    real = dispatch_module.event_bodies
+
+    def counting(conn: sa.Connection, event_ids: list[int], *args: object) -> dict:
+        ids = list(event_ids)
+        built.extend(ids)
+        # a build takes this long: the workers woken together are all at work by then
+        threading.Event().wait(0.2)
+        return real(conn, ids, *args)
+
+    monkeypatch.setattr(dispatch_module, "event_bodies", counting)
+    clock = FakeClock()
+    with HttpReceiver() as a, HttpReceiver() as b, HttpReceiver(statuses=[500, 500]) as c:
+        config = config_for(tmp_path, db_url, webhook("a", a.url) + webhook("b", b.url)
+                            + webhook("c", c.url, backoff_seconds=1)
+                            + f'[[channels]]\nname = "log"\ntype = "jsonl"\n'
+                              f'path = "{tmp_path / "events.jsonl"}"\n')
+        paths = copy_statements(sample, tmp_path / "statements", 5)
+        ingestor(engine, config, clock).process_paths([str(p) for p in paths])
+        d = Dispatcher(engine, config, clock=clock, instance_id="test:1", rand=lambda: 0.0)
+        try:
+            d.dispatch_due(wait=10)
+            for _ in range(3):  # channel c's retries
+                clock.advance(10)
+                d.dispatch_due(wait=10)
+        finally:
+            d.close()
+        a.wait_for(5)
+        b.wait_for(5)
+        c.wait_for(7)
+    assert {r.status for ch in "abc" for r in status_of(engine, ch)} == {"delivered"}
+    assert (tmp_path / "events.jsonl").read_text().count("\n") == 5
+    assert sorted(built) == [r.event_id for r in status_of(engine, "a")]
