@@ -22,7 +22,7 @@ database on 127.0.0.1), the Dispatcher delivers them to a webhook receiver on 12
             ingested in one pass (a `cp` of many files, a git checkout), the commits
             waking the dispatcher; from the last commit to the last POST received, with
             one webhook channel and with --channels (default 4), and how many event
-            bodies were built (one per event is the least).
+            bodies and word diffs were computed (one per event is the least).
 
     .venv/bin/python bench/notify.py [--events 200] [--gap 50] [--burst 1000] [--edits 300]
                                      [--channels 4] [--pg]
@@ -312,6 +312,7 @@ def bench_edits(workdir: Path, db_url: str, n: int, channels: int) -> dict[str, 
     channels: every file is edited, one pass ingests them all, its commits wake the
     dispatcher (as in `redline run`); from the last commit to the last POST received. The
     bodies built are counted: one per event is the least (the word diff is most of it)."""
+    from daemon import diffs
     from daemon.notify import dispatch as dispatch_module
 
     rx = Receiver()
@@ -332,6 +333,15 @@ def bench_edits(workdir: Path, db_url: str, n: int, channels: int) -> dict[str, 
         return real_event_bodies(conn, ids, *args)
 
     dispatch_module.event_bodies = counting  # type: ignore[assignment]
+    diffed: list[int] = []
+    diffs.clear_memo()  # the other part of the run edited the same texts the same way
+    real_compute = diffs._compute_word_diff
+
+    def counting_diffs(*args: Any) -> Any:
+        diffed.append(1)
+        return real_compute(*args)
+
+    diffs._compute_word_diff = counting_diffs  # type: ignore[assignment]
     last_commit = 0.0
 
     def on_commit(event_ids: list[int]) -> None:
@@ -354,13 +364,14 @@ def bench_edits(workdir: Path, db_url: str, n: int, channels: int) -> dict[str, 
         dispatcher.wait_idle(60)
     finally:
         dispatch_module.event_bodies = real_event_bodies  # type: ignore[assignment]
+        diffs._compute_word_diff = real_compute  # type: ignore[assignment]
         dispatcher.close()
     last = float(rx.stats()["last"])
     rx.close()
     engine.dispose()
     return {"revised": counts.revised, "deliveries": counts.revised * channels, "complete": ok,
             "ingest_seconds": last_commit - t0, "after_last_commit": last - last_commit,
-            "bodies_built": len(built)}
+            "bodies_built": len(built), "word_diffs": len(diffed)}
 
 
 def fresh_pg() -> tuple[str, sa.Engine, str]:
@@ -434,7 +445,9 @@ def main() -> None:
         print(f"burst: {e['revised']} statements edited at once, {label}: ingested in "
               f"{e['ingest_seconds']:.2f} s, last commit -> last of {e['deliveries']} POSTs "
               f"{e['after_last_commit']:.2f} s; bodies built: {e['bodies_built']} "
-              f"({e['bodies_built'] / max(1, e['revised']):.2f} per event)")
+              f"({e['bodies_built'] / max(1, e['revised']):.2f} per event), word diffs "
+              f"computed (recording and sending): {e['word_diffs'] / max(1, e['revised']):.2f} "
+              "per event")
     print(f"  {args.channels} channels after the last commit take "
           f"{many['after_last_commit'] / one['after_last_commit']:.2f}x one channel")
     if not (lat["complete"] and rate["complete"] and rate["delivered"] == rate["pending"]
