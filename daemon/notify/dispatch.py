@@ -519,6 +519,7 @@ class Dispatcher:
                 self._bodies.popitem(last=False)
         return loaded
 
+
 def _failing_text(attempts: int, error: str) -> str:
     """How a channel fails, for STATUS=: `3 attempt(s) failed in a row, last: HTTP 500 …`."""
     short = " ".join(error.split())
