@@ -17,7 +17,15 @@ database on 127.0.0.1), the Dispatcher delivers them to a webhook receiver on 12
             `delivered` gives the sustained rate. Target: >= 200 deliveries/s. Baseline in
             the same run: the same number of bare httpx POSTs of the same bodies.
 
-    .venv/bin/python bench/notify.py [--events 200] [--gap 50] [--burst 1000] [--pg]
+  burst     --edits real statements (default 300) are stored, then all edited at once (a
+            word changed in every paragraph) and
+            ingested in one pass (a `cp` of many files, a git checkout), the commits
+            waking the dispatcher; from the last commit to the last POST received, with
+            one webhook channel and with --channels (default 4), and how many event
+            bodies and word diffs were computed (one per event is the least).
+
+    .venv/bin/python bench/notify.py [--events 200] [--gap 50] [--burst 1000] [--edits 300]
+                                     [--channels 4] [--pg]
 """
 
 from __future__ import annotations
@@ -68,6 +76,7 @@ class ReceiverServer:
     def __init__(self) -> None:
         self.arrivals: dict[int, float] = {}
         self.count = 0
+        self.last = 0.0
         self.lock = threading.Lock()
         receiver = self
 
@@ -81,16 +90,18 @@ class ReceiverServer:
                     with receiver.lock:
                         receiver.arrivals.clear()
                         receiver.count = 0
+                        receiver.last = 0.0
                 else:
                     event_id = json.loads(body).get("event_id", -1)
                     with receiver.lock:
                         receiver.arrivals.setdefault(event_id, now)
                         receiver.count += 1
+                        receiver.last = now
                 self._reply(204, b"")
 
             def do_GET(self) -> None:  # noqa: N802
                 with receiver.lock:
-                    data = json.dumps({"count": receiver.count,
+                    data = json.dumps({"count": receiver.count, "last": receiver.last,
                                        "arrivals": receiver.arrivals}).encode()
                 self._reply(200, data)
 
@@ -188,13 +199,16 @@ def build_copies(dest: Path, n: int) -> list[Path]:
     return out
 
 
-def setup(workdir: Path, db_url: str, hook_url: str) -> tuple[Any, sa.Engine]:
+def setup(workdir: Path, db_url: str, hook_url: str, channels: int = 1
+          ) -> tuple[Any, sa.Engine]:
+    """A config with `channels` webhook channels (hook, hook1, …), all to the receiver."""
     watched = workdir / "statements"
     watched.mkdir(parents=True, exist_ok=True)
     cfg = workdir / "config.toml"
     cfg.write_text(f'[watch]\npaths = ["{watched}"]\n\n[database]\nurl = "{db_url}"\n\n'
-                   f'[[channels]]\nname = "hook"\ntype = "webhook"\nurl = "{hook_url}"\n'
-                   'secret_env = "BENCH_SECRET"\n')
+                   + "".join(f'[[channels]]\nname = "hook{n or ""}"\ntype = "webhook"\n'
+                             f'url = "{hook_url}?channel={n}"\nsecret_env = "BENCH_SECRET"\n\n'
+                             for n in range(channels)))
     config = load_config(cfg, {"BENCH_SECRET": "bench"})
     engine = make_engine(config.database.url)
     migrate.upgrade(engine)
@@ -293,6 +307,73 @@ def bench_rate(workdir: Path, db_url: str, burst: int) -> dict[str, float]:
             "mean_body_kb": sum(map(len, bodies)) / len(bodies) / 1024}
 
 
+def bench_edits(workdir: Path, db_url: str, n: int, channels: int) -> dict[str, float]:
+    """A burst of `n` edited statements (a checkout of many files) with `channels` webhook
+    channels: every file is edited, one pass ingests them all, its commits wake the
+    dispatcher (as in `redline run`); from the last commit to the last POST received. The
+    bodies built are counted: one per event is the least (the word diff is most of it)."""
+    from daemon import diffs
+    from daemon.notify import dispatch as dispatch_module
+
+    rx = Receiver()
+    config, engine = setup(workdir, db_url, rx.url, channels)
+    paths = build_copies(workdir / "statements", n)
+    Ingestor(engine, config.watch, DeliveryOutbox(config.channels)).scan()
+    dispatcher = Dispatcher(engine, config, instance_id="bench:edits")
+    dispatcher.dispatch_due()
+    ok = rx.wait_count(n * channels, 300)  # the `added` deliveries, out of the way
+    dispatcher.wait_idle(60)
+    rx.reset()
+    built: list[int] = []
+    real_event_bodies = dispatch_module.event_bodies
+
+    def counting(conn: Any, event_ids: Any, *args: Any) -> Any:
+        ids = list(event_ids)
+        built.extend(ids)
+        return real_event_bodies(conn, ids, *args)
+
+    dispatch_module.event_bodies = counting  # type: ignore[assignment]
+    diffed: list[int] = []
+    diffs.clear_memo()  # the other part of the run edited the same texts the same way
+    real_compute = diffs._compute_word_diff
+
+    def counting_diffs(*args: Any) -> Any:
+        diffed.append(1)
+        return real_compute(*args)
+
+    diffs._compute_word_diff = counting_diffs  # type: ignore[assignment]
+    last_commit = 0.0
+
+    def on_commit(event_ids: list[int]) -> None:
+        nonlocal last_commit
+        last_commit = time.monotonic()
+        dispatcher.wake()
+
+    try:
+        for path in paths:
+            text = path.read_text(encoding="utf-8")
+            head, sep, body = text.partition("\n---\n")
+            # a word changed in every paragraph (a house-style change across a site)
+            body = re.sub(r"(?m)^(.*?\bthe) ", r"\1 very ", body)
+            path.write_text(head + sep + body, encoding="utf-8")
+        ing = Ingestor(engine, config.watch, DeliveryOutbox(config.channels),
+                       on_commit=on_commit)
+        t0 = time.monotonic()
+        counts = ing.scan()
+        ok = rx.wait_count(counts.revised * channels, 300) and ok
+        dispatcher.wait_idle(60)
+    finally:
+        dispatch_module.event_bodies = real_event_bodies  # type: ignore[assignment]
+        diffs._compute_word_diff = real_compute  # type: ignore[assignment]
+        dispatcher.close()
+    last = float(rx.stats()["last"])
+    rx.close()
+    engine.dispose()
+    return {"revised": counts.revised, "deliveries": counts.revised * channels, "complete": ok,
+            "ingest_seconds": last_commit - t0, "after_last_commit": last - last_commit,
+            "bodies_built": len(built), "word_diffs": len(diffed)}
+
+
 def fresh_pg() -> tuple[str, sa.Engine, str]:
     admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
     name = f"redline_bench_{uuid.uuid4().hex[:10]}"
@@ -307,6 +388,10 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200)
     parser.add_argument("--gap", type=float, default=50.0, help="ms between edits")
     parser.add_argument("--burst", type=int, default=1000)
+    parser.add_argument("--edits", type=int, default=300,
+                        help="statements edited at once in the burst part")
+    parser.add_argument("--channels", type=int, default=4,
+                        help="webhook channels in the burst part (compared with one)")
     parser.add_argument("--pg", action="store_true", help="a fresh PostgreSQL database")
     parser.add_argument("--serve-receiver", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -315,7 +400,7 @@ def main() -> None:
         return
     configure_logging("warning", "console", sys.stderr)
     results: dict[str, dict[str, float]] = {}
-    for part in ("latency", "rate"):
+    for part in ("latency", "rate", "edits-1", f"edits-{args.channels}"):
         work = Path(tempfile.mkdtemp(prefix=f"redline-bench-notify-{part}-"))
         cleanup = None
         try:
@@ -326,8 +411,11 @@ def main() -> None:
                 db_url = f"sqlite:///{work / 'redline.db'}"
             if part == "latency":
                 results[part] = bench_latency(work, db_url, args.events, args.gap)
-            else:
+            elif part == "rate":
                 results[part] = bench_rate(work, db_url, args.burst)
+            else:
+                results[part] = bench_edits(work, db_url, args.edits,
+                                            int(part.split("-")[1]))
         finally:
             shutil.rmtree(work, ignore_errors=True)
             if cleanup:
@@ -352,7 +440,18 @@ def main() -> None:
           f"{rate['rate'] / TARGET_RATE:.2f}x target)")
     print(f"  baseline: bare POSTs of the same bodies {rate['bare_rate']:.0f}/s; redline "
           f"delivers at {rate['rate'] / rate['bare_rate']:.2f} of that")
-    if not (lat["complete"] and rate["complete"] and rate["delivered"] == rate["pending"]):
+    one, many = results["edits-1"], results[f"edits-{args.channels}"]
+    for label, e in (("1 channel", one), (f"{args.channels} channels", many)):
+        print(f"burst: {e['revised']} statements edited at once, {label}: ingested in "
+              f"{e['ingest_seconds']:.2f} s, last commit -> last of {e['deliveries']} POSTs "
+              f"{e['after_last_commit']:.2f} s; bodies built: {e['bodies_built']} "
+              f"({e['bodies_built'] / max(1, e['revised']):.2f} per event), word diffs "
+              f"computed (recording and sending): {e['word_diffs'] / max(1, e['revised']):.2f} "
+              "per event")
+    print(f"  {args.channels} channels after the last commit take "
+          f"{many['after_last_commit'] / one['after_last_commit']:.2f}x one channel")
+    if not (lat["complete"] and rate["complete"] and rate["delivered"] == rate["pending"]
+            and one["complete"] and many["complete"]):
         print("INCOMPLETE: some deliveries did not arrive", file=sys.stderr)
         sys.exit(1)
 

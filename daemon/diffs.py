@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import bisect
 import difflib
-from collections import Counter
+import hashlib
+import threading
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 from daemon.text import fold_words, paragraphs, title_text
@@ -234,9 +236,57 @@ def _common_trailing_space(a: str, b: str) -> str:
     return wa[len(wa) - n:]
 
 
+# The word diffs computed last, by a digest of their four texts. An event's word diff is
+# computed when it is recorded (for its counts and summary) and again, in the same process
+# moments later, for its notification body: the second is taken from here. Bounded by the
+# characters of the runs kept (a diff bigger than an eighth of it is not kept).
+MEMO_BUDGET_CHARS = 4_000_000
+_memo: OrderedDict[bytes, tuple[tuple[WordOp, ...], DiffStats, int]] = OrderedDict()
+_memo_chars = 0
+_memo_lock = threading.Lock()
+
+
+def clear_memo() -> None:
+    """Forget the word diffs kept (for benchmarks and tests that count the work)."""
+    global _memo_chars
+    with _memo_lock:
+        _memo.clear()
+        _memo_chars = 0
+
+
+def _memo_key(*texts: str) -> bytes:
+    h = hashlib.blake2b(digest_size=20)
+    for t in texts:
+        data = t.encode("utf-8", "surrogatepass")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.digest()
+
+
 def word_diff(old_title: str, old_text: str, new_title: str, new_text: str
               ) -> tuple[list[WordOp], DiffStats]:
     """Word-level diff of title and body; paragraphs are separated by a blank line."""
+    global _memo_chars
+    key = _memo_key(old_title, old_text, new_title, new_text)
+    with _memo_lock:
+        hit = _memo.get(key)
+        if hit is not None:
+            _memo.move_to_end(key)
+            return list(hit[0]), hit[1]
+    ops, stats = _compute_word_diff(old_title, old_text, new_title, new_text)
+    size = sum(len(op.text) for op in ops)
+    if size <= MEMO_BUDGET_CHARS // 8:
+        with _memo_lock:
+            if key not in _memo:
+                _memo[key] = (tuple(ops), stats, size)
+                _memo_chars += size
+            while _memo_chars > MEMO_BUDGET_CHARS:
+                _memo_chars -= _memo.popitem(last=False)[1][2]
+    return ops, stats
+
+
+def _compute_word_diff(old_title: str, old_text: str, new_title: str, new_text: str
+                       ) -> tuple[list[WordOp], DiffStats]:
     pa, pb = _doc_lines(old_title, old_text), _doc_lines(new_title, new_text)
     ka = [" ".join(fold_words(p).split()) for p in pa]
     kb = [" ".join(fold_words(p).split()) for p in pb]

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -575,6 +576,12 @@ def lingering_threads(grace: float = EXIT_GRACE) -> list[threading.Thread]:
     from concurrent.futures import thread as pool_threads
 
     pooled = list(getattr(pool_threads, "_threads_queues", {}))  # joined at exit
+    # a pool nobody shut down (Apprise keeps one for its sends) is told now, as the
+    # interpreter would tell it at exit: its idle workers end, its busy ones stay
+    for thread in pooled:
+        pool = _pool_of(thread)
+        if pool is not None:
+            pool.shutdown(wait=False)
     candidates = dict.fromkeys([*(t for t in threading.enumerate() if not t.daemon),
                                 *pooled])
     deadline = time.monotonic() + grace
@@ -586,6 +593,17 @@ def lingering_threads(grace: float = EXIT_GRACE) -> list[threading.Thread]:
         if thread.is_alive():
             left.append(thread)
     return left
+
+
+def _pool_of(thread: threading.Thread) -> Any:
+    """The concurrent.futures pool whose worker `thread` is (its first argument is a weak
+    reference to it); None if that cannot be told."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    args = getattr(thread, "_args", ())
+    ref = args[0] if args else None
+    pool = ref() if isinstance(ref, weakref.ref) else None
+    return pool if isinstance(pool, ThreadPoolExecutor) else None
 
 
 def exit_without_waiting(status: int) -> None:

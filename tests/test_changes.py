@@ -453,3 +453,26 @@ def test_canonically_equivalent_text_is_not_a_change_of_words() -> None:
     accent = edit_body(v, v.body.replace("\u00e4", "a\u0300"))
     assert accent.body != v.body
     assert classify_change(v, accent) == Change("revised", ("body",))
+
+
+def test_word_diffs_kept_for_reuse_stay_within_their_budget(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """word_diff keeps its latest results for the event body that follows a recording; what
+    it keeps is bounded by characters, and a kept result is the same as a fresh one."""
+    from daemon import diffs
+
+    monkeypatch.setattr(diffs, "MEMO_BUDGET_CHARS", 8_000)
+    diffs.clear_memo()
+    try:
+        texts = [" ".join(f"word{i}x{j}" for j in range(100)) for i in range(40)]
+        first = [diffs.word_diff("T", t, "T", t + " more") for t in texts]
+        assert 0 < diffs._memo_chars <= 8_000
+        assert len(diffs._memo) < len(texts)
+        # a kept one (the last) and a forgotten one (the first) give the same as before
+        assert diffs.word_diff("T", texts[-1], "T", texts[-1] + " more") == first[-1]
+        assert diffs.word_diff("T", texts[0], "T", texts[0] + " more") == first[0]
+        ops, _stats = diffs.word_diff("T", texts[-1], "T", texts[-1] + " more")
+        ops.clear()  # a caller changing its list changes nothing kept
+        assert diffs.word_diff("T", texts[-1], "T", texts[-1] + " more") == first[-1]
+    finally:
+        diffs.clear_memo()

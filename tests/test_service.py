@@ -771,3 +771,27 @@ def test_a_signal_landing_while_the_main_loop_holds_its_wake_event_does_not_hang
                           capture_output=True, text=True, timeout=20,
                           cwd=Path(__file__).resolve().parent.parent)
     assert (done.returncode, done.stdout, done.stderr) == (0, "both handled\n", "")
+
+
+def test_an_idle_thread_pool_is_not_a_thread_left_behind_at_exit() -> None:
+    """At the end of `redline run`, a worker of a thread pool that nobody shut down but
+    that has nothing to do (Apprise keeps one for its sends) would end at once at exit: it
+    is not reported as `exiting_without_threads` (seen at every stop of a daemon whose
+    Apprise channel had sent something: "what they were sending is sent again"). A worker
+    still busy is. Run in a child process: the check shuts the pools down."""
+    script = """
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from daemon.service import lingering_threads
+idle = ThreadPoolExecutor(thread_name_prefix="idle-pool")
+idle.submit(lambda: None).result()
+release = threading.Event()
+busy = ThreadPoolExecutor(thread_name_prefix="busy-pool")
+busy.submit(release.wait, 30)
+print(sorted(t.name.split("_")[0] for t in lingering_threads(grace=0.5)))
+release.set()
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60, cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['busy-pool']"

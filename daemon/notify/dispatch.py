@@ -90,6 +90,8 @@ class Dispatcher:
         self._senders: dict[str, Sender] = {}
         self._bodies: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self._bodies_lock = threading.Lock()
+        # event id -> set when the worker building its body has put it in the cache
+        self._building: dict[int, threading.Event] = {}
         self._attempts = 0
         self._stopping = threading.Event()
         self._recovered = False
@@ -471,23 +473,51 @@ class Dispatcher:
         return sender
 
     def _load_bodies(self, event_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-        """Event bodies never change once committed: channels share one cache."""
+        """Event bodies never change once committed: channels share one cache, and a body
+        is built once. The workers of a commit's channels wake together and ask for the
+        same events: those another worker is building meanwhile are waited for, not built
+        again (a body's word diff is most of a delivery's work)."""
         found: dict[int, dict[str, Any]] = {}
+        mine: list[int] = []
+        theirs: list[tuple[int, threading.Event]] = []
         with self._bodies_lock:
             for eid in event_ids:
                 if eid in self._bodies:
                     found[eid] = self._bodies[eid]
                     self._bodies.move_to_end(eid)
-        missing = [e for e in event_ids if e not in found]
-        if missing:
-            with self.engine.connect() as conn:
-                loaded = event_bodies(conn, missing)
-            found.update(loaded)
+                elif eid in self._building:
+                    theirs.append((eid, self._building[eid]))
+                else:
+                    self._building[eid] = threading.Event()
+                    mine.append(eid)
+        try:
+            if mine:
+                found.update(self._build_bodies(mine))
+        finally:
             with self._bodies_lock:
-                self._bodies.update(loaded)
-                while len(self._bodies) > BODY_CACHE_SIZE:
-                    self._bodies.popitem(last=False)
+                for eid in mine:
+                    self._building.pop(eid).set()
+        missing: list[int] = []
+        for eid, built in theirs:
+            built.wait()
+            with self._bodies_lock:
+                body = self._bodies.get(eid)
+            if body is None:  # its builder failed (or the cache let it go): build it here
+                missing.append(eid)
+            else:
+                found[eid] = body
+        if missing:
+            found.update(self._build_bodies(missing))
         return found
+
+    def _build_bodies(self, event_ids: list[int]) -> dict[int, dict[str, Any]]:
+        with self.engine.connect() as conn:
+            loaded = event_bodies(conn, event_ids)
+        with self._bodies_lock:
+            self._bodies.update(loaded)
+            while len(self._bodies) > BODY_CACHE_SIZE:
+                self._bodies.popitem(last=False)
+        return loaded
 
 
 def _failing_text(attempts: int, error: str) -> str:

@@ -81,7 +81,7 @@ def event_diff(kind: str, current: Mapping[str, Any], previous: Mapping[str, Any
     """The unified and word diffs of an event; empty when no words changed (metadata,
     formatting, deleted), the whole text as inserted for an added statement."""
     new_label = f"r{current['number']}"
-    if kind == "deleted":
+    if kind in ("deleted", "metadata", "formatting"):  # no word changed: nothing to compare
         return _cut("", [], limit)
     if previous is None:
         lines = [f"# {title_text(current['title'])}", *paragraphs(current["body_text"])]
