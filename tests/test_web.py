@@ -33,7 +33,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
-from conftest import REPO, file_state, leave_heartbeat_in_wal, write_config
+from conftest import PG_ADMIN_URL, REPO, file_state, leave_heartbeat_in_wal, write_config
 from starlette.testclient import TestClient
 
 from daemon import query
@@ -1165,6 +1165,41 @@ def test_a_change_committed_after_a_later_one_is_not_hidden_by_the_cache(
     assert a_change in [(e["statement_id"], e["to_revision"]) for e in after]
     assert after[1]["event_id"] < after[0]["event_id"]  # A's id is older than B's
     assert f"/statements/{rec.hostile_id}/diff?from=2&to=3" in diff_links(page)
+
+
+def test_the_cache_version_moves_only_for_transactions_writing_revisions(
+        pg_url: str) -> None:
+    """The version of the record on PostgreSQL counts the transactions in progress that
+    write revisions (see the test above); transactions elsewhere on a shared server, or
+    this database's other writers (deliveries, heartbeats), do not move it: before, every
+    transaction in progress on the server was part of it, and a busy server made every
+    ETag stale (the feed test's 304 was seen to fail under other databases' load)."""
+    from daemon.web.cache import RenderCache
+
+    engine = make_engine(pg_url)
+    migrate.upgrade(engine)
+    admin = sa.create_engine(PG_ADMIN_URL)
+    cache = RenderCache(engine)
+    try:
+        quiet = cache.read_version()
+        with admin.connect() as other_db, engine.connect() as same_db:
+            other_db.execute(sa.text("CREATE TEMP TABLE elsewhere (i int)"))  # holds an xid
+            same_db.execute(sa.text("INSERT INTO job_state (name, value, updated_at) "
+                                    "VALUES ('test', '\"x\"', now())"))
+            with admin.connect() as later:  # a later transaction ends: the two are listed
+                later.execute(sa.text("SELECT pg_current_xact_id()"))  # in every snapshot
+                later.commit()
+            assert cache.read_version() == quiet
+            with engine.connect() as writer:
+                writer.execute(sa.text("LOCK TABLE revisions IN ROW EXCLUSIVE MODE"))
+                assert cache.read_version() != quiet
+                writer.rollback()
+            other_db.rollback()
+            same_db.rollback()
+        assert cache.read_version() == quiet
+    finally:
+        admin.dispose()
+        engine.dispose()
 
 
 def test_render_cache_stays_within_its_bounds(record: Record, db_url: str) -> None:

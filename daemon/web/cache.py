@@ -9,9 +9,11 @@ page also gets an ETag, so a feed reader polling an unchanged feed gets a 304, n
 On PostgreSQL that is not enough: event ids come from a sequence before the commit, so two
 writers (two instances, or `redline ingest` beside `redline run`) can commit out of id
 order, and an event with an older id appears without the newest id moving. Every writer
-has its transaction id before it takes an event id (it writes the revision first), so while
-the snapshot shows no transaction in progress, `max(id)` is the version; while some are,
-their ids are part of it, and the version moves again when they end.
+holds its lock on `revisions` before it takes an event id (it writes the revisions first)
+and until it ends, so while no transaction holds one, `max(id)` is the version; while some
+do, they are part of it, and the version moves again when they end. (Only those: the
+transactions in progress anywhere on the server, which a shared server always has, and
+this database's other writers — deliveries, heartbeats — would move it all the time.)
 """
 
 from __future__ import annotations
@@ -36,9 +38,16 @@ from daemon.web.params import relative_since
 Endpoint = Callable[[Request], Response]
 
 _VERSION = sa.text("SELECT max(id) FROM events")
-# one statement, so one snapshot for both: the newest event and the transactions in flight
-_PG_VERSION = sa.text("SELECT (SELECT max(id) FROM events), "
-                      "ARRAY(SELECT pg_snapshot_xip(pg_current_snapshot()) ORDER BY 1)::text")
+# one statement, so one snapshot for both: the newest event and the transactions writing
+# revisions now (in this database: a relation's oid is only unique in its own)
+_PG_VERSION = sa.text("""
+    SELECT (SELECT max(id) FROM events),
+           ARRAY(SELECT virtualtransaction FROM pg_locks
+                 WHERE locktype = 'relation' AND mode = 'RowExclusiveLock'
+                   AND relation = 'revisions'::regclass
+                   AND database = (SELECT oid FROM pg_database
+                                   WHERE datname = current_database())
+                 ORDER BY 1)::text""")
 
 
 @dataclass(frozen=True)
