@@ -70,7 +70,7 @@ def _split_edges(text: str) -> tuple[str, str, str]:
     return m.group(1), m.group(2), m.group(3)
 
 
-def _marked_runs(ops: Iterable[Mapping[str, str]]) -> list[tuple[str, str]]:
+def marked_runs(ops: Iterable[Mapping[str, str]]) -> list[tuple[str, str]]:
     """(op, text) runs where edits carry no leading or trailing white space (it is moved
     outside the marks); the white space after a deletion followed by an insertion is
     dropped, as the insertion brings its own."""
@@ -83,6 +83,8 @@ def _marked_runs(ops: Iterable[Mapping[str, str]]) -> list[tuple[str, str]]:
         lead, core, trail = _split_edges(op["text"])
         if op["op"] == "delete" and i + 1 < len(ops) and ops[i + 1]["op"] == "insert":
             trail = ""
+            if not core:  # only the old text's white space (a break where words now go
+                lead = ""  # on): the insertion shows the new text's, "Two {+again+}"
         if lead:
             runs.append(("equal", lead))
         if core:
@@ -114,7 +116,7 @@ def changed_paragraphs(ops: Iterable[Mapping[str, str]], whole: bool = False
     """The paragraphs holding an edit (all of them when `whole`); None where unchanged
     paragraphs were left out."""
     out: list[list[tuple[str, str]] | None] = []
-    for para in _paragraphs(_marked_runs(ops)):
+    for para in _paragraphs(marked_runs(ops)):
         if whole or any(op != "equal" for op, _ in para):
             out.append(para)
         elif not out or out[-1] is not None:
@@ -237,7 +239,7 @@ def _link(url: str) -> str:
 def words_html(ops: Iterable[Mapping[str, str]]) -> str:
     """The word diff as HTML: every piece escaped, edits in <del> and <ins>."""
     parts = []
-    for op, text in _marked_runs(ops):
+    for op, text in marked_runs(ops):
         t = html.escape(text, quote=False)
         parts.append(f"<del>{t}</del>" if op == "delete" else
                      f"<ins>{t}</ins>" if op == "insert" else t)

@@ -453,3 +453,23 @@ def test_canonically_equivalent_text_is_not_a_change_of_words() -> None:
     accent = edit_body(v, v.body.replace("\u00e4", "a\u0300"))
     assert accent.body != v.body
     assert classify_change(v, accent) == Change("revised", ("body",))
+
+
+def test_words_appended_to_a_paragraph_show_in_that_paragraph() -> None:
+    """A restored statement came back with its title extended ("Two" -> "Two again") and
+    its text changed: `redline diff --format words` printed "…" for the title and the
+    added word as a paragraph of its own (" {+again+}"), and the HTML page broke the
+    title there too: the break deleted after the title's last word was shown as text."""
+    from daemon.render import words_html, words_plain
+
+    ops, _ = word_diff("Two", "Two text.", "Two again", "Two text, restored differently.")
+    assert "".join(o.text for o in ops if o.op != "delete") == \
+        "Two again\n\nTwo text, restored differently."
+    words = [o.as_dict() for o in ops]
+    assert words_plain(words) == \
+        "Two {+again+}\n\nTwo [-text.-]{+text, restored differently.+}"
+    assert words_html(words).startswith("Two <ins>again</ins>\n\nTwo <del>")
+    # the email's HTML part too
+    from daemon.notify.render import word_diff_html
+    email = re.sub(r" style=\"[^\"]*\"", "", word_diff_html(words))
+    assert email.startswith("Two <ins>again</ins>\n\nTwo <del>text.</del>"), email

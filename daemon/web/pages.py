@@ -15,6 +15,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from daemon import query
 from daemon.errors import UsageError
 from daemon.notify import ledger
+from daemon.render import marked_runs
 from daemon.web.assets import asset_href
 from daemon.web.diffview import side_by_side
 from daemon.web.params import (
@@ -144,6 +145,7 @@ def diff_page(request: Request) -> Response:
     return render(
         request, "diff.html", d=d, s=d["statement"], view=view, from_rev=frm, to_rev=to,
         rows=side_by_side(d["words"]) if view == "side" else [],
+        runs=marked_runs(d["words"]) if view != "side" else [],
         inline_href=diff_href(sid, frm, to), side_href=diff_href(sid, frm, to, "side"),
         revision_numbers=list(range(1, d["statement"]["revision_count"] + 1)),
     )
