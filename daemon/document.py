@@ -55,7 +55,21 @@ class Rejection:
 
 
 class _FrontMatterLoader(_BaseLoader):  # type: ignore[misc,valid-type]
-    """Safe loader that keeps every plain scalar a string (only empty/~/null become None)."""
+    """Safe loader that keeps every plain scalar a string (only empty/~/null become None)
+    and refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        mapping = super().construct_mapping(node, deep=deep)
+        if len(mapping) != len(node.value):  # YAML: the keys of a mapping are unique;
+            seen: set[Any] = set()           # PyYAML kept the last value without a word
+            for key_node, _value in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"the key {_key_name(key)} is given twice (YAML keys "
+                        "are unique: keep the one you mean)", key_node.start_mark)
+                seen.add(key)
+        return mapping
 
 
 _FrontMatterLoader.yaml_implicit_resolvers = {
@@ -174,6 +188,11 @@ def _holds_nul(value: Any) -> bool:
     return False
 
 
+def _key_name(key: Any) -> str:
+    """A front matter key as a person wrote it (not Python's None)."""
+    return "~ (null, empty)" if key is None else repr(key)
+
+
 def _yaml_kind(value: Any) -> str:
     """What a YAML value is, in a person's words (not Python's type names)."""
     if value is None:
@@ -196,7 +215,8 @@ def _yaml_kind(value: Any) -> str:
 def _validate(meta: dict[str, Any], body: str) -> Document | Rejection:
     for key in meta:
         if not isinstance(key, str):
-            return Rejection("invalid_field", f"front matter key {key!r} is not a string")
+            return Rejection("invalid_field", f"front matter key {_key_name(key)} is not a "
+                             "name: write a name before the ':'")
     for name in REQUIRED_FIELDS:
         value = meta.get(name)
         if value is None or (isinstance(value, str) and not value.strip()):

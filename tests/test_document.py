@@ -126,6 +126,16 @@ BILLION_LAUGHS = (
      "'title' must be text, not a list"),
     ("---\nsource_url: u\ntitle: t\ndate: '2025-01-01'\ntags: {a: 1}\n---\n", "invalid_field",
      "tags"),
+    # a key given twice: YAML says a mapping's keys are unique; PyYAML kept the last value
+    # silently, so which of two titles was the statement's depended on their order
+    ("---\nsource_url: u\ntitle: First\ndate: '2025-01-01'\ntitle: Second\n---\n",
+     "invalid_yaml", "at line 5: the key 'title' is given twice"),
+    ("---\nsource_url: u\ntitle: t\ndate: '2025-01-01'\nx: {a: 1, 'a': 2}\n---\n",
+     "invalid_yaml", "the key 'a' is given twice"),
+    ("---\nsource_url: u\ntitle: t\ndate: '2025-01-01'\n~: 1\nnull: 2\n---\n",
+     "invalid_yaml", "the key ~ (null, empty) is given twice"),
+    ("---\nsource_url: u\ntitle: t\ndate: '2025-01-01'\n~: 1\n---\n",
+     "invalid_field", "key ~ (null, empty) is not a name"),
 ])
 def test_bad_input_is_rejected_with_reason(data: str | bytes, reason: str, words: str) -> None:
     """Each bad input of SPEC §2 yields its reason code and a message naming the problem."""
