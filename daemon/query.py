@@ -582,6 +582,9 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
     m = _SINCE_RE.match(value.lower())
     try:
         if m:
+            if value.endswith("M"):  # a month to many a reader, a minute to us: neither
+                raise UsageError(f"since {clip(repr(text))}: 'M' is minutes or months: "
+                                 "write 30m for minutes, 30d for days")
             now = now or dt.datetime.now(dt.UTC)
             return now - dt.timedelta(**{_UNITS[m.group(2)]: whole_number(m.group(1))})
         try:

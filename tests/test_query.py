@@ -589,6 +589,13 @@ def test_parse_since_reads_dates_times_and_ages() -> None:
     for bad in ("yesterday", "7 days ago", "2026-13-01", ""):
         with pytest.raises(UsageError, match="is not a time"):
             query.parse_since(bad, now)
+    # `1M` read as one minute: a person asking for a month got "no events match" (exit 1)
+    assert query.parse_since("30m", now) == query.parse_since("12H", now) + \
+        dt.timedelta(hours=11, minutes=30)
+    for ambiguous in ("1M", " 3 M"):
+        with pytest.raises(UsageError, match="'M' is minutes or months: write 30m for "
+                                             "minutes, 30d for days"):
+            query.parse_since(ambiguous, now)
 
 
 def _add_delivery(conn: sa.Connection, event_id: int, channel: str, status: str) -> None:
