@@ -22,6 +22,25 @@ MARK_STYLE = "bold yellow"
 
 _EDGE_WS = re.compile(r"^(\s*)(.*?)(\s*)$", re.S)
 
+# Control characters that make a terminal act rather than print: ESC and the C1 controls
+# begin escape sequences (clear the screen, set the window title, a hidden link), BEL ends
+# one, backspace overwrites what was printed. White space and line breaks are not here.
+_CONTROLS = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
+
+
+def shown(value: Any) -> Any:
+    """`value` (text, or the lists and mappings of a result) with every control character
+    written as `\\xNN`: a statement's words are printed, never obeyed by the terminal."""
+    if isinstance(value, str):
+        return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", value) \
+            if _CONTROLS.search(value) else value
+    if isinstance(value, dict):
+        return {k: shown(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(shown(v) for v in value)
+    return value
+
+
 # fields of a revision shown side by side, in this order (not the file path: a page may be
 # published, and where the file sat on this machine is nobody's business)
 REVISION_FIELDS = ("kind", "observed_at", "title", "source_url", "date", "published_time",

@@ -590,3 +590,46 @@ def test_piped_rows_stay_one_line_whatever_the_title_holds(db_url: str, tmp_path
         assert "First line second line here" in out, (args, out)
     rows = ok(redline(cfg, "events")).lines
     assert len(rows) == 2 and rows[1].endswith("  First line second line here")
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["piped", "terminal"])
+def test_control_characters_of_a_statement_are_printed_not_obeyed(
+        tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch, terminal: bool) -> None:
+    """A title `"Esc \\e]0;PWNED\\a"` and a body holding `ESC [2J` reached the terminal as
+    they were: `redline events` set the window title, `search` cleared the screen, and a
+    file name can hold them too. Every read command now writes each control character as
+    `\\x1b`; --json escapes them as JSON does."""
+    monkeypatch.setattr("daemon.cli.read._terminal", lambda: terminal)
+    monkeypatch.setenv("COLUMNS", "400")  # rich: no cell cut short
+    folder = tmp_path / "statements"
+    cfg = write_config(tmp_path, db_url, [folder])
+    doc = folder / "esc.md"
+    for n, body in enumerate(("Body \x1b[2J cleared \x1b]8;;http://evil/\x1b\\link\x1b]8;;"
+                              "\x1b\\ here.", "Body \x1b[2J cleared, \x08\x08\x08safe.")):
+        doc.write_text('---\nsource_url: https://example.org/esc\ntitle: "Esc \\e]0;PWNED\\a'
+                       f'\\x9b31m{n}"\ndate: \'2025-01-01\'\n---\n{body}\n', encoding="utf-8")
+        assert redline(cfg, "ingest").code == 0
+    (folder / "bad\x1b[31m.md").write_text("no front matter\n", encoding="utf-8")
+    assert redline(cfg, "ingest").code == 3
+    engine = sa.create_engine(db_url)  # a receiver's answer, kept as the last error
+    with engine.begin() as conn:
+        conn.execute(sa.text("""INSERT INTO deliveries (event_id, channel, mode, status,
+                                attempts, created_at, last_error)
+                                VALUES (1, 'hook', 'immediate', 'failed', 1, :t, :e)"""),
+                     {"t": dt.datetime(2026, 1, 1), "e": "HTTP 500: \x1b]0;x\x07gone"})
+    engine.dispose()
+    outputs = {args: redline(cfg, *args) for args in [
+        ("status",), ("history", "https://example.org/esc"), ("events",), ("errors",),
+        ("search", "cleared"), ("diff", "https://example.org/esc", "--format", "words"),
+        ("diff", "https://example.org/esc"), ("diff", "https://example.org/esc", "--format",
+                                               "html"), ("deliveries",)]}
+    for args, result in outputs.items():
+        assert result.code == 0, (args, result.err)
+        assert not re.search("[\x07\x08\x1b\x9b]", result.out), (args, result.out)
+    assert "Esc \\x1b]0;PWNED\\x07\\x9b31m1" in outputs[("events",)].out
+    assert "bad\\x1b[31m.md" in outputs[("errors",)].out
+    assert "last error: HTTP 500: \\x1b]0;x\\x07gone" in outputs[("deliveries",)].out
+    assert "\\x08\\x08\\x08safe" in outputs[("diff", "https://example.org/esc", "--format",
+                                             "words")].out
+    data = json.loads(ok(redline(cfg, "events", "--json")).out)
+    assert data[0]["title"] == "Esc \x1b]0;PWNED\x07\x9b31m1"
