@@ -145,6 +145,27 @@ def test_bad_input_is_rejected_with_reason(data: str | bytes, reason: str, words
     assert words in result.message
 
 
+@pytest.mark.parametrize("escape", ["", 'q: "a\\\\b"\n'], ids=["plain", "with-an-escape"])
+@pytest.mark.parametrize("depth", [400, 999])
+def test_deeply_nested_extra_keys_are_rejected_not_a_crash(escape: str, depth: int) -> None:
+    """`extra: [[[[…]]]]` a few hundred levels deep, within libyaml's limit of 1,000, raised
+    RecursionError (the NUL check recursed once per level when the front matter held a
+    backslash; json.dumps of the extra keys near 1,000 levels): `redline ingest` stopped
+    with a traceback. Such a field is rejected with its depth; 32 levels are kept."""
+    def front(n: int) -> bytes:
+        nest = "[" * n + "x" + "]" * n
+        return (f"---\nsource_url: u\ntitle: t\ndate: '2025-01-01'\n{escape}extra: {nest}\n"
+                f"m: {'{a: ' * n}x{'}' * n}\n---\nbody\n").encode()
+
+    result = parse(front(depth))
+    assert isinstance(result, Rejection), result
+    assert (result.reason, result.message) == (
+        "invalid_field", f"field 'extra' nests lists or mappings {depth} levels deep; "
+        "at most 32 are kept")
+    kept = parse(front(32))
+    assert isinstance(kept, Document) and '"x"' in kept.extra
+
+
 def test_file_over_the_size_limit_is_rejected() -> None:
     """A file over max_file_bytes is rejected before it is decoded."""
     result = parse_document(GOOD.encode() + b"x" * 2000, max_bytes=1024)
