@@ -299,6 +299,12 @@ def _added_unified(new: Any, label: str) -> str:
     return "\n".join(difflib.unified_diff([], lines, "/dev/null", label, lineterm="")) + "\n"
 
 
+def _iso_exact(value: dt.datetime | None) -> str | None:
+    """A time with its microseconds, where whole seconds hide the change."""
+    return None if value is None else \
+        value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def _metadata_changes(changed: list[str], a: dict[str, Any] | None, b: dict[str, Any],
                       old: Any, new: Any) -> list[dict[str, Any]]:
     """Old and new value of every changed field except the body (shown as the text diff)."""
@@ -309,7 +315,11 @@ def _metadata_changes(changed: list[str], a: dict[str, Any] | None, b: dict[str,
         if field == "body":
             continue
         if field in b:
-            out.append({"field": field, "old": a[field], "new": b[field]})
+            before, after = a[field], b[field]
+            if before == after and isinstance(getattr(new, field, None), dt.datetime):
+                # a time moved by less than a second: whole seconds would read "X -> X"
+                before, after = (_iso_exact(getattr(v, field)) for v in (old, new))
+            out.append({"field": field, "old": before, "new": after})
         else:  # an extra front-matter key
             out.append({"field": field, "old": old.extra_fields().get(field),
                         "new": new.extra_fields().get(field)})

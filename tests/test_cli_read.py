@@ -633,3 +633,24 @@ def test_control_characters_of_a_statement_are_printed_not_obeyed(
                                              "words")].out
     data = json.loads(ok(redline(cfg, "events", "--json")).out)
     assert data[0]["title"] == "Esc \x1b]0;PWNED\x07\x9b31m1"
+
+
+def test_a_time_moved_by_less_than_a_second_shows_what_changed(tmp_path: Path,
+                                                                db_url: str) -> None:
+    """`modified_time: …10:00:00.5Z` edited to `…10:00:00.7Z` is a metadata revision; its
+    diff read `modified_time: 2025-01-02T10:00:00Z -> 2025-01-02T10:00:00Z` (times are
+    shown in whole seconds), a change no one could see. Such a change shows microseconds."""
+    folder = tmp_path / "statements"
+    cfg = write_config(tmp_path, db_url, [folder])
+    for stamp in ("10:00:00.5Z", "10:00:00.7Z", "10:00:01.7Z"):
+        (folder / "t.md").write_text(
+            "---\nsource_url: https://example.org/t\ntitle: T\ndate: '2025-01-01'\n"
+            f"modified_time: 2025-01-02T{stamp}\n---\nText.\n", encoding="utf-8")
+        assert redline(cfg, "ingest").code == 0
+    out = ok(redline(cfg, "diff", "https://example.org/t", "--from", "1", "--to", "2",
+                     "--format", "words")).out
+    assert "  modified_time: 2025-01-02T10:00:00.500000Z -> 2025-01-02T10:00:00.700000Z\n" \
+        in out
+    d = json.loads(ok(redline(cfg, "diff", "https://example.org/t", "--json")).out)
+    assert d["metadata_changes"] == [{"field": "modified_time", "old": "2025-01-02T10:00:00Z",
+                                      "new": "2025-01-02T10:00:01Z"}]  # seconds tell it
