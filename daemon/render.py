@@ -9,6 +9,7 @@ statement text and marks edits with <del> and <ins>.
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -51,6 +52,10 @@ def show_value(value: Any) -> str:
     """A field value as one line of text: lists comma-separated, nothing as `(none)`."""
     if value is None or value == []:
         return "(none)"
+    if isinstance(value, dict) or (isinstance(value, list | tuple)
+                                   and not all(isinstance(v, str) for v in value)):
+        # an extra key's mapping or nested list, as JSON: Python wrote {'k': ['1', '2']}
+        return json.dumps(value, ensure_ascii=False)
     if isinstance(value, list | tuple):
         return ", ".join(str(v) for v in value)
     return str(value)

@@ -473,3 +473,15 @@ def test_words_appended_to_a_paragraph_show_in_that_paragraph() -> None:
     from daemon.notify.render import word_diff_html
     email = re.sub(r" style=\"[^\"]*\"", "", word_diff_html(words))
     assert email.startswith("Two <ins>again</ins>\n\nTwo <del>text.</del>"), email
+
+
+def test_an_extra_keys_mapping_is_shown_as_json_not_python() -> None:
+    """`diff` printed an extra key's change `x: {'k': ['1', '2']} -> {'k': ['1', '3']}`,
+    Python's spelling of the YAML the editor wrote; it reads as JSON now. Tags stay a
+    comma-separated list."""
+    from daemon.render import show_value
+
+    assert show_value({"k": ["1", "2"]}) == '{"k": ["1", "2"]}'
+    assert show_value([["a"], "b"]) == '[["a"], "b"]'
+    assert show_value(["briefings-statements", "élan"]) == "briefings-statements, élan"
+    assert (show_value(None), show_value([]), show_value("x")) == ("(none)", "(none)", "x")
