@@ -445,6 +445,12 @@ def test_a_very_long_statement_name_is_not_echoed_in_full(cfg: Path) -> None:
         res = redline(cfg, *args)
         assert (res.code, res.out, len(res.err.splitlines())) == (code, "", 1), args
         assert len(res.err) < 500 and f"{digits[:250]}" in res.err and "… (" in res.err, args
+    # what finds nothing is quoted back cut too: a 1,999-character search (within the
+    # bound of 2,000) and a long --tag were repeated whole in "no … matches"
+    for args in (["search", "a" * 1999], ["events", "--tag", "t" * 5000]):
+        res = redline(cfg, *args)
+        assert (res.code, res.out, len(res.err.splitlines())) == (1, "", 1), args[0]
+        assert len(res.err) < 400 and "characters)" in res.err, res.err[:100]
 
 
 def test_an_empty_search_or_events_is_exit_1_with_json_too(cfg: Path) -> None:

@@ -293,7 +293,7 @@ def search(app: App, text: tuple[str, ...], limit: str, as_json: bool) -> None:
     if as_json:
         echo_json(hits)  # `[]` when empty, and still exit 1 below
     if not hits:
-        raise NotFound(f"no statement matches {words!r}")
+        raise NotFound(f"no statement matches {query.clip(repr(words))}")
     if as_json:
         return
     hits = render.shown(hits)
@@ -329,8 +329,8 @@ def events(app: App, since: str | None, kind: str | None, tag: str | None, limit
     if as_json:
         echo_json(rows)  # `[]` when empty, and still exit 1 below
     if not rows:
-        what = " ".join(f"{k} {v}" for k, v in (("since", since), ("kind", kind), ("tag", tag))
-                        if v is not None)
+        what = " ".join(f"{k} {query.clip(v)}" for k, v in (("since", since), ("kind", kind),
+                                                             ("tag", tag)) if v is not None)
         raise NotFound("no events" + (f" match {what}" if what else " recorded yet"))
     if as_json:
         return
