@@ -22,6 +22,9 @@ except ImportError:  # pragma: no cover - libyaml missing
     from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
 
 MAX_FRONT_MATTER_BYTES = 64 * 1024
+# Lists and mappings nested in one field: real front matter nests one or two; the JSON of
+# the extra keys (and every reader of it) recurses once per level.
+MAX_NESTING = 32
 # A source_url is a key of unique indexes: PostgreSQL's btree refuses an entry over 2,704
 # bytes (the whole batch failed there), and no real URL comes near this bound.
 MAX_SOURCE_URL_BYTES = 2_000
@@ -55,7 +58,21 @@ class Rejection:
 
 
 class _FrontMatterLoader(_BaseLoader):  # type: ignore[misc,valid-type]
-    """Safe loader that keeps every plain scalar a string (only empty/~/null become None)."""
+    """Safe loader that keeps every plain scalar a string (only empty/~/null become None)
+    and refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        mapping = super().construct_mapping(node, deep=deep)
+        if len(mapping) != len(node.value):  # YAML: the keys of a mapping are unique;
+            seen: set[Any] = set()           # PyYAML kept the last value without a word
+            for key_node, _value in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"the key {_key_name(key)} is given twice (YAML keys "
+                        "are unique: keep the one you mean)", key_node.start_mark)
+                seen.add(key)
+        return mapping
 
 
 _FrontMatterLoader.yaml_implicit_resolvers = {
@@ -155,23 +172,45 @@ def _load_yaml(front: str) -> dict[str, Any] | Rejection:
     if not isinstance(meta, dict):
         return Rejection("front_matter_not_mapping", "front matter must be a mapping of "
                          f"'key: value' lines, not {_yaml_kind(meta)}")
-    if "\\" in front:  # only an escape in a "quoted" scalar (\0, \x00, \u0000) makes NUL
-        for key, value in meta.items():
-            if _holds_nul(key) or _holds_nul(value):
-                return Rejection("invalid_field", f"field {str(key)!r} holds a NUL character "
-                                 "(a \\0 escape): no text may hold one, and PostgreSQL "
-                                 "refuses it")
+    escapes = "\\" in front  # only an escape in a "quoted" scalar (\0, \x00, \u0000) makes NUL
+    for key, value in meta.items():
+        if not (escapes or isinstance(value, (list, dict))):
+            continue
+        depth, nul = _nesting(key, value)
+        if nul:
+            return Rejection("invalid_field", f"field {str(key)!r} holds a NUL character "
+                             "(a \\0 escape): no text may hold one, and PostgreSQL "
+                             "refuses it")
+        if depth > MAX_NESTING:
+            return Rejection("invalid_field", f"field {str(key)!r} nests lists or mappings "
+                             f"{depth} levels deep; at most {MAX_NESTING} are kept")
     return meta
 
 
-def _holds_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, list):
-        return any(_holds_nul(v) for v in value)
-    if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
-    return False
+def _nesting(key: Any, value: Any) -> tuple[int, bool]:
+    """How many lists and mappings nest in `value` (0 for a scalar), and whether any text in
+    it or in `key` holds NUL. A loop, not a recursion: a few hundred levels of `[[[…` (well
+    within libyaml's limit of 1,000) raised RecursionError and stopped the ingest."""
+    deepest, nul = 0, isinstance(key, str) and "\x00" in key
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            nul = nul or "\x00" in item
+        elif isinstance(item, list):
+            deepest = max(deepest, depth + 1)
+            stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, dict):
+            deepest = max(deepest, depth + 1)
+            for k, v in item.items():
+                stack.append((k, depth + 1))
+                stack.append((v, depth + 1))
+    return deepest, nul
+
+
+def _key_name(key: Any) -> str:
+    """A front matter key as a person wrote it (not Python's None)."""
+    return "~ (null, empty)" if key is None else repr(key)
 
 
 def _yaml_kind(value: Any) -> str:
@@ -196,7 +235,8 @@ def _yaml_kind(value: Any) -> str:
 def _validate(meta: dict[str, Any], body: str) -> Document | Rejection:
     for key in meta:
         if not isinstance(key, str):
-            return Rejection("invalid_field", f"front matter key {key!r} is not a string")
+            return Rejection("invalid_field", f"front matter key {_key_name(key)} is not a "
+                             "name: write a name before the ':'")
     for name in REQUIRED_FIELDS:
         value = meta.get(name)
         if value is None or (isinstance(value, str) and not value.strip()):

@@ -383,6 +383,8 @@ class Ingestor:
             if change is not None:
                 changes.add_revision(head, change, new, item.sha256, item.path, now)
                 kinds.append(change.kind)
+                if head.source_url != new.source_url:  # a URL it had before, found as its
+                    changes.add_alias(head.statement_id, new.source_url)  # alias: current again
         changes.put_file(records.FileRecord(
             item.path, head.statement_id, new.source_url, *stat, item.sha256), now)
         if prev is not None and prev != head.statement_id:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import IO
+from typing import IO, Any
 
 import structlog
 
@@ -53,7 +53,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: IO[str] | 
                                                   renderer]
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=_isatty(stream))
-        final = [renderer]  # it renders exceptions itself
+        final = [_shown_controls, renderer]  # it renders exceptions itself
     structlog.configure(
         processors=[structlog.stdlib.filter_by_level, *_SHARED,
                     structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -77,6 +77,14 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: IO[str] | 
     root.setLevel(level_no)
     for name, most in _LIBRARIES.items():
         logging.getLogger(name).setLevel(max(level_no, most) if name != "watchdog" else most)
+
+
+def _shown_controls(logger: Any, name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """The console's values with control characters written as \\xNN: a file name or a
+    statement's words holding an escape sequence are shown, not obeyed by the terminal."""
+    from daemon.render import shown
+
+    return {k: shown(v) if isinstance(v, str) else v for k, v in event_dict.items()}
 
 
 def _isatty(stream: IO[str]) -> bool:

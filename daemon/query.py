@@ -299,6 +299,12 @@ def _added_unified(new: Any, label: str) -> str:
     return "\n".join(difflib.unified_diff([], lines, "/dev/null", label, lineterm="")) + "\n"
 
 
+def _iso_exact(value: dt.datetime | None) -> str | None:
+    """A time with its microseconds, where whole seconds hide the change."""
+    return None if value is None else \
+        value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def _metadata_changes(changed: list[str], a: dict[str, Any] | None, b: dict[str, Any],
                       old: Any, new: Any) -> list[dict[str, Any]]:
     """Old and new value of every changed field except the body (shown as the text diff)."""
@@ -309,7 +315,11 @@ def _metadata_changes(changed: list[str], a: dict[str, Any] | None, b: dict[str,
         if field == "body":
             continue
         if field in b:
-            out.append({"field": field, "old": a[field], "new": b[field]})
+            before, after = a[field], b[field]
+            if before == after and isinstance(getattr(new, field, None), dt.datetime):
+                # a time moved by less than a second: whole seconds would read "X -> X"
+                before, after = (_iso_exact(getattr(v, field)) for v in (old, new))
+            out.append({"field": field, "old": before, "new": after})
         else:  # an extra front-matter key
             out.append({"field": field, "old": old.extra_fields().get(field),
                         "new": new.extra_fields().get(field)})
@@ -454,12 +464,43 @@ def _tsquery_literal(words: str) -> str:
     return "'" + words.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-def tsquery_sql(text: str) -> tuple[str, dict[str, str]]:
+# Endings of English words, whole or in part: `prefix + ending` are words a prefix may
+# begin, whose stems (shorter than the prefix: "president" -> 'presid') the prefix must find.
+_ENDINGS = tuple(
+    "s es ed ing ings ingly ly e y ies ied er ers est al als ally ic ics ical ically ity "
+    "ities ive ives ively iveness ion ions ation ations ition itions ization izations "
+    "isation isations ational tional ment ments ness ful fully fulness ous ously ousness "
+    "ance ances ence ences ency encies ant ants ent ents ently ism isms ist ists ate ates "
+    "ated ating ator ators ize izes ized izing izer ise ised ising able ably ible ibly "
+    "ability abilities ibility less lessly lessness alism ality alities alize alized icate "
+    "iciti ative eed eedly edly ogy ogies ogical".split())
+_LETTERS_RE = re.compile(r"[^\W\d_]{3,}")
+
+
+def prefix_stems(conn: Connection, text: str) -> dict[str, tuple[str, ...]]:
+    """For each `word*` of a search on PostgreSQL, the stems shorter than the word of the
+    words it begins ("presiden" -> 'presid', the stem of "president"): the index holds
+    stems, and the prefix 'presiden':* begins none of them."""
+    q = parse_search(text)
+    prefixes = {t.words.lower() for t in (*(t for g in q.all_of for t in g), *q.none_of)
+                if t.prefix and _LETTERS_RE.fullmatch(t.words)}
+    out: dict[str, tuple[str, ...]] = {}
+    for p in sorted(prefixes):
+        words = {p + e[k:] for e in _ENDINGS for k in range(len(e)) if p.endswith(e[:k])}
+        lexemes = conn.execute(sa.text("SELECT tsvector_to_array(to_tsvector('english', :w))"),
+                               {"w": " ".join(sorted(words))}).scalar_one()
+        out[p] = tuple(sorted(lx for lx in lexemes if len(lx) < len(p) and p.startswith(lx)))
+    return out
+
+
+def tsquery_sql(text: str, stems: dict[str, tuple[str, ...]] | None = None
+                ) -> tuple[str, dict[str, str]]:
     """The user's words as a PostgreSQL tsquery expression and its parameters, with the
     meaning fts5_query gives them: each word or phrase is `phraseto_tsquery` of the text
     (stemmed, stop words dropped, never parsed as tsquery syntax), each `word*` a quoted
-    operand with `:*` (a prefix of the stemmed word, as to_tsquery does it), combined with
-    `&&`, `||` and `!!` in SQL; the user's text reaches PostgreSQL only as bound values."""
+    operand with `:*` (a prefix of the stemmed word, as to_tsquery does it) or one of its
+    `stems` (prefix_stems), combined with `&&`, `||` and `!!` in SQL; the user's text
+    reaches PostgreSQL only as bound values."""
     q = _distinct(parse_search(text), _pg_key)
     params: dict[str, str] = {}
 
@@ -471,9 +512,14 @@ def tsquery_sql(text: str) -> tuple[str, dict[str, str]]:
             # word to stem: the 'english' configuration drops it and the query matched
             # nothing, where FTS5 finds America, international, official, Donald. The
             # 'simple' configuration keeps it (lower-cased), a prefix of the stored stems.
-            return (f"(CASE WHEN numnode(to_tsquery('english', :{name})) = 0 "
-                    f"THEN to_tsquery('simple', :{name}) "
-                    f"ELSE to_tsquery('english', :{name}) END)")
+            prefix = (f"(CASE WHEN numnode(to_tsquery('english', :{name})) = 0 "
+                      f"THEN to_tsquery('simple', :{name}) "
+                      f"ELSE to_tsquery('english', :{name}) END)")
+            shorter = (stems or {}).get(term.words.lower())
+            if not shorter:
+                return prefix
+            params[name + "s"] = " | ".join(_tsquery_literal(lx) for lx in shorter)
+            return f"({prefix} || to_tsquery('simple', :{name}s))"
         params[name] = term.words
         return f"phraseto_tsquery('english', :{name})"
 
@@ -500,7 +546,7 @@ def search(conn: Connection, text: str, limit: int | str = 20, offset: int = 0
             ORDER BY bm25(statement_search, 5.0, 1.0), s.rowid LIMIT :limit OFFSET :offset""")
         params: dict[str, Any] = {"q": fts5_query(text)}
     else:
-        tsquery, params = tsquery_sql(text)
+        tsquery, params = tsquery_sql(text, prefix_stems(conn, text))
         sql = sa.text(f"""
             SELECT s.statement_id, c.source_url, c.title, c.deleted_at,
                    ts_headline('english', c.body_text, t.q,
@@ -546,6 +592,9 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
     m = _SINCE_RE.match(value.lower())
     try:
         if m:
+            if value.endswith("M"):  # a month to many a reader, a minute to us: neither
+                raise UsageError(f"since {clip(repr(text))}: 'M' is minutes or months: "
+                                 "write 30m for minutes, 30d for days")
             now = now or dt.datetime.now(dt.UTC)
             return now - dt.timedelta(**{_UNITS[m.group(2)]: whole_number(m.group(1))})
         try:

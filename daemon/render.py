@@ -9,6 +9,7 @@ statement text and marks edits with <del> and <ins>.
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -22,6 +23,25 @@ MARK_STYLE = "bold yellow"
 
 _EDGE_WS = re.compile(r"^(\s*)(.*?)(\s*)$", re.S)
 
+# Control characters that make a terminal act rather than print: ESC and the C1 controls
+# begin escape sequences (clear the screen, set the window title, a hidden link), BEL ends
+# one, backspace overwrites what was printed. White space and line breaks are not here.
+_CONTROLS = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
+
+
+def shown(value: Any) -> Any:
+    """`value` (text, or the lists and mappings of a result) with every control character
+    written as `\\xNN`: a statement's words are printed, never obeyed by the terminal."""
+    if isinstance(value, str):
+        return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", value) \
+            if _CONTROLS.search(value) else value
+    if isinstance(value, dict):
+        return {k: shown(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(shown(v) for v in value)
+    return value
+
+
 # fields of a revision shown side by side, in this order (not the file path: a page may be
 # published, and where the file sat on this machine is nobody's business)
 REVISION_FIELDS = ("kind", "observed_at", "title", "source_url", "date", "published_time",
@@ -32,6 +52,10 @@ def show_value(value: Any) -> str:
     """A field value as one line of text: lists comma-separated, nothing as `(none)`."""
     if value is None or value == []:
         return "(none)"
+    if isinstance(value, dict) or (isinstance(value, list | tuple)
+                                   and not all(isinstance(v, str) for v in value)):
+        # an extra key's mapping or nested list, as JSON: Python wrote {'k': ['1', '2']}
+        return json.dumps(value, ensure_ascii=False)
     if isinstance(value, list | tuple):
         return ", ".join(str(v) for v in value)
     return str(value)
@@ -70,7 +94,7 @@ def _split_edges(text: str) -> tuple[str, str, str]:
     return m.group(1), m.group(2), m.group(3)
 
 
-def _marked_runs(ops: Iterable[Mapping[str, str]]) -> list[tuple[str, str]]:
+def marked_runs(ops: Iterable[Mapping[str, str]]) -> list[tuple[str, str]]:
     """(op, text) runs where edits carry no leading or trailing white space (it is moved
     outside the marks); the white space after a deletion followed by an insertion is
     dropped, as the insertion brings its own."""
@@ -83,6 +107,8 @@ def _marked_runs(ops: Iterable[Mapping[str, str]]) -> list[tuple[str, str]]:
         lead, core, trail = _split_edges(op["text"])
         if op["op"] == "delete" and i + 1 < len(ops) and ops[i + 1]["op"] == "insert":
             trail = ""
+            if not core:  # only the old text's white space (a break where words now go
+                lead = ""  # on): the insertion shows the new text's, "Two {+again+}"
         if lead:
             runs.append(("equal", lead))
         if core:
@@ -114,7 +140,7 @@ def changed_paragraphs(ops: Iterable[Mapping[str, str]], whole: bool = False
     """The paragraphs holding an edit (all of them when `whole`); None where unchanged
     paragraphs were left out."""
     out: list[list[tuple[str, str]] | None] = []
-    for para in _paragraphs(_marked_runs(ops)):
+    for para in _paragraphs(marked_runs(ops)):
         if whole or any(op != "equal" for op, _ in para):
             out.append(para)
         elif not out or out[-1] is not None:
@@ -237,7 +263,7 @@ def _link(url: str) -> str:
 def words_html(ops: Iterable[Mapping[str, str]]) -> str:
     """The word diff as HTML: every piece escaped, edits in <del> and <ins>."""
     parts = []
-    for op, text in _marked_runs(ops):
+    for op, text in marked_runs(ops):
         t = html.escape(text, quote=False)
         parts.append(f"<del>{t}</del>" if op == "delete" else
                      f"<ins>{t}</ins>" if op == "insert" else t)

@@ -476,3 +476,35 @@ def test_word_diffs_kept_for_reuse_stay_within_their_budget(
         assert diffs.word_diff("T", texts[-1], "T", texts[-1] + " more") == first[-1]
     finally:
         diffs.clear_memo()
+
+
+def test_words_appended_to_a_paragraph_show_in_that_paragraph() -> None:
+    """A restored statement came back with its title extended ("Two" -> "Two again") and
+    its text changed: `redline diff --format words` printed "…" for the title and the
+    added word as a paragraph of its own (" {+again+}"), and the HTML page broke the
+    title there too: the break deleted after the title's last word was shown as text."""
+    from daemon.render import words_html, words_plain
+
+    ops, _ = word_diff("Two", "Two text.", "Two again", "Two text, restored differently.")
+    assert "".join(o.text for o in ops if o.op != "delete") == \
+        "Two again\n\nTwo text, restored differently."
+    words = [o.as_dict() for o in ops]
+    assert words_plain(words) == \
+        "Two {+again+}\n\nTwo [-text.-]{+text, restored differently.+}"
+    assert words_html(words).startswith("Two <ins>again</ins>\n\nTwo <del>")
+    # the email's HTML part too
+    from daemon.notify.render import word_diff_html
+    email = re.sub(r" style=\"[^\"]*\"", "", word_diff_html(words))
+    assert email.startswith("Two <ins>again</ins>\n\nTwo <del>text.</del>"), email
+
+
+def test_an_extra_keys_mapping_is_shown_as_json_not_python() -> None:
+    """`diff` printed an extra key's change `x: {'k': ['1', '2']} -> {'k': ['1', '3']}`,
+    Python's spelling of the YAML the editor wrote; it reads as JSON now. Tags stay a
+    comma-separated list."""
+    from daemon.render import show_value
+
+    assert show_value({"k": ["1", "2"]}) == '{"k": ["1", "2"]}'
+    assert show_value([["a"], "b"]) == '[["a"], "b"]'
+    assert show_value(["briefings-statements", "élan"]) == "briefings-statements, élan"
+    assert (show_value(None), show_value([]), show_value("x")) == ("(none)", "(none)", "x")

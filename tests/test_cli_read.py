@@ -445,6 +445,12 @@ def test_a_very_long_statement_name_is_not_echoed_in_full(cfg: Path) -> None:
         res = redline(cfg, *args)
         assert (res.code, res.out, len(res.err.splitlines())) == (code, "", 1), args
         assert len(res.err) < 500 and f"{digits[:250]}" in res.err and "… (" in res.err, args
+    # what finds nothing is quoted back cut too: a 1,999-character search (within the
+    # bound of 2,000) and a long --tag were repeated whole in "no … matches"
+    for args in (["search", "a" * 1999], ["events", "--tag", "t" * 5000]):
+        res = redline(cfg, *args)
+        assert (res.code, res.out, len(res.err.splitlines())) == (1, "", 1), args[0]
+        assert len(res.err) < 400 and "characters)" in res.err, res.err[:100]
 
 
 def test_an_empty_search_or_events_is_exit_1_with_json_too(cfg: Path) -> None:
@@ -590,3 +596,67 @@ def test_piped_rows_stay_one_line_whatever_the_title_holds(db_url: str, tmp_path
         assert "First line second line here" in out, (args, out)
     rows = ok(redline(cfg, "events")).lines
     assert len(rows) == 2 and rows[1].endswith("  First line second line here")
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["piped", "terminal"])
+def test_control_characters_of_a_statement_are_printed_not_obeyed(
+        tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch, terminal: bool) -> None:
+    """A title `"Esc \\e]0;PWNED\\a"` and a body holding `ESC [2J` reached the terminal as
+    they were: `redline events` set the window title, `search` cleared the screen, and a
+    file name can hold them too. Every read command now writes each control character as
+    `\\x1b`; --json escapes them as JSON does."""
+    monkeypatch.setattr("daemon.cli.read._terminal", lambda: terminal)
+    monkeypatch.setenv("COLUMNS", "400")  # rich: no cell cut short
+    folder = tmp_path / "statements"
+    cfg = write_config(tmp_path, db_url, [folder])
+    doc = folder / "esc.md"
+    for n, body in enumerate(("Body \x1b[2J cleared \x1b]8;;http://evil/\x1b\\link\x1b]8;;"
+                              "\x1b\\ here.", "Body \x1b[2J cleared, \x08\x08\x08safe.")):
+        doc.write_text('---\nsource_url: https://example.org/esc\ntitle: "Esc \\e]0;PWNED\\a'
+                       f'\\x9b31m{n}"\ndate: \'2025-01-01\'\n---\n{body}\n', encoding="utf-8")
+        assert redline(cfg, "ingest").code == 0
+    (folder / "bad\x1b[31m.md").write_text("no front matter\n", encoding="utf-8")
+    assert redline(cfg, "ingest").code == 3
+    engine = sa.create_engine(db_url)  # a receiver's answer, kept as the last error
+    with engine.begin() as conn:
+        conn.execute(sa.text("""INSERT INTO deliveries (event_id, channel, mode, status,
+                                attempts, created_at, last_error)
+                                VALUES (1, 'hook', 'immediate', 'failed', 1, :t, :e)"""),
+                     {"t": dt.datetime(2026, 1, 1), "e": "HTTP 500: \x1b]0;x\x07gone"})
+    engine.dispose()
+    outputs = {args: redline(cfg, *args) for args in [
+        ("status",), ("history", "https://example.org/esc"), ("events",), ("errors",),
+        ("search", "cleared"), ("diff", "https://example.org/esc", "--format", "words"),
+        ("diff", "https://example.org/esc"), ("diff", "https://example.org/esc", "--format",
+                                               "html"), ("deliveries",)]}
+    for args, result in outputs.items():
+        assert result.code == 0, (args, result.err)
+        assert not re.search("[\x07\x08\x1b\x9b]", result.out), (args, result.out)
+    assert "Esc \\x1b]0;PWNED\\x07\\x9b31m1" in outputs[("events",)].out
+    assert "bad\\x1b[31m.md" in outputs[("errors",)].out
+    assert "last error: HTTP 500: \\x1b]0;x\\x07gone" in outputs[("deliveries",)].out
+    assert "\\x08\\x08\\x08safe" in outputs[("diff", "https://example.org/esc", "--format",
+                                             "words")].out
+    data = json.loads(ok(redline(cfg, "events", "--json")).out)
+    assert data[0]["title"] == "Esc \x1b]0;PWNED\x07\x9b31m1"
+
+
+def test_a_time_moved_by_less_than_a_second_shows_what_changed(tmp_path: Path,
+                                                                db_url: str) -> None:
+    """`modified_time: …10:00:00.5Z` edited to `…10:00:00.7Z` is a metadata revision; its
+    diff read `modified_time: 2025-01-02T10:00:00Z -> 2025-01-02T10:00:00Z` (times are
+    shown in whole seconds), a change no one could see. Such a change shows microseconds."""
+    folder = tmp_path / "statements"
+    cfg = write_config(tmp_path, db_url, [folder])
+    for stamp in ("10:00:00.5Z", "10:00:00.7Z", "10:00:01.7Z"):
+        (folder / "t.md").write_text(
+            "---\nsource_url: https://example.org/t\ntitle: T\ndate: '2025-01-01'\n"
+            f"modified_time: 2025-01-02T{stamp}\n---\nText.\n", encoding="utf-8")
+        assert redline(cfg, "ingest").code == 0
+    out = ok(redline(cfg, "diff", "https://example.org/t", "--from", "1", "--to", "2",
+                     "--format", "words")).out
+    assert "  modified_time: 2025-01-02T10:00:00.500000Z -> 2025-01-02T10:00:00.700000Z\n" \
+        in out
+    d = json.loads(ok(redline(cfg, "diff", "https://example.org/t", "--json")).out)
+    assert d["metadata_changes"] == [{"field": "modified_time", "old": "2025-01-02T10:00:00Z",
+                                      "new": "2025-01-02T10:00:01Z"}]  # seconds tell it

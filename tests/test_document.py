@@ -126,6 +126,16 @@ BILLION_LAUGHS = (
      "'title' must be text, not a list"),
     ("---\nsource_url: u\ntitle: t\ndate: '2025-01-01'\ntags: {a: 1}\n---\n", "invalid_field",
      "tags"),
+    # a key given twice: YAML says a mapping's keys are unique; PyYAML kept the last value
+    # silently, so which of two titles was the statement's depended on their order
+    ("---\nsource_url: u\ntitle: First\ndate: '2025-01-01'\ntitle: Second\n---\n",
+     "invalid_yaml", "at line 5: the key 'title' is given twice"),
+    ("---\nsource_url: u\ntitle: t\ndate: '2025-01-01'\nx: {a: 1, 'a': 2}\n---\n",
+     "invalid_yaml", "the key 'a' is given twice"),
+    ("---\nsource_url: u\ntitle: t\ndate: '2025-01-01'\n~: 1\nnull: 2\n---\n",
+     "invalid_yaml", "the key ~ (null, empty) is given twice"),
+    ("---\nsource_url: u\ntitle: t\ndate: '2025-01-01'\n~: 1\n---\n",
+     "invalid_field", "key ~ (null, empty) is not a name"),
 ])
 def test_bad_input_is_rejected_with_reason(data: str | bytes, reason: str, words: str) -> None:
     """Each bad input of SPEC §2 yields its reason code and a message naming the problem."""
@@ -133,6 +143,27 @@ def test_bad_input_is_rejected_with_reason(data: str | bytes, reason: str, words
     assert isinstance(result, Rejection), result
     assert result.reason == reason
     assert words in result.message
+
+
+@pytest.mark.parametrize("escape", ["", 'q: "a\\\\b"\n'], ids=["plain", "with-an-escape"])
+@pytest.mark.parametrize("depth", [400, 999])
+def test_deeply_nested_extra_keys_are_rejected_not_a_crash(escape: str, depth: int) -> None:
+    """`extra: [[[[…]]]]` a few hundred levels deep, within libyaml's limit of 1,000, raised
+    RecursionError (the NUL check recursed once per level when the front matter held a
+    backslash; json.dumps of the extra keys near 1,000 levels): `redline ingest` stopped
+    with a traceback. Such a field is rejected with its depth; 32 levels are kept."""
+    def front(n: int) -> bytes:
+        nest = "[" * n + "x" + "]" * n
+        return (f"---\nsource_url: u\ntitle: t\ndate: '2025-01-01'\n{escape}extra: {nest}\n"
+                f"m: {'{a: ' * n}x{'}' * n}\n---\nbody\n").encode()
+
+    result = parse(front(depth))
+    assert isinstance(result, Rejection), result
+    assert (result.reason, result.message) == (
+        "invalid_field", f"field 'extra' nests lists or mappings {depth} levels deep; "
+        "at most 32 are kept")
+    kept = parse(front(32))
+    assert isinstance(kept, Document) and '"x"' in kept.extra
 
 
 def test_file_over_the_size_limit_is_rejected() -> None:

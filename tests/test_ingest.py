@@ -146,6 +146,40 @@ def test_source_url_rewrite_is_metadata_on_the_same_statement(
              s=sid)[0][0] == 1
 
 
+def test_a_url_changed_back_to_an_old_one_is_the_statements_url_again(
+        engine: sa.Engine, tmp_path: Path) -> None:
+    """u1 -> u2 -> u1 in place: the third revision records source_url u1, but the statement
+    kept u2 (`current_statements` and `redline history` named u2, the URL no file held):
+    a URL the statement had before was looked up as its alias, and only a URL new to it
+    became its current one. So also for a new file written at an old URL of it."""
+    root = tmp_path / "w"
+    root.mkdir()
+    ing = make(engine, root)
+
+    def write(name: str, url: str, text: str = "Alpha words.") -> None:
+        (root / name).write_text(f"---\nsource_url: {url}\ntitle: A\ndate: '2025-01-01'\n"
+                                 f"---\n{text}\n", encoding="utf-8")
+        ing.process_paths([str(root / name)])
+
+    def current() -> list[tuple[str, str]]:
+        return [tuple(r) for r in q(engine, """SELECT c.source_url, r.source_url
+            FROM current_statements c JOIN statement_revisions r ON r.statement_id =
+            c.statement_id AND r.revision_number = c.revision_number""")]
+
+    for url in ("https://example.org/u1", "https://example.org/u2", "https://example.org/u1"):
+        write("a.md", url)
+        assert current() == [(url, url)]
+    write("n.md", "https://example.org/u2", "New words at the other URL.")
+    assert current() == [("https://example.org/u2", "https://example.org/u2")]
+    with engine.connect() as conn:
+        summary = query.statement_summary(conn, query.resolve_statement(
+            conn, "https://example.org/u1"))
+    assert summary["source_url"] == "https://example.org/u2"
+    assert [k for (k,) in q(engine, "SELECT kind FROM statement_revisions ORDER BY "
+                                    "revision_number")] == ["added", "metadata", "metadata",
+                                                            "revised"]
+
+
 def _first_sample(sample: Path) -> bytes:
     return sorted((sample / "current").rglob("*.md"))[0].read_bytes()
 

@@ -589,6 +589,13 @@ def test_parse_since_reads_dates_times_and_ages() -> None:
     for bad in ("yesterday", "7 days ago", "2026-13-01", ""):
         with pytest.raises(UsageError, match="is not a time"):
             query.parse_since(bad, now)
+    # `1M` read as one minute: a person asking for a month got "no events match" (exit 1)
+    assert query.parse_since("30m", now) == query.parse_since("12H", now) + \
+        dt.timedelta(hours=11, minutes=30)
+    for ambiguous in ("1M", " 3 M"):
+        with pytest.raises(UsageError, match="'M' is minutes or months: write 30m for "
+                                             "minutes, 30d for days"):
+            query.parse_since(ambiguous, now)
 
 
 def _add_delivery(conn: sa.Connection, event_id: int, channel: str, status: str) -> None:
@@ -661,3 +668,23 @@ def test_errors_lists_rejected_files_with_reasons(engine: sa.Engine, tmp_path: P
     assert [(Path(r["path"]).name, r["reason"]) for r in rows] == [
         ("b.md", "missing_field"), ("a.md", "no_front_matter")]  # most recently seen first
     assert all(r["last_seen_at"].endswith("Z") and r["detail"] for r in rows)
+
+
+def test_a_prefix_finds_the_words_it_begins_whose_stem_is_shorter(record: Record) -> None:
+    """PostgreSQL's index holds stems: "President" is stored as 'presid', "security" as
+    'secur', "economic" as 'econom'. `presiden*` was the prefix 'presiden':*, which no such
+    stem begins with, so on the whole corpus it found 397 statements on PostgreSQL and 1,667
+    on SQLite (FTS5 keeps the words), missing every statement that says only "President".
+    A prefix finds on both databases what the words it begins find."""
+    with record.reader.connect() as conn:
+        def ids(text: str) -> set[int]:
+            return {h["statement_id"] for h in query.search(conn, text, limit=100)}
+
+        for prefix, words in [("presiden*", ["President", "presidential"]),
+                              ("Securit*", ["security"]), ("economi*", ["economic", "economy"]),
+                              ("generati*", ["generation", "generations"])]:
+            found = ids(prefix)
+            for word in words:
+                assert ids(word), word  # the record holds the word
+                assert ids(word) <= found, (prefix, word, ids(word) - found)
+            assert not ids(f"{words[0]} -{prefix}"), prefix

@@ -745,6 +745,23 @@ def test_log_level_and_console_on_a_terminal(logging_reset: None) -> None:
     assert "reload_failed" in text and not text.lstrip().startswith("{")
 
 
+def test_console_logs_show_control_characters_of_a_file_name(logging_reset: None) -> None:
+    """`redline run` on a terminal logs each file it ingests by path: a file named with an
+    escape sequence (`a\x1b]0;PWNED\x07.md`) retitled the terminal, as the read commands'
+    output did. The console shows it as `\x1b`; JSON lines escape it as JSON does."""
+    import structlog
+
+    from daemon.logs import configure_logging
+
+    out = Terminal()
+    configure_logging("info", "auto", out)
+    structlog.get_logger("daemon.test").info("ingested", path="/w/a\x1b]0;PWNED\x07.md")
+    logging.getLogger("watchdog").warning("odd \x1b[2J name")
+    text = out.getvalue()
+    assert "/w/a\\x1b]0;PWNED\\x07.md" in text and "odd \\x1b[2J name" in text
+    assert "]0;PWNED\x07" not in text and "\x1b[2J" not in text
+
+
 _SIGNAL_INSIDE_THE_EVENT = """
 import os, signal, sys
 from daemon.service import SignalInbox

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from daemon import query
+from daemon import query, render
 from daemon.cli.app import App, echo_json
 from daemon.errors import UsageError
 from daemon.notify import ledger
@@ -131,7 +131,7 @@ def deliveries_cmd(app: App, status: str | None, channel: str | None, retry: boo
         click.echo("no deliveries" + (f" with status {status}" if status else ""))
         return
     click.echo("")
-    for r in rows:
+    for r in render.shown(rows):  # a URL or a receiver's error may hold ESC
         when = (f"delivered {query.iso(r['delivered_at'])}" if r["delivered_at"] else
                 f"next attempt {query.iso(r['next_attempt_at'])}" if r["next_attempt_at"]
                 else "")

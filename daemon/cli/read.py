@@ -135,7 +135,7 @@ def status(app: App, as_json: bool) -> None:
     if as_json:
         echo_json(st)
         return
-    _pairs(status_pairs(st, {c.name for c in app.config.channels}))
+    _pairs(status_pairs(render.shown(st), {c.name for c in app.config.channels}))
 
 
 def status_pairs(st: dict[str, Any], channels: set[str]) -> list[tuple[str, str]]:
@@ -198,6 +198,7 @@ def history(app: App, statement: str, as_json: bool) -> None:
     if as_json:
         echo_json({"statement": summary, "revisions": revs})
         return
+    summary, revs = render.shown(summary), render.shown(revs)
     click.echo(f"statement {sid}: {summary['source_url']}")
     click.echo(f"title: {_line(summary['title'])}")
     rows = [(str(r["revision_number"]), r["kind"], ", ".join(r["changed_fields"]) or "-",
@@ -242,6 +243,8 @@ def diff(app: App, statement: str, from_rev: str | None, to_rev: str | None,
     with _reading(app) as conn:
         sid = query.resolve_statement(conn, statement)
         d = query.diff(conn, sid, from_rev, to_rev)
+    if fmt != "json":  # JSON writes a control character as an escape of its own
+        d = render.shown(d)
     if fmt == "json":
         import json
 
@@ -290,9 +293,10 @@ def search(app: App, text: tuple[str, ...], limit: str, as_json: bool) -> None:
     if as_json:
         echo_json(hits)  # `[]` when empty, and still exit 1 below
     if not hits:
-        raise NotFound(f"no statement matches {words!r}")
+        raise NotFound(f"no statement matches {query.clip(repr(words))}")
     if as_json:
         return
+    hits = render.shown(hits)
     rows = [(str(h["statement_id"]), h["title"] + (" (deleted)" if h["deleted_at"] else ""),
              render.search_snippet_rich(h["snippet"], query.MARK_START, query.MARK_END)
              if _terminal() else h["snippet"]) for h in hits]
@@ -325,11 +329,12 @@ def events(app: App, since: str | None, kind: str | None, tag: str | None, limit
     if as_json:
         echo_json(rows)  # `[]` when empty, and still exit 1 below
     if not rows:
-        what = " ".join(f"{k} {v}" for k, v in (("since", since), ("kind", kind), ("tag", tag))
-                        if v is not None)
+        what = " ".join(f"{k} {query.clip(v)}" for k, v in (("since", since), ("kind", kind),
+                                                             ("tag", tag)) if v is not None)
         raise NotFound("no events" + (f" match {what}" if what else " recorded yet"))
     if as_json:
         return
+    rows = render.shown(rows)
     _table(("event", "occurred", "kind", "statement", "rev", "summary", "title"),
            [(str(r["event_id"]), r["occurred_at"], r["kind"], str(r["statement_id"]),
              _revs(r), r["summary"], r["title"]) for r in rows])
@@ -356,6 +361,7 @@ def errors(app: App, as_json: bool) -> None:
     if not rows:
         click.echo("no rejected files")
         return
+    rows = render.shown(rows)
     _table(("path", "reason", "detail", "last seen"),
            [(r["path"], r["reason"], r["detail"], r["last_seen_at"]) for r in rows])
 

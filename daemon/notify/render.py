@@ -11,6 +11,7 @@ from html import escape
 from typing import Any
 
 from daemon.notify.channels import Message
+from daemon.render import marked_runs
 
 # Unchanged text kept on each side of a change in the HTML word diff.
 CONTEXT_CHARS = 240
@@ -116,13 +117,21 @@ def _event_html(ev: Mapping[str, Any], level: int) -> str:
 
 def word_diff_html(words: Sequence[Mapping[str, str]], context: int = CONTEXT_CHARS) -> str:
     """Word operations as HTML: <del> and <ins> marked, long equal runs shortened."""
+    # the marks go around words only: the white space an edit begins or ends with is shown
+    # as unchanged text, and a break the old text had where words now go on is left out
+    # ("Two {+again+}", not "Two", a blank line, " again")
+    runs: list[tuple[str, str]] = []
+    for op, t in marked_runs(words):
+        if op == "equal" and runs and runs[-1][0] == "equal":
+            runs[-1] = ("equal", runs[-1][1] + t)
+        else:
+            runs.append((op, t))
     out: list[str] = []
-    last = len(words) - 1
-    for i, op in enumerate(words):
-        t = op["text"]
-        if op["op"] == "delete":
+    last = len(runs) - 1
+    for i, (op, t) in enumerate(runs):
+        if op == "delete":
             out.append(f"<del style=\"{_STYLE_DEL}\">{escape(t)}</del>")
-        elif op["op"] == "insert":
+        elif op == "insert":
             out.append(f"<ins style=\"{_STYLE_INS}\">{escape(t)}</ins>")
         else:
             out.append(_shorten(t, context, keep_head=i > 0, keep_tail=i < last))

@@ -15,6 +15,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from daemon import query
 from daemon.errors import UsageError
 from daemon.notify import ledger
+from daemon.render import marked_runs, show_value
 from daemon.web.assets import asset_href
 from daemon.web.diffview import side_by_side
 from daemon.web.params import (
@@ -83,7 +84,7 @@ def diff_href(statement_id: int, from_rev: int | None, to_rev: int, view: str = 
 templates.globals.update(href=href, edges=edges, web_link=web_link, diff_href=diff_href,
                          when=when, kind_badge=kind_badge, fields=fields, asset_href=asset_href,
                          kinds=query.KINDS, delivery_statuses=ledger.STATUSES,
-                         marked_snippet=marked_snippet)
+                         marked_snippet=marked_snippet, show_value=show_value)
 
 
 def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -144,6 +145,7 @@ def diff_page(request: Request) -> Response:
     return render(
         request, "diff.html", d=d, s=d["statement"], view=view, from_rev=frm, to_rev=to,
         rows=side_by_side(d["words"]) if view == "side" else [],
+        runs=marked_runs(d["words"]) if view != "side" else [],
         inline_href=diff_href(sid, frm, to), side_href=diff_href(sid, frm, to, "side"),
         revision_numbers=list(range(1, d["statement"]["revision_count"] + 1)),
     )
