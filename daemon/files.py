@@ -9,6 +9,8 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import stat as stat_mode
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -105,6 +107,59 @@ def identity(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
+
+
+class OpenWriters:
+    """Which files a process holds open for writing, as /proc tells it (Linux): what no
+    event can say about a write begun before the watcher started. Only the processes this
+    one may look into are seen (its user's, or all for root); elsewhere it finds none. The
+    fds of every process are listed at most once per `fresh` seconds; their modes are read
+    only for the files asked about."""
+
+    def __init__(self, proc: str = "/proc", fresh: float = 1.0) -> None:
+        self._proc = proc
+        self._fresh = fresh
+        self._listed_at = float("-inf")
+        self._fds: dict[tuple[int, int], list[str]] = {}
+
+    def holds(self, key: tuple[int, int]) -> bool:
+        """Whether some process has the file (device, inode) open for writing."""
+        now = time.monotonic()
+        if now - self._listed_at > self._fresh:
+            self._fds = self._list()
+            self._listed_at = now
+        for fd in self._fds.get(key, ()):
+            try:
+                with open(fd.replace("/fd/", "/fdinfo/", 1), encoding="ascii") as fh:
+                    flags = next((int(line.split()[1], 8) for line in fh
+                                  if line.startswith("flags:")), 0)
+            except (OSError, ValueError, IndexError):
+                continue  # the process or the fd is gone
+            if flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR):
+                return True
+        return False
+
+    def _list(self) -> dict[tuple[int, int], list[str]]:
+        out: dict[tuple[int, int], list[str]] = {}
+        own = str(os.getpid())
+        try:
+            pids = [e.name for e in os.scandir(self._proc) if e.name.isdigit() and e.name != own]
+        except OSError:
+            return out
+        for pid in pids:
+            base = f"{self._proc}/{pid}/fd"
+            try:
+                fds = os.listdir(base)
+            except OSError:
+                continue  # not ours to look into, or gone
+            for fd in fds:
+                try:
+                    st = os.stat(f"{base}/{fd}")
+                except OSError:
+                    continue
+                if stat_mode.S_ISREG(st.st_mode):
+                    out.setdefault((st.st_dev, st.st_ino), []).append(f"{base}/{fd}")
+        return out
 
 
 def stored_path(path: str) -> str:

@@ -28,9 +28,9 @@ import structlog
 
 from daemon import reader
 from daemon.config import Config, LogConfig
-from daemon.debounce import PathCollector
+from daemon.debounce import OPEN_WRITE_SECONDS, PathCollector
 from daemon.errors import DatabaseError, RedlineError, first_line
-from daemon.files import identity
+from daemon.files import OpenWriters, identity
 from daemon.ingest import IngestCounts, Ingestor
 from daemon.jobs import (
     Heartbeat,
@@ -149,6 +149,8 @@ class Service:
         self.worker_stop = threading.Event()
         self.ingest_lock = threading.RLock()
         self.collector = PathCollector(config.watch.debounce_ms)
+        self._open_writers = OpenWriters()
+        self._watching_since_ns = 0  # wall clock: an mtime from then on has its events
         self.engine: sa.Engine | None = None
         self.ingestor: Ingestor | None = None
         self.watcher: FolderWatcher | None = None
@@ -192,6 +194,7 @@ class Service:
         self._last_change = self._until_database(self._last_event_time)
         self.ingestor = self._make_ingestor(self.config)
         self.watcher = self._make_watcher(self.config)
+        self._watching_since_ns = time.time_ns()
         plan = self.watcher.start()  # events from now on are queued, not lost
         self._say(f"starting: reconciling {len(self.watcher.roots)} watched folder(s)")
         self._until_database(lambda: self.reconcile("start-up", startup=True))
@@ -283,8 +286,30 @@ class Service:
 
     def _has_event_waiting(self, item: reader.Prepared) -> bool:
         """A path the live path will look at after the rescan: a file being written (read
-        now, it may be half of it), or an end of a rename (whose other end it sees too)."""
-        return self.collector.pending(item.path)
+        now, it may be half of it), or an end of a rename (whose other end it sees too).
+        A file written shortly before that a process still holds open for writing is one
+        too: its write began before the watcher started (a restart in the middle of it),
+        so no event says so, and its close will; it is handed to the live path, which
+        waits for that close (or OPEN_WRITE_SECONDS of stillness)."""
+        if self.collector.pending(item.path):
+            return True
+        if item.stat is None or item.sha256 is None \
+                or time.time_ns() - item.stat[1] > OPEN_WRITE_SECONDS * 1e9:
+            return False
+        # at start, written since the watcher started: its events, the close included, are
+        # on their way (the rescan keeps the watcher's thread behind), and no one took them
+        if self._worker is None and self._watching_since_ns <= item.stat[1] <= time.time_ns():
+            log.debug("written_while_read", path=item.path)
+        else:
+            key = identity(item.path)
+            if key is None or key[1] != item.stat[2] or not self._open_writers.holds(key):
+                return False
+            log.info("held_open_for_writing", path=item.path,
+                     detail="recorded once the writer closes it")
+        watcher = self.watcher
+        self.collector.recheck(item.path, closes=watcher is not None and
+                               watcher.plan.mode == "inotify")
+        return True
 
     def _startup_progress(self, done: int, total: int) -> None:
         if self.stop_requested.is_set():

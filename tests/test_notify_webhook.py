@@ -30,7 +30,7 @@ from daemon.config import ChannelConfig
 from daemon.notify import ledger
 from daemon.notify.dispatch import Dispatcher
 from daemon.notify.webhook import parse_retry_after, signature
-from daemon.store.schema import UTCDateTime
+from daemon.store.schema import UTCDateTime, deliveries
 
 SECRET = "s3cret-for-tests"
 
@@ -663,3 +663,40 @@ def test_a_word_diff_is_computed_once_between_recording_and_sending(
     assert all(("insert", "Zanzibar") in {(w["op"], w["text"].strip())
                                           for w in b["diff"]["words"]} for b in revised)
     assert len(computed) == 2
+
+
+def test_claims_of_a_process_of_this_host_that_dies_later_are_released_soon(
+        engine: sa.Engine, db_url: str, sample: Path, tmp_path: Path) -> None:
+    """Two instances on one host (one per watched tree): one dies holding claims while the
+    other runs. The survivor gives those claims back within a minute and delivers them.
+    Before, only a dispatcher's first dispatch looked for claims of dead processes, so
+    the survivor left them until they expired (`timeout_seconds` × 25 + 60 s): seen with
+    two `redline run` on one PostgreSQL database, one killed -9 in the middle of a burst
+    (25 deliveries sent five minutes late)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = f"{socket.gethostname()}:{gone.pid}:0dead000"
+    clock = FakeClock()
+    with HttpReceiver() as rx:
+        config = config_for(tmp_path, db_url, webhook("hook", rx.url))
+        d = Dispatcher(engine, config, clock=clock,
+                       instance_id=f"{socket.gethostname()}:{os.getpid()}:5urv1v0r")
+        try:
+            assert d.dispatch_due(wait=10) == 0  # its first dispatch: nothing claimed yet
+            paths = copy_statements(sample, tmp_path / "statements", 2)
+            ingestor(engine, config, clock).process_paths([str(p) for p in paths])
+            with engine.begin() as conn:  # the other instance claims them, then dies
+                assert conn.execute(deliveries.update().values(
+                    claimed_by=dead, claimed_until=clock.now + dt.timedelta(hours=1))
+                ).rowcount == 2
+            clock.advance(60)
+            assert d.dispatch_due(wait=10) == 2
+        finally:
+            d.close()
+    assert len(rx.requests) == 2
+    assert [r.status for r in status_of(engine, "hook")] == ["delivered", "delivered"]

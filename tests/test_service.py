@@ -176,6 +176,34 @@ def test_changes_made_while_stopped_are_ingested_before_ready(
     assert second.wait_exit() == 0
 
 
+def test_a_file_still_being_written_at_start_is_recorded_once_whole(
+        tmp_path: Path, db_url: str, run_daemon: Callable[..., Daemon]) -> None:
+    """A writer that began a file before the daemon started (a restart, a kill -9 and
+    systemd's restart) and pauses between its pieces still has it open at the start-up
+    reconcile: the half is not recorded; the file is recorded once, whole, at its close.
+    Before, the reconcile recorded the half as `added` (a body cut short, notified), then
+    the whole as `revised` (seen by killing `redline run` during random edits)."""
+    root = tmp_path / "statements"
+    cfg = write_config(tmp_path, db_url, [root])
+    text = doc(1, body=" ".join(f"word{i}" for i in range(400)))
+    writer = open(root / "s1.md", "w", encoding="utf-8")  # noqa: SIM115
+    try:
+        writer.write(text[:len(text) // 2])
+        writer.flush()
+        d = run_daemon(cfg)
+        d.wait_message("READY=1")
+        assert count(db_url, "SELECT count(*) FROM statement_revisions") == 0
+        writer.write(text[len(text) // 2:])
+    finally:
+        writer.close()
+    wait_until(lambda: statements(db_url) == 1, "the whole file to be recorded")
+    d.send(signal.SIGTERM)
+    assert d.wait_exit() == 0
+    assert count(db_url, "SELECT count(*) FROM statement_revisions") == 1
+    assert count(db_url, "SELECT count(*) FROM current_statements WHERE body_text LIKE "
+                 "'%word399'") == 1
+
+
 def test_status_says_when_a_channel_fails_and_clears_when_it_delivers(
         tmp_path: Path, db_url: str, run_daemon: Callable[..., Daemon]) -> None:
     """A receiver that is down is never silent: STATUS= names the failing channel and its

@@ -51,6 +51,7 @@ CLAIM_BATCH = 25
 BODY_CACHE_SIZE = 2048
 # a retry wake comes this long after the retry time, so the claim then finds the row due
 RETRY_WAKE_MARGIN = 0.05
+DEAD_CLAIMS_EVERY = dt.timedelta(seconds=30)
 
 
 def utcnow() -> dt.datetime:
@@ -94,7 +95,10 @@ class Dispatcher:
         self._building: dict[int, threading.Event] = {}
         self._attempts = 0
         self._stopping = threading.Event()
-        self._recovered = False
+        # when claims of gone processes of this host were last looked for: at the first
+        # dispatch (a predecessor's), then every DEAD_CLAIMS_EVERY (another instance of this
+        # host that died while this one runs)
+        self._dead_checked: dt.datetime | None = None
         # channel -> (delivery id, sent at) sent but not yet recorded (the database was away)
         self._unrecorded: dict[str, list[tuple[int, dt.datetime]]] = {}
         # channel -> delivery ids claimed and not sent, whose claims could not be given back
@@ -141,8 +145,9 @@ class Dispatcher:
         The default does not wait, so a slow receiver never holds up the caller (the
         scheduler); tests pass `wait` to see the outcome.
         """
-        if not self._recovered:
-            self._recovered = True
+        now = self.clock()
+        if self._dead_checked is None or now - self._dead_checked >= DEAD_CLAIMS_EVERY:
+            self._dead_checked = now
             self.release_dead_claims()
         with self._lock:
             before = self._attempts
@@ -196,8 +201,9 @@ class Dispatcher:
                 log.warning("sender_close_failed", channel=name, exc_info=True)
 
     def release_dead_claims(self) -> int:
-        """Drop claims of earlier processes of this host that are gone (a crash or SIGKILL),
-        so their deliveries need not wait for the claims to expire."""
+        """Drop claims of processes of this host that are gone (a crash or SIGKILL: this
+        one's predecessor, or another instance beside it), so their deliveries need not
+        wait for the claims to expire."""
         own = _host_pid(self.instance_id)
         if own is None:
             return 0

@@ -135,8 +135,11 @@ def release_instances(conn: Connection, instances: Sequence[str]) -> int:
 
 
 def claimants(conn: Connection) -> list[str]:
-    """The instances holding claims now."""
+    """The instances holding claims now. Only rows waiting to be sent hold claims (every
+    outcome clears them), and the status index finds those among all ever delivered: the
+    dispatcher asks every DEAD_CLAIMS_EVERY."""
     return list(conn.execute(sa.select(deliveries.c.claimed_by).distinct().where(
+        deliveries.c.status.in_(("pending", "failed")),
         deliveries.c.claimed_by.is_not(None))).scalars())
 
 
