@@ -391,6 +391,15 @@ def test_a_database_upgraded_by_a_newer_redline_is_refused_clearly(
     engine.dispose()
 
 
+def assert_refused_by_every_command(cfg: Path, message: str) -> None:
+    """A command that writes, the migration and one that reads: each exits 2 with
+    `message` as its one line."""
+    for args in (["ingest"], ["db", "upgrade"], ["status"]):
+        proc = subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg), *args],
+                              capture_output=True, text=True, timeout=60)
+        assert (proc.returncode, proc.stderr.splitlines()) == (2, [message]), args
+
+
 def test_another_applications_alembic_database_is_named_as_such(
         db_url: str, tmp_path: Path) -> None:
     """database.url naming another application's Alembic database (its own
@@ -405,10 +414,7 @@ def test_another_applications_alembic_database_is_named_as_such(
     cfg = write_config(tmp_path, db_url)
     message = ("redline: error: not a redline database: its schema is at 3f2a1b9c8d7e, which "
                "is no redline migration, and it has no redline tables; check database.url")
-    for args in (["ingest"], ["db", "upgrade"], ["status"]):
-        proc = subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg), *args],
-                              capture_output=True, text=True, timeout=60)
-        assert (proc.returncode, proc.stderr.splitlines()) == (2, [message]), args
+    assert_refused_by_every_command(cfg, message)
     proc = subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg), "db",
                            "current"], capture_output=True, text=True, timeout=60)
     assert proc.stdout == (f"current: 3f2a1b9c8d7e  head: {migrate.SCHEMA_HEAD}  (not a "
@@ -434,10 +440,7 @@ def test_a_database_holding_another_applications_tables_is_left_as_it_is(
     message = (f"redline: error: not a redline database: it has no redline schema but holds "
                f"a table ({clash}); redline adds its tables only to an empty database: check "
                "database.url")
-    for args in (["ingest"], ["db", "upgrade"], ["status"]):
-        proc = subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg), *args],
-                              capture_output=True, text=True, timeout=60)
-        assert (proc.returncode, proc.stderr.splitlines()) == (2, [message]), args
+    assert_refused_by_every_command(cfg, message)
     proc = subprocess.run([sys.executable, "-m", "daemon", "--config", str(cfg), "db",
                            "current", "--json"], capture_output=True, text=True, timeout=60)
     assert json.loads(proc.stdout)["state"] == "not_redline"

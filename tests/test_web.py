@@ -1350,21 +1350,29 @@ def test_serve_without_its_web_packages_names_the_extra(tmp_path: Path,
         "'.[serve]')\n")), result.output
 
 
+def ingest_versions(engine: sa.Engine, folder: Path, url: str, front: list[str],
+                    bodies: list[str]) -> int:
+    """Write each version of one statement over the same file (front: its lines after
+    source_url), ingest it, and return the statement's id."""
+    folder.mkdir()
+    path = folder / "s.md"
+    ingestor = Ingestor(engine, WatchConfig(paths=(folder,)))
+    for lines, body in zip(front, bodies, strict=True):
+        path.write_text(f"---\nsource_url: {url}\n{lines}date: '2025-01-01'\n---\n{body}\n",
+                        encoding="utf-8")
+        assert ingestor.process_paths([str(path)]).rejected == 0
+    with engine.connect() as conn:
+        return query.resolve_statement(conn, url)
+
+
 def test_diff_page_shows_words_appended_to_a_paragraph_in_it(
         client: TestClient, engine_rw: sa.Engine, tmp_path: Path) -> None:
     """A title extended ("Two" -> "Two again") while the text changed too: the inline view
     printed the break deleted after "Two" as text, so the title read "Two", a blank line,
     then " again" on a paragraph of its own (the page is `white-space: pre-wrap`)."""
-    root = tmp_path / "appended"
-    root.mkdir()
-    path = root / "two.md"
-    ingestor = Ingestor(engine_rw, WatchConfig(paths=(root,)))
-    for title, body in (("Two", "Two text."), ("Two again", "Two text, restored differently.")):
-        path.write_text(f"---\nsource_url: https://example.org/two\ntitle: {title}\n"
-                        f"date: '2025-01-01'\n---\n{body}\n", encoding="utf-8")
-        assert ingestor.process_paths([str(path)]).rejected == 0
-    with engine_rw.connect() as conn:
-        sid = query.resolve_statement(conn, "https://example.org/two")
+    sid = ingest_versions(engine_rw, tmp_path / "appended", "https://example.org/two",
+                          ["title: Two\n", "title: Two again\n"],
+                          ["Two text.", "Two text, restored differently."])
     r = client.get(f"/statements/{sid}/diff")
     assert r.status_code == 200
     words = re.search(r'<div class="words text">(.*?)</div>', r.text, re.S)
@@ -1377,16 +1385,9 @@ def test_diff_page_shows_changed_tags_and_extra_keys_as_written(
         client: TestClient, engine_rw: sa.Engine, tmp_path: Path) -> None:
     """The changed-fields table printed Python's values: `['a', 'b']` for the tags and
     `{'k': ['1', '2']}` for an extra key. It shows them as the CLI does: `a, b`, JSON."""
-    root = tmp_path / "fields"
-    root.mkdir()
-    path = root / "t.md"
-    ingestor = Ingestor(engine_rw, WatchConfig(paths=(root,)))
-    for tags, extra in (("[a, b]", "[1, 2]"), ("b", "[1, 3]")):
-        path.write_text(f"---\nsource_url: https://example.org/fields\ntitle: T\n"
-                        f"date: '2025-01-01'\ntags: {tags}\nx: {{k: {extra}}}\n---\nText.\n",
-                        encoding="utf-8")
-        assert ingestor.process_paths([str(path)]).rejected == 0
-    with engine_rw.connect() as conn:
-        sid = query.resolve_statement(conn, "https://example.org/fields")
+    sid = ingest_versions(engine_rw, tmp_path / "fields", "https://example.org/fields",
+                          [f"title: T\ntags: {tags}\nx: {{k: {extra}}}\n"
+                           for tags, extra in (("[a, b]", "[1, 2]"), ("b", "[1, 3]"))],
+                          ["Text.", "Text."])
     text = get_page(client, f"/statements/{sid}/diff").all_text
     assert "tagsa, bb" in text and 'x{"k": ["1", "2"]}{"k": ["1", "3"]}' in text, text
