@@ -1,6 +1,8 @@
 """The one error hierarchy: each says what is wrong and what to do; the CLI maps it to an
 exit code."""
 
+import re
+
 
 class RedlineError(Exception):
     """Base of every error redline reports to a person."""
@@ -58,3 +60,17 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     database error the driver's own words (SQLAlchemy's wrapper adds the SQL and a link)."""
     text = str(getattr(exc, "orig", None) or exc).strip()
     return (text.splitlines() or [type(exc).__name__])[0][:limit]
+
+
+# Every C0 and C1 control character, line and paragraph separators too
+_NOT_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(message: str) -> str:
+    """An error message as the one line `redline: error: …` promises: a control character
+    that came with what the user typed or a file's name (a newline, an escape sequence the
+    terminal would obey) is written as `\\xNN`."""
+    if not _NOT_ONE_LINE.search(message):
+        return message
+    return _NOT_ONE_LINE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256
+                             else f"\\u{ord(m.group()):04x}", message)

@@ -453,6 +453,18 @@ def test_a_very_long_statement_name_is_not_echoed_in_full(cfg: Path) -> None:
         assert len(res.err) < 400 and "characters)" in res.err, res.err[:100]
 
 
+def test_an_error_quoting_what_was_typed_is_one_line_and_obeys_no_escape(cfg: Path) -> None:
+    """`redline history` with a name holding a newline and an escape sequence (a paste, a
+    script's variable) printed them as they were: the error took two lines and the
+    terminal cleared its screen. Every error line writes such characters as \\xNN."""
+    res = redline(cfg, "history", "https://example.org/a\nb\x1b[2J\u2028c")
+    assert (res.code, res.out) == (1, "")
+    assert res.err == ("redline: error: no statement has the URL "
+                       "https://example.org/a\\x0ab\\x1b[2J\\u2028c (see `redline search`)\n")
+    res = redline(cfg, "diff", MEXICAN_WAR, "--format", "x\ty")  # repr() escaped it before
+    assert (res.code, len(res.err.splitlines())) == (2, 1) and "\x1b" not in res.err
+
+
 def test_an_empty_search_or_events_is_exit_1_with_json_too(cfg: Path) -> None:
     """README: an empty result of search or events exits 1, like grep finding nothing; with
     --json it did print `[]` but exited 0. It now prints `[]` (valid JSON for a pipe) and
