@@ -1,5 +1,5 @@
 """The one error hierarchy: each says what is wrong and what to do; the CLI maps it to an
-exit code."""
+exit code. Also how a message (or a statement's text) is made safe to print on a terminal."""
 
 import re
 
@@ -62,15 +62,24 @@ def first_line(exc: BaseException, limit: int = 200) -> str:
     return (text.splitlines() or [type(exc).__name__])[0][:limit]
 
 
-# Every C0 and C1 control character, line and paragraph separators too
-_NOT_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Control characters that make a terminal act rather than print: ESC and the C1 controls
+# begin escape sequences (clear the screen, set the window title, a hidden link), BEL ends
+# one, backspace overwrites what was printed; line and paragraph breaks end a line.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# the same but for the white space a text runs over lines with (tab, line breaks)
+_CONTROLS_BUT_BREAKS = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
 
 
-def one_line(message: str) -> str:
-    """An error message as the one line `redline: error: …` promises: a control character
-    that came with what the user typed or a file's name (a newline, an escape sequence the
-    terminal would obey) is written as `\\xNN`."""
-    if not _NOT_ONE_LINE.search(message):
-        return message
-    return _NOT_ONE_LINE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256
-                             else f"\\u{ord(m.group()):04x}", message)
+def escape_controls(text: str, keep_breaks: bool = False) -> str:
+    """`text` with every control character written as `\\xNN` (`\\u2028`), so that a
+    terminal prints it and obeys nothing in it: for an error line, all of them (it stays
+    one line); with `keep_breaks`, for a statement's text, all but its white space."""
+    pattern = _CONTROLS_BUT_BREAKS if keep_breaks else _CONTROLS
+    if not pattern.search(text):
+        return text
+    return pattern.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}"

@@ -266,9 +266,7 @@ class LiveWorker:
         read_at = time.time_ns() - int((time.monotonic() - item.started) * 1e9)
         if taken - collector.debounce * 5e8 < item.stat[1] <= read_at:
             log.debug("written_while_read", path=item.path)
-            watcher = self.service.watcher
-            collector.recheck(item.path, closes=watcher is not None and
-                              watcher.plan.mode == "inotify")
+            self.service.recheck_after_write(item.path)
             return True
         return False
 

@@ -9,6 +9,8 @@ from typing import IO, Any
 
 import structlog
 
+from daemon.errors import escape_controls
+
 _SHARED: list[structlog.types.Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
@@ -82,9 +84,8 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: IO[str] | 
 def _shown_controls(logger: Any, name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     """The console's values with control characters written as \\xNN: a file name or a
     statement's words holding an escape sequence are shown, not obeyed by the terminal."""
-    from daemon.render import shown
-
-    return {k: shown(v) if isinstance(v, str) else v for k, v in event_dict.items()}
+    return {k: escape_controls(v, keep_breaks=True) if isinstance(v, str) else v
+            for k, v in event_dict.items()}
 
 
 def _isatty(stream: IO[str]) -> bool:

@@ -16,6 +16,8 @@ from typing import Any
 
 from rich.text import Text
 
+from daemon.errors import escape_controls
+
 # rich styles, shared by the CLI (the web view has its own CSS)
 DELETE_STYLE = "bold red strike"
 INSERT_STYLE = "bold green underline"
@@ -23,18 +25,12 @@ MARK_STYLE = "bold yellow"
 
 _EDGE_WS = re.compile(r"^(\s*)(.*?)(\s*)$", re.S)
 
-# Control characters that make a terminal act rather than print: ESC and the C1 controls
-# begin escape sequences (clear the screen, set the window title, a hidden link), BEL ends
-# one, backspace overwrites what was printed. White space and line breaks are not here.
-_CONTROLS = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
-
-
 def shown(value: Any) -> Any:
     """`value` (text, or the lists and mappings of a result) with every control character
-    written as `\\xNN`: a statement's words are printed, never obeyed by the terminal."""
+    but its white space written as `\\xNN`: a statement's words are printed, never obeyed
+    by the terminal."""
     if isinstance(value, str):
-        return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", value) \
-            if _CONTROLS.search(value) else value
+        return escape_controls(value, keep_breaks=True)
     if isinstance(value, dict):
         return {k: shown(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

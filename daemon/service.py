@@ -306,10 +306,15 @@ class Service:
                 return False
             log.info("held_open_for_writing", path=item.path,
                      detail="recorded once the writer closes it")
-        watcher = self.watcher
-        self.collector.recheck(item.path, closes=watcher is not None and
-                               watcher.plan.mode == "inotify")
+        self.recheck_after_write(item.path)
         return True
+
+    def recheck_after_write(self, path: str) -> None:
+        """Look at `path` again once the write on it has ended: at its close where the
+        observer reports closes (inotify), else once the file holds still."""
+        watcher = self.watcher
+        self.collector.recheck(path, closes=watcher is not None and
+                               watcher.plan.mode == "inotify")
 
     def _startup_progress(self, done: int, total: int) -> None:
         if self.stop_requested.is_set():

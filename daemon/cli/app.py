@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from daemon.config import Config, find_config_path, load_config
-from daemon.errors import DatabaseError, RedlineError, first_line, one_line
+from daemon.errors import DatabaseError, RedlineError, escape_controls, first_line
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -72,7 +72,7 @@ class RedlineGroup(click.Group):
         try:
             return super().invoke(ctx)
         except RedlineError as exc:
-            click.echo(f"redline: error: {one_line(str(exc))}", err=True)
+            click.echo(f"redline: error: {escape_controls(str(exc))}", err=True)
             raise click.exceptions.Exit(exc.exit_code) from None
         except BrokenPipeError:
             # `redline events | head -1`: the reader has what it wanted. Left to click, a
@@ -94,7 +94,7 @@ def run_cli(group: click.Group, args: list[str] | None = None) -> int:
     try:
         code = group.main(args=args, prog_name="redline", standalone_mode=False)
     except RedlineError as exc:
-        click.echo(f"redline: error: {one_line(str(exc))}", err=True)
+        click.echo(f"redline: error: {escape_controls(str(exc))}", err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code

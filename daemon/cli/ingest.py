@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from daemon.cli.app import App, echo_json
-from daemon.errors import WatchedFolderError, one_line
+from daemon.errors import WatchedFolderError, escape_controls
 from daemon.survey import IngestCounts, quick_unchanged
 
 
@@ -93,7 +93,7 @@ def _report(counts: IngestCounts, elapsed: float, as_json: bool) -> None:
     else:
         click.echo(_summary(counts, elapsed))
     for err in counts.folder_errors:
-        click.echo(f"redline: error: {one_line(err)}", err=True)
+        click.echo(f"redline: error: {escape_controls(err)}", err=True)
     if counts.folder_errors:
         click.get_current_context().exit(1)
     if counts.rejected:
